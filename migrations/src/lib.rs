@@ -1,0 +1,17 @@
+//! Database migrations, written once for PostgreSQL and SQLite.
+//!
+//! Column types are chosen so both backends behave the same: uuids, enums stored as short
+//! strings, timestamps with time zone, 64-bit integers for anything that can grow.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261129_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261129_000001_initial::Migration)]
+    }
+}

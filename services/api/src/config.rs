@@ -1,0 +1,157 @@
+//! Configuration of the api service.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use voidrunner_shared::config::{from_env, ConfigError};
+
+#[derive(Clone, Deserialize)]
+pub struct ApiConfig {
+    /// `VOIDRUNNER_API_ADDR`: where the REST API listens.
+    #[serde(default = "default_api_addr")]
+    pub api_addr: SocketAddr,
+    /// `VOIDRUNNER_DATABASE_URL`: `postgres://...` or `sqlite://path?mode=rwc`.
+    pub database_url: Option<String>,
+    /// `VOIDRUNNER_JWT_SECRET`: HMAC key for access tokens, at least 32 bytes.
+    pub jwt_secret: Option<String>,
+    /// `VOIDRUNNER_JWT_TTL_SECONDS`: lifetime of an access token.
+    #[serde(default = "default_jwt_ttl_seconds")]
+    pub jwt_ttl_seconds: u64,
+    /// `VOIDRUNNER_AUTO_MIGRATE`: apply pending migrations at start-up instead of refusing to start.
+    #[serde(default)]
+    pub auto_migrate: bool,
+    /// `VOIDRUNNER_DEFAULT_TIMEOUT_SECONDS`: timeout of a task that does not ask for one.
+    #[serde(default = "default_timeout_seconds")]
+    pub default_timeout_seconds: u32,
+    /// `VOIDRUNNER_MAX_TIMEOUT_SECONDS`: the longest timeout a task may ask for.
+    #[serde(default = "default_max_timeout_seconds")]
+    pub max_timeout_seconds: u32,
+    /// `VOIDRUNNER_MAX_SCRIPT_BYTES`: the largest `script_content` accepted.
+    #[serde(default = "default_max_script_bytes")]
+    pub max_script_bytes: usize,
+    /// `VOIDRUNNER_OUTBOX_SWEEP_SECONDS`: how often undispatched executions are republished.
+    #[serde(default = "default_outbox_sweep_seconds")]
+    pub outbox_sweep_seconds: u64,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("api_addr", &self.api_addr)
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("jwt_ttl_seconds", &self.jwt_ttl_seconds)
+            .field("auto_migrate", &self.auto_migrate)
+            .field("default_timeout_seconds", &self.default_timeout_seconds)
+            .field("max_timeout_seconds", &self.max_timeout_seconds)
+            .field("max_script_bytes", &self.max_script_bytes)
+            .field("outbox_sweep_seconds", &self.outbox_sweep_seconds)
+            .finish()
+    }
+}
+
+/// Hides the password of a database URL for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn default_api_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_jwt_ttl_seconds() -> u64 {
+    24 * 3600
+}
+fn default_timeout_seconds() -> u32 {
+    30
+}
+fn default_max_timeout_seconds() -> u32 {
+    300
+}
+fn default_max_script_bytes() -> usize {
+    256 * 1024
+}
+fn default_outbox_sweep_seconds() -> u64 {
+    5
+}
+
+/// The shortest JWT secret accepted, in bytes.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+impl ApiConfig {
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let config: ApiConfig = from_env(vars)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(secret) = &self.jwt_secret {
+            if secret.len() < MIN_JWT_SECRET_BYTES {
+                return Err(ConfigError::invalid(
+                    "JWT_SECRET",
+                    format_args!("must be at least {MIN_JWT_SECRET_BYTES} bytes, e.g. `openssl rand -hex 32`"),
+                ));
+            }
+        }
+        if self.jwt_ttl_seconds < 60 {
+            return Err(ConfigError::invalid("JWT_TTL_SECONDS", "must be at least 60"));
+        }
+        if self.max_timeout_seconds == 0 {
+            return Err(ConfigError::invalid("MAX_TIMEOUT_SECONDS", "must be at least 1"));
+        }
+        if self.default_timeout_seconds == 0 || self.default_timeout_seconds > self.max_timeout_seconds {
+            return Err(ConfigError::invalid(
+                "DEFAULT_TIMEOUT_SECONDS",
+                format_args!("must be between 1 and VOIDRUNNER_MAX_TIMEOUT_SECONDS ({})", self.max_timeout_seconds),
+            ));
+        }
+        if self.max_script_bytes == 0 {
+            return Err(ConfigError::invalid("MAX_SCRIPT_BYTES", "must be at least 1"));
+        }
+        if self.outbox_sweep_seconds == 0 {
+            return Err(ConfigError::invalid("OUTBOX_SWEEP_SECONDS", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The database URL, or an error naming the variable, for the distributed `api` command.
+    pub fn required_database_url(&self) -> Result<&str, ConfigError> {
+        self.database_url.as_deref().ok_or_else(|| {
+            ConfigError::invalid("DATABASE_URL", "is required, e.g. postgres://user:pass@host/voidrunner")
+        })
+    }
+
+    pub fn required_jwt_secret(&self) -> Result<&str, ConfigError> {
+        self.jwt_secret
+            .as_deref()
+            .ok_or_else(|| ConfigError::invalid("JWT_SECRET", "is required, e.g. `openssl rand -hex 32`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/vr"),
+            "postgres://app:***@db:5432/vr"
+        );
+        assert_eq!(redact_url("sqlite://data/vr.db"), "sqlite://data/vr.db");
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_with_the_variable_named() {
+        let vars = vec![("VOIDRUNNER_JWT_SECRET".to_string(), "short".to_string())];
+        let error = ApiConfig::from_env(vars).expect_err("short secret refused");
+        assert!(error.to_string().contains("VOIDRUNNER_JWT_SECRET"), "{error}");
+    }
+}

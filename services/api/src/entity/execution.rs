@@ -1,0 +1,93 @@
+use sea_orm::entity::prelude::*;
+use voidrunner_shared::events::FinalStatus;
+
+/// Execution states; transitions only move forward (see `recorder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum Status {
+    #[sea_orm(string_value = "queued")]
+    Queued,
+    #[sea_orm(string_value = "running")]
+    Running,
+    #[sea_orm(string_value = "completed")]
+    Completed,
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    #[sea_orm(string_value = "timeout")]
+    Timeout,
+    #[sea_orm(string_value = "cancelled")]
+    Cancelled,
+    #[sea_orm(string_value = "error")]
+    Error,
+}
+
+impl Status {
+    /// The states a result may still be applied to.
+    pub const UNFINISHED: [Status; 2] = [Status::Queued, Status::Running];
+
+    pub fn is_final(self) -> bool {
+        !Self::UNFINISHED.contains(&self)
+    }
+}
+
+impl From<FinalStatus> for Status {
+    fn from(status: FinalStatus) -> Self {
+        match status {
+            FinalStatus::Completed => Status::Completed,
+            FinalStatus::Failed => Status::Failed,
+            FinalStatus::Timeout => Status::Timeout,
+            FinalStatus::Cancelled => Status::Cancelled,
+            FinalStatus::Error => Status::Error,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "executions")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub task_id: Uuid,
+    pub user_id: Uuid,
+    pub status: Status,
+    pub lane: String,
+    pub exit_code: Option<i64>,
+    #[sea_orm(column_type = "Text")]
+    pub stdout: String,
+    pub stdout_encoding: String,
+    #[sea_orm(column_type = "Text")]
+    pub stderr: String,
+    pub stderr_encoding: String,
+    pub output_truncated: bool,
+    pub oom_killed: bool,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub error: Option<String>,
+    pub worker_id: Option<String>,
+    pub attempt: i32,
+    /// Null until the dispatch is in JetStream: the transactional outbox marker.
+    pub dispatched_at: Option<DateTimeUtc>,
+    pub stream_sequence: Option<i64>,
+    pub created_at: DateTimeUtc,
+    pub started_at: Option<DateTimeUtc>,
+    pub finished_at: Option<DateTimeUtc>,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::task::Entity",
+        from = "Column::TaskId",
+        to = "super::task::Column::Id",
+        on_delete = "Cascade"
+    )]
+    Task,
+}
+
+impl Related<super::task::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Task.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

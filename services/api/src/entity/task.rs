@@ -1,0 +1,77 @@
+use sea_orm::entity::prelude::*;
+use voidrunner_shared::Language;
+
+/// The language column, stored as its canonical name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum ScriptType {
+    #[sea_orm(string_value = "python")]
+    Python,
+    #[sea_orm(string_value = "javascript")]
+    Javascript,
+    #[sea_orm(string_value = "bash")]
+    Bash,
+}
+
+impl From<Language> for ScriptType {
+    fn from(language: Language) -> Self {
+        match language {
+            Language::Python => ScriptType::Python,
+            Language::Javascript => ScriptType::Javascript,
+            Language::Bash => ScriptType::Bash,
+        }
+    }
+}
+
+impl From<ScriptType> for Language {
+    fn from(script_type: ScriptType) -> Self {
+        match script_type {
+            ScriptType::Python => Language::Python,
+            ScriptType::Javascript => Language::Javascript,
+            ScriptType::Bash => Language::Bash,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "tasks")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub script_type: ScriptType,
+    #[sea_orm(column_type = "Text")]
+    pub script_content: String,
+    pub priority: i16,
+    pub timeout_seconds: i32,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::user::Entity",
+        from = "Column::UserId",
+        to = "super::user::Column::Id",
+        on_delete = "Cascade"
+    )]
+    User,
+    #[sea_orm(has_many = "super::execution::Entity")]
+    Execution,
+}
+
+impl Related<super::user::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::User.def()
+    }
+}
+
+impl Related<super::execution::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Execution.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,99 @@
+//! The VoidRunner api service: REST resources, the transactional outbox that dispatches
+//! executions to JetStream, and the recorder that writes results back.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod entity;
+pub mod error;
+pub mod outbox;
+pub mod recorder;
+pub mod routes;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use voidrunner_shared::config::{ConfigError, NatsConfig};
+use voidrunner_shared::connect::ConnectError;
+use voidrunner_shared::provision::{provision, ProvisionError};
+
+use crate::auth::TokenKeys;
+use crate::config::ApiConfig;
+use crate::db::DbStartError;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Database(#[from] DbStartError),
+    #[error(transparent)]
+    Nats(#[from] ConnectError),
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+}
+
+/// A built api, ready to serve on a listener.
+pub struct Api {
+    state: AppState,
+}
+
+impl Api {
+    /// Connects to the database and NATS, checks migrations and provisions the streams.
+    pub async fn build(config: ApiConfig, nats: &NatsConfig) -> Result<Api, StartError> {
+        let db = db::connect(config.required_database_url()?).await?;
+        Self::build_with_db(config, nats, db).await
+    }
+
+    /// Like `build`, on an existing database connection.
+    pub async fn build_with_db(
+        config: ApiConfig,
+        nats: &NatsConfig,
+        db: DatabaseConnection,
+    ) -> Result<Api, StartError> {
+        db::ensure_migrated(&db, config.auto_migrate).await?;
+        let tokens = TokenKeys::new(config.required_jwt_secret()?.as_bytes(), config.jwt_ttl_seconds);
+        let namespace = nats.namespace();
+        let (client, jetstream) =
+            voidrunner_shared::connect::connect(nats.required_url()?, "voidrunner-api").await?;
+        provision(&jetstream, &namespace, nats).await?;
+        Ok(Api {
+            state: AppState {
+                db,
+                nats: client,
+                jetstream,
+                namespace,
+                tokens,
+                config: Arc::new(config),
+            },
+        })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves the REST API and runs the recorder and outbox sweeper until `shutdown`.
+    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+        let state = self.state;
+        let sweep_every = Duration::from_secs(state.config.outbox_sweep_seconds);
+        let mut jobs = tokio::task::JoinSet::new();
+        jobs.spawn(recorder::run(state.clone(), recorder::Feed::Results, shutdown.clone()));
+        jobs.spawn(recorder::run(state.clone(), recorder::Feed::Started, shutdown.clone()));
+        jobs.spawn(outbox::run_sweeper(state.clone(), sweep_every, shutdown.clone()));
+
+        tracing::info!(addr = %listener.local_addr()?, "api listening");
+        let app = routes::router(state);
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        while jobs.join_next().await.is_some() {}
+        served
+    }
+}

@@ -1,0 +1,119 @@
+//! The transactional outbox: executions are committed with a null `dispatched_at`, published to
+//! TASKS with `Nats-Msg-Id = execution id`, then marked dispatched with their stream sequence.
+//! A sweeper republishes whatever a crash left unmarked; the dedup window makes that harmless.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::sea_query::Expr;
+use tokio_util::sync::CancellationToken;
+use voidrunner_shared::events::{Dispatch, DispatchV1};
+use voidrunner_shared::{headers, Lane};
+
+use crate::entity::{execution, task};
+use crate::state::AppState;
+
+/// How old an undispatched execution must be before the sweeper takes it over from the request
+/// that created it.
+const SWEEP_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(3);
+const SWEEP_BATCH: u64 = 200;
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("publishing dispatch: {0}")]
+    Publish(String),
+    #[error("marking execution dispatched: {0}")]
+    Database(#[from] sea_orm::DbErr),
+}
+
+/// The dispatch event of an execution of `task`.
+pub fn dispatch_event(execution: &execution::Model, task: &task::Model) -> DispatchV1 {
+    DispatchV1 {
+        execution_id: execution.id,
+        task_id: task.id,
+        language: task.script_type.into(),
+        lane: Lane::for_priority(u8::try_from(task.priority).unwrap_or(0)),
+        code: task.script_content.clone(),
+        timeout_seconds: u32::try_from(task.timeout_seconds).unwrap_or(1),
+        submitted_at: execution.created_at,
+    }
+}
+
+/// Publishes the execution to TASKS and marks it dispatched.
+#[tracing::instrument(skip_all, fields(execution_id = %execution.id))]
+pub async fn dispatch(
+    state: &AppState,
+    execution: &execution::Model,
+    task: &task::Model,
+) -> Result<(), OutboxError> {
+    let event = dispatch_event(execution, task);
+    let subject = state.namespace.task_subject(event.lane, event.language);
+    let payload = serde_json::to_vec(&Dispatch::V1(event))
+        .map_err(|e| OutboxError::Publish(e.to_string()))?;
+    let id = execution.id.to_string();
+    let headers = headers::for_execution(&id, execution.id, task.id, 0);
+    let ack = tokio::time::timeout(PUBLISH_TIMEOUT, async {
+        state
+            .jetstream
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .map_err(|e| OutboxError::Publish(e.to_string()))?
+            .await
+            .map_err(|e| OutboxError::Publish(e.to_string()))
+    })
+    .await
+    .map_err(|_| OutboxError::Publish("no acknowledgement from JetStream in time".into()))??;
+
+    execution::Entity::update_many()
+        .col_expr(execution::Column::DispatchedAt, Expr::value(Utc::now()))
+        .col_expr(
+            execution::Column::StreamSequence,
+            Expr::value(i64::try_from(ack.sequence).unwrap_or(i64::MAX)),
+        )
+        .filter(execution::Column::Id.eq(execution.id))
+        .filter(execution::Column::DispatchedAt.is_null())
+        .exec(&state.db)
+        .await?;
+    tracing::debug!(sequence = ack.sequence, duplicate = ack.duplicate, "dispatched");
+    Ok(())
+}
+
+/// Republishes undispatched executions until `shutdown`.
+pub async fn run_sweeper(state: AppState, every: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match sweep_once(&state).await {
+            Ok(0) => {}
+            Ok(swept) => tracing::info!(swept, "republished undispatched executions"),
+            Err(error) => tracing::warn!(error = %error, "outbox sweep failed; retrying on the next tick"),
+        }
+    }
+}
+
+/// One pass of the sweeper; returns how many executions it dispatched.
+pub async fn sweep_once(state: &AppState) -> Result<usize, OutboxError> {
+    let cutoff = Utc::now() - SWEEP_GRACE;
+    let pending = execution::Entity::find()
+        .filter(execution::Column::DispatchedAt.is_null())
+        .filter(execution::Column::Status.eq(execution::Status::Queued))
+        .filter(execution::Column::CreatedAt.lt(cutoff))
+        .order_by_asc(execution::Column::CreatedAt)
+        .limit(SWEEP_BATCH)
+        .find_also_related(task::Entity)
+        .all(&state.db)
+        .await?;
+    let mut dispatched = 0;
+    for (execution, task) in pending {
+        let Some(task) = task else { continue };
+        dispatch(state, &execution, &task).await?;
+        dispatched += 1;
+    }
+    Ok(dispatched)
+}

@@ -1,0 +1,161 @@
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use serde::Serialize;
+use uuid::Uuid;
+use voidrunner_shared::Lane;
+
+use crate::auth::AuthUser;
+use crate::entity::execution::{self, Status};
+use crate::error::{ApiError, Json, Path};
+use crate::outbox;
+use crate::routes::tasks::find_owned;
+use crate::state::AppState;
+
+#[derive(Serialize)]
+pub struct ExecutionResponse {
+    id: Uuid,
+    task_id: Uuid,
+    status: &'static str,
+    lane: String,
+    exit_code: Option<i64>,
+    stdout: String,
+    stdout_encoding: String,
+    stderr: String,
+    stderr_encoding: String,
+    output_truncated: bool,
+    oom_killed: bool,
+    error: Option<String>,
+    worker_id: Option<String>,
+    attempt: i32,
+    created_at: chrono::DateTime<Utc>,
+    dispatched_at: Option<chrono::DateTime<Utc>>,
+    started_at: Option<chrono::DateTime<Utc>>,
+    finished_at: Option<chrono::DateTime<Utc>>,
+    /// Wall-clock run time in the sandbox, from start to finish.
+    duration_ms: Option<i64>,
+}
+
+fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Queued => "queued",
+        Status::Running => "running",
+        Status::Completed => "completed",
+        Status::Failed => "failed",
+        Status::Timeout => "timeout",
+        Status::Cancelled => "cancelled",
+        Status::Error => "error",
+    }
+}
+
+impl From<execution::Model> for ExecutionResponse {
+    fn from(execution: execution::Model) -> Self {
+        let duration_ms = execution
+            .started_at
+            .zip(execution.finished_at)
+            .map(|(started, finished)| (finished - started).num_milliseconds());
+        ExecutionResponse {
+            id: execution.id,
+            task_id: execution.task_id,
+            status: status_name(execution.status),
+            lane: execution.lane,
+            exit_code: execution.exit_code,
+            stdout: execution.stdout,
+            stdout_encoding: execution.stdout_encoding,
+            stderr: execution.stderr,
+            stderr_encoding: execution.stderr_encoding,
+            output_truncated: execution.output_truncated,
+            oom_killed: execution.oom_killed,
+            error: execution.error,
+            worker_id: execution.worker_id,
+            attempt: execution.attempt,
+            created_at: execution.created_at,
+            dispatched_at: execution.dispatched_at,
+            started_at: execution.started_at,
+            finished_at: execution.finished_at,
+            duration_ms,
+        }
+    }
+}
+
+/// Starts an execution of a task. 202: it is queued and will reach a final state.
+#[tracing::instrument(skip_all, fields(user_id = %user_id, task_id = %task_id))]
+pub async fn create(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(task_id): Path<Uuid>,
+) -> Result<(StatusCode, HeaderMap, Json<ExecutionResponse>), ApiError> {
+    let task = find_owned(&state, user_id, task_id).await?;
+    let now = Utc::now();
+    let lane = Lane::for_priority(u8::try_from(task.priority).unwrap_or(0));
+    // The row with a null `dispatched_at` is the outbox entry: committed before anything is
+    // published, so a crash between the two leaves work for the sweeper, never a lost execution.
+    let execution = execution::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        task_id: Set(task.id),
+        user_id: Set(user_id),
+        status: Set(Status::Queued),
+        lane: Set(lane.as_str().to_owned()),
+        exit_code: Set(None),
+        stdout: Set(String::new()),
+        stdout_encoding: Set("utf-8".into()),
+        stderr: Set(String::new()),
+        stderr_encoding: Set("utf-8".into()),
+        output_truncated: Set(false),
+        oom_killed: Set(false),
+        error: Set(None),
+        worker_id: Set(None),
+        attempt: Set(0),
+        dispatched_at: Set(None),
+        stream_sequence: Set(None),
+        created_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+        updated_at: Set(now),
+    }
+    .insert(&state.db)
+    .await?;
+
+    if let Err(error) = outbox::dispatch(&state, &execution, &task).await {
+        tracing::warn!(execution_id = %execution.id, error = %error, "dispatch deferred to the outbox sweeper");
+    }
+    let execution = execution::Entity::find_by_id(execution.id)
+        .one(&state.db)
+        .await?
+        .unwrap_or(execution);
+
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/executions/{}", execution.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((StatusCode::ACCEPTED, headers, Json(execution.into())))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(execution_id): Path<Uuid>,
+) -> Result<Json<ExecutionResponse>, ApiError> {
+    let execution = execution::Entity::find_by_id(execution_id)
+        .filter(execution::Column::UserId.eq(user_id))
+        .one(&state.db)
+        .await?
+        .ok_or(ApiError::NotFound("no execution with this id"))?;
+    Ok(Json(execution.into()))
+}
+
+pub async fn list_for_task(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(task_id): Path<Uuid>,
+) -> Result<Json<Vec<ExecutionResponse>>, ApiError> {
+    let task = find_owned(&state, user_id, task_id).await?;
+    let executions = execution::Entity::find()
+        .filter(execution::Column::TaskId.eq(task.id))
+        .order_by_desc(execution::Column::CreatedAt)
+        .limit(100)
+        .all(&state.db)
+        .await?;
+    Ok(Json(executions.into_iter().map(Into::into).collect()))
+}

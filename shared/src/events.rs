@@ -1,0 +1,268 @@
+//! The versioned JSON events that travel over NATS.
+//!
+//! Every payload is an object whose `schema` field names its type and version
+//! (`voidrunner.dispatch.v1`, ...). A new version is a new variant; consumers keep accepting the
+//! old ones for as long as they can be in flight. The JSON Schemas in `nats/schemas/` are
+//! generated from these types and a test keeps them in step.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Lane, Language};
+
+/// An execution to run, published on `<p>.tasks.<lane>.<language>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "schema")]
+pub enum Dispatch {
+    #[serde(rename = "voidrunner.dispatch.v1")]
+    V1(DispatchV1),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchV1 {
+    pub execution_id: Uuid,
+    pub task_id: Uuid,
+    pub language: Language,
+    pub lane: Lane,
+    /// The program's source text.
+    pub code: String,
+    /// Wall-clock limit, enforced by the worker.
+    pub timeout_seconds: u32,
+    pub submitted_at: DateTime<Utc>,
+}
+
+/// Progress of a running execution, published on `<p>.events.<execution_id>.<kind>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "schema")]
+pub enum ExecutionEvent {
+    #[serde(rename = "voidrunner.started.v1")]
+    StartedV1(StartedV1),
+    #[serde(rename = "voidrunner.output.v1")]
+    OutputV1(OutputV1),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartedV1 {
+    pub execution_id: Uuid,
+    pub worker_id: String,
+    /// 1 for the first delivery of the dispatch, 2 for its first redelivery, ...
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+}
+
+/// Which output stream of the program a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamName {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutputV1 {
+    pub execution_id: Uuid,
+    pub stream: StreamName,
+    /// Position of this chunk among the execution's chunks, from 0.
+    pub seq: u64,
+    pub data: Captured,
+}
+
+/// Bytes a program wrote, as text when they are valid UTF-8 and as base64 otherwise, so that
+/// binary output survives the JSON round trip unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Captured {
+    pub text: String,
+    pub encoding: Encoding,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum Encoding {
+    #[default]
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "base64")]
+    Base64,
+}
+
+impl Captured {
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Captured {
+                text: text.to_owned(),
+                encoding: Encoding::Utf8,
+            },
+            Err(_) => Captured {
+                text: base64_encode(bytes),
+                encoding: Encoding::Base64,
+            },
+        }
+    }
+}
+
+/// The final outcome of an execution, published on its reply subject `<p>.results.<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "schema")]
+pub enum ExecutionResult {
+    #[serde(rename = "voidrunner.result.v1")]
+    V1(ResultV1),
+}
+
+impl ExecutionResult {
+    pub fn execution_id(&self) -> Uuid {
+        match self {
+            ExecutionResult::V1(result) => result.execution_id,
+        }
+    }
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalStatus {
+    /// The program exited with code 0.
+    Completed,
+    /// The program exited with another code, or was killed (e.g. out of memory).
+    Failed,
+    /// The program outlived its wall-clock limit and was killed.
+    Timeout,
+    /// A cancellation request stopped it.
+    Cancelled,
+    /// The fleet could not run it (image missing, retries exhausted, ...).
+    Error,
+}
+
+impl FinalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinalStatus::Completed => "completed",
+            FinalStatus::Failed => "failed",
+            FinalStatus::Timeout => "timeout",
+            FinalStatus::Cancelled => "cancelled",
+            FinalStatus::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResultV1 {
+    pub execution_id: Uuid,
+    pub status: FinalStatus,
+    /// The program's exit code; absent when it never ran or was killed before exiting.
+    pub exit_code: Option<i64>,
+    pub stdout: Captured,
+    pub stderr: Captured,
+    /// True when stdout or stderr passed the output cap and the rest was dropped.
+    pub output_truncated: bool,
+    pub oom_killed: bool,
+    /// What went wrong, for `error` (and for `failed` when the sandbox knows why).
+    pub error: Option<String>,
+    pub worker_id: String,
+    pub attempt: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// An execution the fleet gave up on, published on `<p>.dlq.<lane>.<language>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "schema")]
+pub enum DeadLetter {
+    #[serde(rename = "voidrunner.dead_letter.v1")]
+    V1(DeadLetterV1),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterV1 {
+    pub dispatch: DispatchV1,
+    pub reason: String,
+    pub attempts: u32,
+    pub worker_id: String,
+    pub failed_at: DateTime<Utc>,
+}
+
+/// The JSON Schema of every event, by file name under `nats/schemas/`.
+pub fn json_schemas() -> Vec<(&'static str, schemars::schema::RootSchema)> {
+    vec![
+        ("dispatch.json", schemars::schema_for!(Dispatch)),
+        ("execution-event.json", schemars::schema_for!(ExecutionEvent)),
+        ("result.json", schemars::schema_for!(ExecutionResult)),
+        ("dead-letter.json", schemars::schema_for!(DeadLetter)),
+    ]
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_utf8_output_is_carried_as_base64() {
+        let captured = Captured::from_bytes(&[0xff, 0xfe, b'a']);
+        assert_eq!(captured.encoding, Encoding::Base64);
+        assert_eq!(captured.text, "//5h");
+        assert_eq!(Captured::from_bytes(b"ab").text, "ab");
+    }
+
+    #[test]
+    fn base64_pads_like_rfc_4648() {
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn a_dispatch_names_its_schema_version_on_the_wire() {
+        let dispatch = Dispatch::V1(DispatchV1 {
+            execution_id: Uuid::nil(),
+            task_id: Uuid::nil(),
+            language: Language::Python,
+            lane: Lane::Normal,
+            code: "print(1)".into(),
+            timeout_seconds: 5,
+            submitted_at: Utc::now(),
+        });
+        let json = serde_json::to_value(&dispatch).expect("serialises");
+        assert_eq!(json["schema"], "voidrunner.dispatch.v1");
+        assert_eq!(json["language"], "python");
+        let back: Dispatch = serde_json::from_value(json).expect("round-trips");
+        assert_eq!(back, dispatch);
+    }
+
+    #[test]
+    fn committed_json_schemas_match_the_rust_types() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../nats/schemas");
+        for (file, schema) in json_schemas() {
+            let expected = serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n";
+            let committed = std::fs::read_to_string(dir.join(file))
+                .unwrap_or_else(|e| panic!("nats/schemas/{file}: {e}; run `voidrunner schemas nats/schemas`"));
+            assert_eq!(
+                committed, expected,
+                "nats/schemas/{file} is out of date: run `voidrunner schemas nats/schemas`"
+            );
+        }
+    }
+}

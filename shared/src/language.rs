@@ -1,0 +1,116 @@
+//! Languages a sandbox can run and the priority lanes executions travel in.
+
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A language VoidRunner can run; its name is a subject token, so it is lowercase ASCII.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Python,
+    Javascript,
+    Bash,
+}
+
+impl Language {
+    /// Every supported language, in the order documentation lists them.
+    pub const ALL: [Language; 3] = [Language::Python, Language::Javascript, Language::Bash];
+
+    /// The canonical name used in the API, in subjects and in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Python => "python",
+            Language::Javascript => "javascript",
+            Language::Bash => "bash",
+        }
+    }
+}
+
+impl fmt::Display for Language {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error for a language name VoidRunner does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown language {0:?}: expected one of python, javascript, bash")]
+pub struct UnknownLanguage(pub String);
+
+impl FromStr for Language {
+    type Err = UnknownLanguage;
+
+    /// Accepts the canonical names and the usual aliases (`py`, `js`, `node`, `sh`).
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name.to_ascii_lowercase().as_str() {
+            "python" | "python3" | "py" => Ok(Language::Python),
+            "javascript" | "js" | "node" | "nodejs" => Ok(Language::Javascript),
+            "bash" | "sh" | "shell" => Ok(Language::Bash),
+            _ => Err(UnknownLanguage(name.to_owned())),
+        }
+    }
+}
+
+/// A priority lane: each has its own durable consumer, and workers drain `High` first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    High,
+    Normal,
+    Low,
+}
+
+impl Lane {
+    /// Lanes in the order a worker serves them.
+    pub const BY_PRECEDENCE: [Lane; 3] = [Lane::High, Lane::Normal, Lane::Low];
+
+    /// The highest priority a task may ask for.
+    pub const MAX_PRIORITY: u8 = 10;
+
+    /// Maps a task priority (0–10) onto a lane: 7–10 high, 4–6 normal, 0–3 low.
+    pub fn for_priority(priority: u8) -> Lane {
+        match priority {
+            7.. => Lane::High,
+            4..=6 => Lane::Normal,
+            _ => Lane::Low,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::High => "high",
+            Lane::Normal => "normal",
+            Lane::Low => "low",
+        }
+    }
+}
+
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities_map_onto_lanes_at_the_documented_boundaries() {
+        let lanes: Vec<Lane> = (0..=10).map(Lane::for_priority).collect();
+        assert_eq!(&lanes[0..4], &[Lane::Low; 4]);
+        assert_eq!(&lanes[4..7], &[Lane::Normal; 3]);
+        assert_eq!(&lanes[7..], &[Lane::High; 4]);
+    }
+
+    #[test]
+    fn language_aliases_parse_to_the_canonical_language() {
+        assert_eq!("py".parse::<Language>().ok(), Some(Language::Python));
+        assert_eq!("Node".parse::<Language>().ok(), Some(Language::Javascript));
+        assert_eq!("sh".parse::<Language>().ok(), Some(Language::Bash));
+        assert!("cobol".parse::<Language>().is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! Idempotent provisioning of streams, consumers and key-value buckets.
+//!
+//! Every service runs it at start-up: the first creates, the rest find everything in place, and a
+//! changed setting (say, more replicas) is applied as an update.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+
+use crate::config::NatsConfig;
+use crate::{Lane, Namespace};
+
+/// How long JetStream remembers a `Nats-Msg-Id`; the outbox sweeper republishes well inside it.
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(10 * 60);
+const RESULTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+const EVENTS_MAX_AGE: Duration = Duration::from_secs(3600);
+const EVENTS_MAX_BYTES: i64 = 1 << 30;
+const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+const TASKS_MAX_MESSAGES: i64 = 1_000_000;
+/// A worker that has not beaten for this long drops out of the fleet view.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(15);
+const CANCELLATION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+#[error("provisioning {what} failed: {message}")]
+pub struct ProvisionError {
+    pub what: String,
+    pub message: String,
+}
+
+fn failed(what: impl Into<String>) -> impl FnOnce(async_nats::Error) -> ProvisionError {
+    let what = what.into();
+    move |error| ProvisionError {
+        what,
+        message: error.to_string(),
+    }
+}
+
+/// The stream definitions of one installation, also exported to `nats/streams/` for the NATS CLI.
+pub fn stream_configs(ns: &Namespace, nats: &NatsConfig) -> Vec<stream::Config> {
+    let base = stream::Config {
+        num_replicas: nats.nats_replicas,
+        storage: stream::StorageType::File,
+        allow_direct: true,
+        duplicate_window: DEDUP_WINDOW,
+        ..Default::default()
+    };
+    vec![
+        stream::Config {
+            name: ns.tasks_stream(),
+            description: Some("executions waiting for a worker, one lane per priority band".into()),
+            subjects: vec![ns.tasks_stream_subjects()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            discard: stream::DiscardPolicy::New,
+            max_messages: TASKS_MAX_MESSAGES,
+            ..base.clone()
+        },
+        stream::Config {
+            name: ns.results_stream(),
+            description: Some("final results, one per execution, on its reply subject".into()),
+            subjects: vec![ns.results_stream_subjects()],
+            retention: stream::RetentionPolicy::Limits,
+            max_messages_per_subject: 1,
+            max_age: RESULTS_MAX_AGE,
+            ..base.clone()
+        },
+        stream::Config {
+            name: ns.events_stream(),
+            description: Some("started and output events, replayable for late subscribers".into()),
+            subjects: vec![ns.events_stream_subjects()],
+            retention: stream::RetentionPolicy::Limits,
+            max_age: EVENTS_MAX_AGE,
+            max_bytes: EVENTS_MAX_BYTES,
+            discard: stream::DiscardPolicy::Old,
+            ..base.clone()
+        },
+        stream::Config {
+            name: ns.dead_letter_stream(),
+            description: Some("executions the fleet gave up on, with the reason".into()),
+            subjects: vec![ns.dead_letter_stream_subjects()],
+            retention: stream::RetentionPolicy::Limits,
+            max_age: DEAD_LETTER_MAX_AGE,
+            ..base
+        },
+    ]
+}
+
+/// The durable consumer of one lane on TASKS.
+pub fn lane_consumer_config(ns: &Namespace, nats: &NatsConfig, lane: Lane) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(ns.lane_consumer(lane)),
+        description: Some(format!("workers pull {lane}-priority executions")),
+        filter_subject: ns.lane_filter(lane),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: nats.ack_wait(),
+        max_deliver: i64::from(nats.nats_max_deliver),
+        max_ack_pending: i64::from(nats.nats_max_ack_pending),
+        max_waiting: 4096,
+        ..Default::default()
+    }
+}
+
+fn recorder_config(name: &str, filter: String, description: &str) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(name.to_owned()),
+        description: Some(description.to_owned()),
+        filter_subject: filter,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        deliver_policy: consumer::DeliverPolicy::All,
+        max_ack_pending: 1000,
+        ..Default::default()
+    }
+}
+
+/// Creates or updates every stream, consumer and bucket of the installation.
+#[tracing::instrument(skip_all, fields(prefix = ns.prefix()))]
+pub async fn provision(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    nats: &NatsConfig,
+) -> Result<(), ProvisionError> {
+    for config in stream_configs(ns, nats) {
+        let name = config.name.clone();
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|e| failed(format!("stream {name}"))(e.into()))?;
+    }
+
+    let tasks = get_stream(js, &ns.tasks_stream()).await?;
+    for lane in Lane::BY_PRECEDENCE {
+        let config = lane_consumer_config(ns, nats, lane);
+        tasks
+            .create_consumer(config)
+            .await
+            .map_err(|e| failed(format!("consumer {}", ns.lane_consumer(lane)))(e.into()))?;
+    }
+
+    let results = get_stream(js, &ns.results_stream()).await?;
+    results
+        .create_consumer(recorder_config(
+            ns.recorder_consumer(),
+            String::new(),
+            "api replicas record results into the database",
+        ))
+        .await
+        .map_err(|e| failed("consumer recorder")(e.into()))?;
+
+    let events = get_stream(js, &ns.events_stream()).await?;
+    events
+        .create_consumer(recorder_config(
+            ns.started_recorder_consumer(),
+            ns.started_events_filter(),
+            "api replicas mark executions running",
+        ))
+        .await
+        .map_err(|e| failed("consumer recorder-started")(e.into()))?;
+
+    for (bucket, description, ttl) in [
+        (ns.heartbeat_bucket(), "worker heartbeats", HEARTBEAT_TTL),
+        (ns.cancellation_bucket(), "cancellation requests", CANCELLATION_TTL),
+    ] {
+        js.create_or_update_key_value(kv::Config {
+            bucket: bucket.clone(),
+            description: description.into(),
+            history: 1,
+            max_age: ttl,
+            num_replicas: nats.nats_replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| failed(format!("bucket {bucket}"))(e.into()))?;
+    }
+    tracing::debug!("streams, consumers and buckets are in place");
+    Ok(())
+}
+
+async fn get_stream(js: &jetstream::Context, name: &str) -> Result<stream::Stream, ProvisionError> {
+    js.get_stream(name)
+        .await
+        .map_err(|e| failed(format!("stream {name}"))(e.into()))
+}
