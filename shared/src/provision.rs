@@ -53,6 +53,11 @@ pub fn stream_configs(ns: &Namespace, nats: &NatsConfig) -> Vec<stream::Config> 
             retention: stream::RetentionPolicy::WorkQueue,
             discard: stream::DiscardPolicy::New,
             max_messages: TASKS_MAX_MESSAGES,
+            republish: Some(stream::Republish {
+                source: ns.tasks_stream_subjects(),
+                destination: ns.wakeup_filter(),
+                headers_only: true,
+            }),
             ..base.clone()
         },
         stream::Config {

@@ -107,6 +107,12 @@ impl Namespace {
         format!("{}.tasks.>", self.prefix)
     }
 
+    /// Headers-only copies of new dispatches: a wake-up call for idle workers, so that they
+    /// need not poll the lanes to notice new work quickly.
+    pub fn wakeup_filter(&self) -> String {
+        format!("{}.wakeup.>", self.prefix)
+    }
+
     pub(crate) fn results_stream_subjects(&self) -> String {
         format!("{}.results.*", self.prefix)
     }

@@ -1,1 +1,88 @@
-fn main() {}
+//! `voidrunner`: run code safely at scale. See `voidrunner --help`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use voidrunner::serve::{self, Embedded};
+use voidrunner_api::config::ApiConfig;
+use voidrunner_shared::config::NatsConfig;
+use voidrunner_worker::config::WorkerConfig;
+
+/// VoidRunner runs untrusted code in hardened, single-use containers. Configuration comes from
+/// `VOIDRUNNER_*` environment variables (see the README).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embedded mode: api and worker in one process (SQLite and a local nats-server by default).
+    Serve,
+    /// The REST api and result recorder (needs VOIDRUNNER_DATABASE_URL, _NATS_URL, _JWT_SECRET).
+    Api,
+    /// A worker that runs executions in Docker (needs VOIDRUNNER_NATS_URL).
+    Worker,
+    /// Apply database migrations to VOIDRUNNER_DATABASE_URL (default: SQLite in the data dir).
+    Migrate,
+    /// Write the JSON Schemas of every NATS event into a directory.
+    Schemas { dir: PathBuf },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    let json_logs = vars
+        .iter()
+        .any(|(k, v)| k == "VOIDRUNNER_LOG_FORMAT" && v == "json");
+    voidrunner_shared::telemetry::init(json_logs);
+    let shutdown = voidrunner::shutdown_on_signals();
+
+    match cli.command {
+        Command::Serve => serve::run(Embedded::from_env(vars)?, shutdown).await,
+        Command::Api => {
+            let config = ApiConfig::from_env(vars.clone())?;
+            let nats = NatsConfig::from_env(vars)?;
+            let listener = tokio::net::TcpListener::bind(config.api_addr)
+                .await
+                .with_context(|| format!("binding VOIDRUNNER_API_ADDR {}", config.api_addr))?;
+            let api = voidrunner_api::Api::build(config, &nats).await?;
+            api.run(listener, shutdown).await?;
+            Ok(())
+        }
+        Command::Worker => {
+            let config = WorkerConfig::from_env(vars.clone())?;
+            let nats = NatsConfig::from_env(vars)?;
+            let worker = voidrunner_worker::Worker::build(config, &nats).await?;
+            worker.run(shutdown).await.map_err(|e| anyhow::anyhow!("worker: {e}"))
+        }
+        Command::Migrate => {
+            let config = ApiConfig::from_env(vars.clone())?;
+            let url = match config.database_url {
+                Some(url) => url,
+                None => {
+                    let serve: serve::ServeConfig = voidrunner_shared::config::from_env(vars)?;
+                    std::fs::create_dir_all(&serve.data_dir)?;
+                    voidrunner_api::db::sqlite_url(&serve.data_dir.join("voidrunner.db"))
+                }
+            };
+            let db = voidrunner_api::db::connect(&url).await?;
+            let applied = voidrunner_api::db::migrate(&db).await?;
+            println!("applied {applied} migration(s) to {}", voidrunner_api::config::redact_url(&url));
+            Ok(())
+        }
+        Command::Schemas { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            for (file, schema) in voidrunner_shared::events::json_schemas() {
+                let text = serde_json::to_string_pretty(&schema)? + "\n";
+                std::fs::write(dir.join(file), text)?;
+                println!("wrote {}", dir.join(file).display());
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,1 +1,209 @@
+//! The VoidRunner worker: binds the lane consumers, pulls only as many dispatches as it has free
+//! slots (high lane first), runs each in a fresh sandbox, publishes the result on the
+//! execution's reply subject, then acknowledges.
 
+pub mod ack;
+pub mod config;
+mod fleet;
+pub mod runner;
+pub mod sandbox;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use voidrunner_shared::config::{ConfigError, NatsConfig};
+use voidrunner_shared::connect::ConnectError;
+use voidrunner_shared::provision::{provision, ProvisionError};
+use voidrunner_shared::Lane;
+
+use crate::config::WorkerConfig;
+use crate::runner::Runner;
+use crate::sandbox::{DockerSandbox, SandboxError};
+
+/// Idle workers look at the lanes at least this often, for redeliveries (which raise no wake-up).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Nats(#[from] ConnectError),
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("binding consumer {consumer}: {message}")]
+    Consumer { consumer: String, message: String },
+}
+
+/// A built worker, ready to run.
+pub struct Worker {
+    runner: Runner,
+    lanes: Vec<(Lane, PullConsumer)>,
+    slots: usize,
+}
+
+impl Worker {
+    /// Connects to NATS and Docker, provisions the streams and binds the lane consumers.
+    pub async fn build(config: WorkerConfig, nats: &NatsConfig) -> Result<Worker, StartError> {
+        let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
+        let namespace = nats.namespace();
+        let (client, jetstream) = voidrunner_shared::connect::connect(
+            nats.required_url()?,
+            &format!("voidrunner-worker-{worker_id}"),
+        )
+        .await?;
+        provision(&jetstream, &namespace, nats).await?;
+        let sandbox = DockerSandbox::connect(&worker_id).await?;
+        let orphans = sandbox.remove_orphans(false).await?;
+        if orphans > 0 {
+            tracing::info!(orphans, "removed sandboxes an earlier run of this worker left behind");
+        }
+        for language in voidrunner_shared::Language::ALL {
+            let image = config.image(language);
+            if !sandbox.has_image(image).await {
+                tracing::warn!(%language, image, "image missing: executions in this language will fail here until it is built (scripts/build-images.sh)");
+            }
+        }
+
+        let tasks = jetstream
+            .get_stream(namespace.tasks_stream())
+            .await
+            .map_err(|e| StartError::Consumer { consumer: namespace.tasks_stream(), message: e.to_string() })?;
+        let mut lanes = Vec::new();
+        for lane in Lane::BY_PRECEDENCE {
+            let name = namespace.lane_consumer(lane);
+            let consumer: PullConsumer = tasks
+                .get_consumer(&name)
+                .await
+                .map_err(|e| StartError::Consumer { consumer: name.clone(), message: e.to_string() })?;
+            lanes.push((lane, consumer));
+        }
+        let results = jetstream
+            .get_stream(namespace.results_stream())
+            .await
+            .map_err(|e| StartError::Consumer { consumer: namespace.results_stream(), message: e.to_string() })?;
+        let slots = config.worker_slots;
+        Ok(Worker {
+            runner: Runner {
+                jetstream,
+                nats: client,
+                namespace,
+                sandbox,
+                config,
+                worker_id,
+                results,
+                max_deliver: nats.nats_max_deliver,
+                ack_wait: nats.ack_wait(),
+            },
+            lanes,
+            slots,
+        })
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.runner.worker_id
+    }
+
+    /// Pulls and runs executions until `shutdown`; running sandboxes are then stopped and their
+    /// dispatches handed back to the fleet.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), async_nats::Error> {
+        let slots = Arc::new(Semaphore::new(self.slots));
+        let mut wakeups = self
+            .runner
+            .nats
+            .subscribe(self.runner.namespace.wakeup_filter())
+            .await?;
+        let fleet = tokio::spawn(fleet::register(
+            self.runner.clone(),
+            Arc::clone(&slots),
+            self.slots,
+            shutdown.clone(),
+        ));
+        tracing::info!(worker_id = %self.runner.worker_id, slots = self.slots, "worker pulling");
+
+        let mut running = tokio::task::JoinSet::new();
+        'pull: loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break 'pull,
+                permit = Arc::clone(&slots).acquire_owned() => permit?,
+            };
+            let free = 1 + slots.available_permits();
+            let messages = self.fetch(free).await;
+            if messages.is_empty() {
+                drop(first);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'pull,
+                    _ = wakeups.next() => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    Some(_) = running.join_next(), if !running.is_empty() => {}
+                }
+                continue;
+            }
+            let mut first = Some(first);
+            for message in messages {
+                let permit = match first.take() {
+                    Some(permit) => permit,
+                    None => Arc::clone(&slots).acquire_owned().await?,
+                };
+                let runner = self.runner.clone();
+                let stop = shutdown.child_token();
+                running.spawn(async move {
+                    runner.handle(message, stop).await;
+                    drop(permit);
+                });
+            }
+            // Reap finished executions so the set does not grow without bound.
+            while running.try_join_next().is_some() {}
+        }
+
+        tracing::info!(in_flight = running.len(), "worker stopping");
+        while running.join_next().await.is_some() {}
+        let _ = fleet.await;
+        Ok(())
+    }
+
+    /// Takes up to `free` dispatches, draining higher lanes first, without waiting.
+    async fn fetch(&self, free: usize) -> Vec<async_nats::jetstream::Message> {
+        let mut taken = Vec::new();
+        for (lane, consumer) in &self.lanes {
+            let wanted = free - taken.len();
+            if wanted == 0 {
+                break;
+            }
+            let batch = tokio::time::timeout(FETCH_TIMEOUT, async {
+                let mut messages = consumer.fetch().max_messages(wanted).messages().await?;
+                let mut got = Vec::new();
+                while let Some(message) = messages.next().await {
+                    got.push(message?);
+                }
+                Ok::<_, async_nats::Error>(got)
+            })
+            .await;
+            match batch {
+                Ok(Ok(got)) => taken.extend(got),
+                Ok(Err(error)) => tracing::warn!(%lane, error = %error, "fetching from lane failed"),
+                Err(_) => tracing::warn!(%lane, "fetching from lane timed out"),
+            }
+        }
+        taken
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect();
+    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}

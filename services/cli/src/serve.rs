@@ -1,0 +1,152 @@
+//! Embedded mode: the api and a worker in one process, on the same JetStream code paths as the
+//! distributed mode. With no configuration it keeps everything in a data directory: SQLite, a
+//! generated JWT secret, and the JetStream store of a nats-server child process.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use voidrunner_api::config::ApiConfig;
+use voidrunner_api::Api;
+use voidrunner_shared::config::{from_env, NatsConfig};
+use voidrunner_worker::config::WorkerConfig;
+use voidrunner_worker::Worker;
+
+use crate::nats_server::NatsServer;
+
+#[derive(Debug, Deserialize)]
+pub struct ServeConfig {
+    /// `VOIDRUNNER_DATA_DIR`: where embedded mode keeps its state.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `VOIDRUNNER_NATS_SERVER_BIN`: the nats-server started when `VOIDRUNNER_NATS_URL` is unset.
+    #[serde(default = "default_nats_server_bin")]
+    pub nats_server_bin: String,
+    /// `VOIDRUNNER_EMBEDDED_NATS_PORT`: its client port on 127.0.0.1 (0 picks a free one).
+    #[serde(default = "default_embedded_nats_port")]
+    pub embedded_nats_port: u16,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_nats_server_bin() -> String {
+    "nats-server".into()
+}
+fn default_embedded_nats_port() -> u16 {
+    4222
+}
+
+/// Everything `serve` resolved from the environment and the data directory.
+pub struct Embedded {
+    pub api: ApiConfig,
+    pub worker: WorkerConfig,
+    pub nats: NatsConfig,
+    pub serve: ServeConfig,
+}
+
+impl Embedded {
+    pub fn from_env(vars: Vec<(String, String)>) -> anyhow::Result<Embedded> {
+        Ok(Embedded {
+            api: ApiConfig::from_env(vars.clone())?,
+            worker: WorkerConfig::from_env(vars.clone())?,
+            nats: NatsConfig::from_env(vars.clone())?,
+            serve: from_env(vars)?,
+        })
+    }
+}
+
+/// Runs embedded mode until `shutdown`.
+pub async fn run(mut embedded: Embedded, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let data_dir = &embedded.serve.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating VOIDRUNNER_DATA_DIR {}", data_dir.display()))?;
+
+    let nats_child = match embedded.nats.nats_url {
+        Some(_) => None,
+        None => {
+            let server = NatsServer::start(
+                &embedded.serve.nats_server_bin,
+                &data_dir.join("nats"),
+                embedded.serve.embedded_nats_port,
+            )
+            .await?;
+            tracing::info!(url = server.url(), "started embedded nats-server");
+            embedded.nats.nats_url = Some(server.url().to_owned());
+            Some(server)
+        }
+    };
+    if embedded.api.database_url.is_none() {
+        // Our own SQLite file: created here, so migrating it needs no one's permission.
+        embedded.api.database_url = Some(voidrunner_api::db::sqlite_url(&data_dir.join("voidrunner.db")));
+        embedded.api.auto_migrate = true;
+    }
+    if embedded.api.jwt_secret.is_none() {
+        embedded.api.jwt_secret = Some(load_or_create_secret(&data_dir.join("jwt-secret"))?);
+    }
+
+    let listener = tokio::net::TcpListener::bind(embedded.api.api_addr)
+        .await
+        .with_context(|| format!("binding VOIDRUNNER_API_ADDR {}", embedded.api.api_addr))?;
+    let api = Api::build(embedded.api, &embedded.nats).await?;
+    let worker = Worker::build(embedded.worker, &embedded.nats).await?;
+    tracing::info!(
+        api = %listener.local_addr()?,
+        nats = embedded.nats.nats_url.as_deref().unwrap_or_default(),
+        data_dir = %data_dir.display(),
+        "voidrunner is up (embedded mode)"
+    );
+
+    let api_task = tokio::spawn(api.run(listener, shutdown.clone()));
+    let worker_task = tokio::spawn(worker.run(shutdown.clone()));
+    let (api_result, worker_result) = tokio::join!(
+        async {
+            let result = api_task.await;
+            shutdown.cancel();
+            result
+        },
+        async {
+            let result = worker_task.await;
+            shutdown.cancel();
+            result
+        }
+    );
+    if let Some(server) = nats_child {
+        server.stop().await;
+    }
+    api_result.context("api task")?.context("api")?;
+    worker_result
+        .context("worker task")?
+        .map_err(|e| anyhow::anyhow!("worker: {e}"))?;
+    Ok(())
+}
+
+/// The JWT secret kept in the data directory, generated on first start.
+fn load_or_create_secret(path: &Path) -> anyhow::Result<String> {
+    if let Ok(secret) = std::fs::read_to_string(path) {
+        return Ok(secret.trim().to_owned());
+    }
+    let secret: String = (0..2)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    write_private(path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}

@@ -1,0 +1,350 @@
+//! Handling one dispatch: from the pulled message to the result on the reply subject.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use voidrunner_shared::events::{
+    Captured, DeadLetter, DeadLetterV1, Dispatch, DispatchV1, ExecutionEvent, ExecutionResult,
+    FinalStatus, OutputV1, ResultV1, StartedV1,
+};
+use voidrunner_shared::subjects::EventKind;
+use voidrunner_shared::{headers, Namespace};
+
+use crate::ack::Outcome;
+use crate::config::WorkerConfig;
+use crate::sandbox::{DockerSandbox, Exit, Limits, OutputChunk, Program, RunReport, SandboxError};
+
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Output chunks are coalesced into events of at most this size, sent at least this often.
+const OUTPUT_EVENT_BYTES: usize = 16 * 1024;
+const OUTPUT_EVENT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Everything a worker needs to handle dispatches; cheap to clone into each execution's task.
+#[derive(Clone)]
+pub struct Runner {
+    pub jetstream: jetstream::Context,
+    pub nats: async_nats::Client,
+    pub namespace: Namespace,
+    pub sandbox: DockerSandbox,
+    pub config: WorkerConfig,
+    pub worker_id: String,
+    pub results: jetstream::stream::Stream,
+    pub max_deliver: u32,
+    pub ack_wait: Duration,
+}
+
+impl Runner {
+    /// Handles one pulled message and acknowledges it according to the ack policy.
+    pub async fn handle(&self, message: jetstream::Message, stop: CancellationToken) {
+        let attempt = message
+            .info()
+            .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
+            .unwrap_or(1);
+        let outcome = match serde_json::from_slice::<Dispatch>(&message.payload) {
+            Ok(Dispatch::V1(dispatch)) => {
+                let span = tracing::info_span!("execution", execution_id = %dispatch.execution_id, attempt);
+                self.handle_dispatch(&message, dispatch, attempt, &stop)
+                    .instrument(span)
+                    .await
+            }
+            Err(error) => {
+                tracing::error!(subject = %message.subject, error = %error, "dispatch is not voidrunner.dispatch.v1; dropping it");
+                Outcome::Unreadable
+            }
+        };
+        let kind = crate::ack::ack_for(outcome);
+        let acked = if matches!(kind, AckKind::Ack) {
+            message.double_ack().await
+        } else {
+            message.ack_with(kind).await
+        };
+        if let Err(error) = acked {
+            // The message comes back after ack_wait; the result check makes that harmless.
+            tracing::warn!(error = %error, ?outcome, "acknowledging dispatch failed");
+        }
+    }
+
+    async fn handle_dispatch(
+        &self,
+        message: &jetstream::Message,
+        dispatch: DispatchV1,
+        attempt: u32,
+        stop: &CancellationToken,
+    ) -> Outcome {
+        let execution_id = dispatch.execution_id;
+        let result_subject = self.namespace.result_subject(execution_id);
+        if self.results.direct_get_last_for_subject(&result_subject).await.is_ok() {
+            tracing::info!(%execution_id, "result already published; acknowledging the duplicate");
+            return Outcome::Resulted;
+        }
+
+        let started_at = Utc::now();
+        self.publish_started(&dispatch, attempt, started_at).await;
+
+        // Tell JetStream the message is in progress so that a long run is not redelivered.
+        let progress = {
+            let message = message.clone();
+            let every = self.ack_wait / 3;
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    ticks.tick().await;
+                    if message.ack_with(AckKind::Progress).await.is_err() {
+                        tracing::debug!("progress ack failed");
+                    }
+                }
+            })
+        };
+        let (output_sender, output_receiver) = mpsc::channel(256);
+        let forwarder = tokio::spawn(forward_output(
+            self.nats.clone(),
+            self.namespace.event_subject(execution_id, EventKind::Output),
+            execution_id,
+            output_receiver,
+        ));
+
+        let program = Program {
+            language: dispatch.language,
+            code: dispatch.code.clone(),
+        };
+        let limits = self.limits(&dispatch);
+        let image = self.config.image(dispatch.language).to_owned();
+        let run = self
+            .sandbox
+            .run(&execution_id.to_string(), &image, &program, &limits, Some(output_sender), stop)
+            .await;
+        progress.abort();
+        let _ = forwarder.await;
+
+        let result = match run {
+            Ok(report) if report.exit == Exit::Stopped => return Outcome::Interrupted,
+            Ok(report) => self.result_of(&dispatch, attempt, &limits, report),
+            Err(error) => {
+                tracing::warn!(%execution_id, attempt, error = %error, "sandbox could not run the execution");
+                if attempt < self.max_deliver && !stop.is_cancelled() {
+                    return Outcome::FleetFailed { attempt };
+                }
+                if stop.is_cancelled() {
+                    return Outcome::Interrupted;
+                }
+                return self.give_up(dispatch, attempt, &error).await;
+            }
+        };
+        match self.publish_result(&result).await {
+            Ok(()) => {
+                tracing::info!(%execution_id, status = result.status.as_str(), exit_code = ?result.exit_code, "execution finished");
+                Outcome::Resulted
+            }
+            Err(error) => {
+                tracing::warn!(%execution_id, error = %error, "publishing the result failed");
+                Outcome::FleetFailed { attempt }
+            }
+        }
+    }
+
+    fn limits(&self, dispatch: &DispatchV1) -> Limits {
+        let config = &self.config;
+        Limits {
+            memory_bytes: i64::try_from(config.sandbox_memory_mb * 1024 * 1024).unwrap_or(i64::MAX),
+            nano_cpus: (config.sandbox_cpus * 1e9) as i64,
+            pids: config.sandbox_pids,
+            tmpfs_bytes: config.sandbox_tmpfs_mb * 1024 * 1024,
+            output_bytes: config.sandbox_output_limit_bytes,
+            timeout: Duration::from_secs(u64::from(dispatch.timeout_seconds.max(1))),
+        }
+    }
+
+    fn result_of(&self, dispatch: &DispatchV1, attempt: u32, limits: &Limits, report: RunReport) -> ResultV1 {
+        let (status, exit_code, oom_killed, error) = match report.exit {
+            Exit::Exited { code, oom_killed: true } => (
+                FinalStatus::Failed,
+                Some(code),
+                true,
+                Some(format!("killed: out of memory (limit {} MiB)", limits.memory_bytes >> 20)),
+            ),
+            Exit::Exited { code: 0, .. } => (FinalStatus::Completed, Some(0), false, None),
+            Exit::Exited { code, .. } => (FinalStatus::Failed, Some(code), false, None),
+            Exit::TimedOut => (
+                FinalStatus::Timeout,
+                None,
+                false,
+                Some(format!("killed: ran past its {} s timeout", limits.timeout.as_secs())),
+            ),
+            Exit::OutputFlood => (
+                FinalStatus::Failed,
+                None,
+                false,
+                Some(format!("killed: wrote more than {} bytes of output", limits.output_bytes)),
+            ),
+            Exit::Stopped => (FinalStatus::Error, None, false, Some("worker stopped".into())),
+        };
+        ResultV1 {
+            execution_id: dispatch.execution_id,
+            status,
+            exit_code,
+            stdout: Captured::from_bytes(&report.stdout),
+            stderr: Captured::from_bytes(&report.stderr),
+            output_truncated: report.truncated,
+            oom_killed,
+            error,
+            worker_id: self.worker_id.clone(),
+            attempt,
+            started_at: Some(report.started_at),
+            finished_at: report.finished_at,
+        }
+    }
+
+    /// Retries are exhausted: the dispatch goes to the DLQ and the execution ends in `error`.
+    async fn give_up(&self, dispatch: DispatchV1, attempt: u32, error: &SandboxError) -> Outcome {
+        let execution_id = dispatch.execution_id;
+        let reason = format!("gave up after {attempt} attempt(s): {error}");
+        let result = ResultV1 {
+            execution_id,
+            status: FinalStatus::Error,
+            exit_code: None,
+            stdout: Captured::default(),
+            stderr: Captured::default(),
+            output_truncated: false,
+            oom_killed: false,
+            error: Some(reason.clone()),
+            worker_id: self.worker_id.clone(),
+            attempt,
+            started_at: None,
+            finished_at: Utc::now(),
+        };
+        let subject = self.namespace.dead_letter_subject(dispatch.lane, dispatch.language);
+        let task_id = dispatch.task_id;
+        let letter = DeadLetter::V1(DeadLetterV1 {
+            dispatch,
+            reason,
+            attempts: attempt,
+            worker_id: self.worker_id.clone(),
+            failed_at: Utc::now(),
+        });
+        let headers = headers::for_execution(&format!("dlq-{execution_id}"), execution_id, task_id, attempt);
+        if let Err(error) = self.publish_acked(subject, headers, &letter).await {
+            tracing::warn!(%execution_id, error = %error, "publishing the dead letter failed");
+            return Outcome::FleetFailed { attempt };
+        }
+        match self.publish_result(&result).await {
+            Ok(()) => {
+                tracing::error!(%execution_id, attempt, "execution dead-lettered");
+                Outcome::GaveUp
+            }
+            Err(error) => {
+                tracing::warn!(%execution_id, error = %error, "publishing the error result failed");
+                Outcome::FleetFailed { attempt }
+            }
+        }
+    }
+
+    async fn publish_started(&self, dispatch: &DispatchV1, attempt: u32, started_at: chrono::DateTime<Utc>) {
+        let event = ExecutionEvent::StartedV1(StartedV1 {
+            execution_id: dispatch.execution_id,
+            worker_id: self.worker_id.clone(),
+            attempt,
+            started_at,
+        });
+        let subject = self.namespace.event_subject(dispatch.execution_id, EventKind::Started);
+        let headers = headers::for_execution(
+            &format!("started-{}-{attempt}", dispatch.execution_id),
+            dispatch.execution_id,
+            dispatch.task_id,
+            attempt,
+        );
+        if let Err(error) = self.publish_acked(subject, headers, &event).await {
+            tracing::warn!(error = %error, "publishing the started event failed; running anyway");
+        }
+    }
+
+    async fn publish_result(&self, result: &ResultV1) -> Result<(), String> {
+        let subject = self.namespace.result_subject(result.execution_id);
+        // Deduplicated per execution: a run that raced a redelivery cannot record twice.
+        let message_id = format!("result-{}", result.execution_id);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(headers::MESSAGE_ID, message_id.as_str());
+        headers.insert(headers::EXECUTION_ID, result.execution_id.to_string().as_str());
+        headers.insert(headers::ATTEMPT, result.attempt.to_string().as_str());
+        self.publish_acked(subject, headers, &ExecutionResult::V1(result.clone()))
+            .await
+    }
+
+    async fn publish_acked<T: serde::Serialize>(
+        &self,
+        subject: String,
+        headers: async_nats::HeaderMap,
+        event: &T,
+    ) -> Result<(), String> {
+        let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+        tokio::time::timeout(PUBLISH_TIMEOUT, async {
+            self.jetstream
+                .publish_with_headers(subject, headers, payload.into())
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|_| "no acknowledgement from JetStream in time".to_owned())?
+        .map(|_| ())
+    }
+}
+
+/// Publishes output as `voidrunner.output.v1` events, coalescing small writes.
+async fn forward_output(
+    nats: async_nats::Client,
+    subject: String,
+    execution_id: uuid::Uuid,
+    mut chunks: mpsc::Receiver<OutputChunk>,
+) {
+    let mut seq = 0u64;
+    let mut pending: Option<(voidrunner_shared::events::StreamName, Vec<u8>)> = None;
+    let flush = |pending: &mut Option<(voidrunner_shared::events::StreamName, Vec<u8>)>, seq: &mut u64| {
+        pending.take().map(|(stream, bytes)| {
+            let event = ExecutionEvent::OutputV1(OutputV1 {
+                execution_id,
+                stream,
+                seq: *seq,
+                data: Captured::from_bytes(&bytes),
+            });
+            *seq += 1;
+            serde_json::to_vec(&event).map(Bytes::from).ok()
+        })
+    };
+    let mut ticks = tokio::time::interval(OUTPUT_EVENT_INTERVAL);
+    loop {
+        let payload = tokio::select! {
+            chunk = chunks.recv() => match chunk {
+                Some(chunk) => {
+                    let same_stream = pending.as_ref().is_some_and(|(s, b)| *s == chunk.stream && b.len() + chunk.bytes.len() <= OUTPUT_EVENT_BYTES);
+                    if same_stream {
+                        if let Some((_, bytes)) = pending.as_mut() {
+                            bytes.extend_from_slice(&chunk.bytes);
+                        }
+                        None
+                    } else {
+                        let ready = flush(&mut pending, &mut seq);
+                        pending = Some((chunk.stream, chunk.bytes.to_vec()));
+                        ready.flatten()
+                    }
+                }
+                None => {
+                    if let Some(Some(payload)) = flush(&mut pending, &mut seq) {
+                        let _ = nats.publish(subject.clone(), payload).await;
+                    }
+                    return;
+                }
+            },
+            _ = ticks.tick() => flush(&mut pending, &mut seq).flatten(),
+        };
+        if let Some(payload) = payload {
+            // Core publish: the EVENTS stream stores it; live output is best effort.
+            let _ = nats.publish(subject.clone(), payload).await;
+        }
+    }
+}
