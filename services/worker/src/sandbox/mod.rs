@@ -3,7 +3,7 @@
 mod docker;
 mod program;
 
-pub use docker::{DockerSandbox, SandboxError};
+pub use docker::{DockerSandbox, SandboxError, EXECUTION_LABEL, WORKER_LABEL};
 pub use program::{bootstrap_command, Program};
 
 use std::time::Duration;

@@ -1,0 +1,304 @@
+//! Test support: a real nats-server per test, a fresh PostgreSQL or SQLite database per test,
+//! and the api and a worker running in-process on them, exactly as embedded mode runs them.
+//!
+//! Nothing here is mocked. A service a test needs and cannot reach fails the test with a message
+//! that says how to provide it; nothing is skipped.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+use voidrunner::nats_server::NatsServer;
+use voidrunner_api::config::ApiConfig;
+use voidrunner_shared::config::NatsConfig;
+use voidrunner_worker::config::WorkerConfig;
+
+/// How long a test waits for an execution to reach a final state.
+pub const FINAL_STATE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A nats-server with JetStream in a temporary directory, stopped on drop.
+pub struct Nats {
+    server: NatsServer,
+    _dir: TempDir,
+}
+
+impl Nats {
+    pub fn url(&self) -> &str {
+        self.server.url()
+    }
+}
+
+/// The nats-server binary tests use: `VOIDRUNNER_NATS_SERVER_BIN`, or `nats-server` on PATH.
+pub fn nats_server_bin() -> String {
+    std::env::var("VOIDRUNNER_NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into())
+}
+
+pub async fn start_nats() -> Nats {
+    let dir = TempDir::new().expect("temp dir for nats");
+    let server = NatsServer::start(&nats_server_bin(), dir.path(), 0)
+        .await
+        .unwrap_or_else(|e| panic!("tests need nats-server >= 2.11 (scripts/test.sh installs it): {e}"));
+    Nats { server, _dir: dir }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database of its own for one test, migrated.
+pub struct TestDb {
+    pub url: String,
+    pub connection: DatabaseConnection,
+    _dir: Option<TempDir>,
+}
+
+/// The admin URL of the test PostgreSQL cluster; a test that needs it and lacks it fails.
+pub fn postgres_admin_url() -> String {
+    std::env::var("VOIDRUNNER_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "VOIDRUNNER_TEST_DATABASE_URL is not set: tests need a PostgreSQL server \
+             (scripts/test.sh starts one and sets it)"
+        )
+    })
+}
+
+/// A fresh, empty database (not migrated).
+pub async fn empty_database(backend: Backend) -> (String, Option<TempDir>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = TempDir::new().expect("temp dir for sqlite");
+            let url = voidrunner_api::db::sqlite_url(&dir.path().join("voidrunner.db"));
+            (url, Some(dir))
+        }
+        Backend::Postgres => {
+            let admin_url = postgres_admin_url();
+            let admin = sea_orm::Database::connect(&admin_url)
+                .await
+                .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at VOIDRUNNER_TEST_DATABASE_URL: {e}"));
+            let name = format!("vr_test_{}", uuid::Uuid::new_v4().simple());
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .expect("create test database");
+            let _ = admin.close().await;
+            let base = admin_url
+                .rsplit_once('/')
+                .map(|(base, _)| base.to_owned())
+                .expect("database URL has a path");
+            (format!("{base}/{name}"), None)
+        }
+    }
+}
+
+/// A fresh database with every migration applied.
+pub async fn fresh_database(backend: Backend) -> TestDb {
+    let (url, dir) = empty_database(backend).await;
+    let connection = voidrunner_api::db::connect(&url).await.expect("connect test database");
+    voidrunner_api::db::migrate(&connection).await.expect("migrate test database");
+    TestDb {
+        url,
+        connection,
+        _dir: dir,
+    }
+}
+
+/// A unique subject prefix, so that cases could share one server without seeing each other.
+pub fn unique_prefix() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+/// Environment for the services of one test: defaults plus `overrides`.
+pub fn test_env(nats_url: &str, database_url: &str, prefix: &str, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = [
+        ("VOIDRUNNER_NATS_URL", nats_url),
+        ("VOIDRUNNER_NATS_PREFIX", prefix),
+        ("VOIDRUNNER_DATABASE_URL", database_url),
+        ("VOIDRUNNER_JWT_SECRET", "test-secret-test-secret-test-secret-0123"),
+        ("VOIDRUNNER_OUTBOX_SWEEP_SECONDS", "1"),
+        ("VOIDRUNNER_WORKER_SLOTS", "4"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (key, value) in overrides {
+        vars.retain(|(k, _)| k != key);
+        vars.push((key.to_string(), value.to_string()));
+    }
+    vars
+}
+
+/// The api and one worker running in-process against a real nats-server and database.
+pub struct TestApp {
+    pub base_url: String,
+    pub db: TestDb,
+    pub nats: Nats,
+    pub prefix: String,
+    pub http: reqwest::Client,
+    pub worker_id: String,
+    shutdown: CancellationToken,
+    services: Vec<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+/// Starts the services with extra `VOIDRUNNER_*` settings.
+pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    let nats = start_nats().await;
+    let db = fresh_database(backend).await;
+    let prefix = unique_prefix();
+    let vars = test_env(nats.url(), &db.url, &prefix, overrides);
+
+    let nats_config = NatsConfig::from_env(vars.clone()).expect("nats config");
+    let api_config = ApiConfig::from_env(vars.clone()).expect("api config");
+    let worker_config = WorkerConfig::from_env(vars).expect("worker config");
+
+    let api = voidrunner_api::Api::build_with_db(api_config, &nats_config, db.connection.clone())
+        .await
+        .expect("api starts");
+    let worker = voidrunner_worker::Worker::build(worker_config, &nats_config)
+        .await
+        .unwrap_or_else(|e| panic!("worker starts (tests need a Docker engine and the language images; scripts/test.sh provides both): {e}"));
+    let worker_id = worker.worker_id().to_owned();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+    let base_url = format!("http://{}", listener.local_addr().expect("local addr"));
+    let shutdown = CancellationToken::new();
+    let services = vec![
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                api.run(listener, shutdown).await.expect("api runs");
+            }
+        }),
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                worker.run(shutdown).await.expect("worker runs");
+            }
+        }),
+    ];
+    TestApp {
+        base_url,
+        db,
+        nats,
+        prefix,
+        http: reqwest::Client::new(),
+        worker_id,
+        shutdown,
+        services,
+    }
+}
+
+impl TestApp {
+    /// Stops the services and waits for them (sandboxes are removed on the way out).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for service in self.services {
+            let _ = service.await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base_url)
+    }
+
+    /// Registers a new user and returns a bearer token for it.
+    pub async fn login_new_user(&self) -> String {
+        login_new_user(&self.http, &self.base_url).await
+    }
+
+    /// POSTs a task and returns the response status and body.
+    pub async fn create_task(&self, token: &str, body: &Value) -> (u16, Value) {
+        send(self.http.post(self.url("/tasks")).bearer_auth(token).json(body)).await
+    }
+
+    /// Creates a task, starts an execution and waits for its final state.
+    pub async fn run_to_end(&self, token: &str, task: Value) -> Value {
+        run_to_end(&self.http, &self.base_url, token, task).await
+    }
+}
+
+/// Sends a request and returns status and JSON body (Null when the body is not JSON).
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+pub async fn login_new_user(http: &reqwest::Client, base_url: &str) -> String {
+    let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+    let credentials = json!({ "email": email, "password": "correct horse battery" });
+    let (status, body) = send(http.post(format!("{base_url}/api/v1/auth/register")).json(&credentials)).await;
+    assert_eq!(status, 201, "register: {body}");
+    let (status, body) = send(http.post(format!("{base_url}/api/v1/auth/login")).json(&credentials)).await;
+    assert_eq!(status, 200, "login: {body}");
+    body["access_token"].as_str().expect("token").to_owned()
+}
+
+/// Starts an execution of `task_id`; returns the 202 body.
+pub async fn start_execution(http: &reqwest::Client, base_url: &str, token: &str, task_id: &str) -> Value {
+    let (status, body) = send(
+        http.post(format!("{base_url}/api/v1/tasks/{task_id}/executions"))
+            .bearer_auth(token),
+    )
+    .await;
+    assert_eq!(status, 202, "start execution: {body}");
+    body
+}
+
+/// Polls an execution until it is final; panics after `FINAL_STATE_TIMEOUT`.
+pub async fn wait_final(http: &reqwest::Client, base_url: &str, token: &str, execution_id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + FINAL_STATE_TIMEOUT;
+    loop {
+        let (status, body) = send(
+            http.get(format!("{base_url}/api/v1/executions/{execution_id}"))
+                .bearer_auth(token),
+        )
+        .await;
+        assert_eq!(status, 200, "get execution: {body}");
+        if !matches!(body["status"].as_str(), Some("queued" | "running")) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "execution {execution_id} not final after {FINAL_STATE_TIMEOUT:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn run_to_end(http: &reqwest::Client, base_url: &str, token: &str, task: Value) -> Value {
+    let (status, created) = send(http.post(format!("{base_url}/api/v1/tasks")).bearer_auth(token).json(&task)).await;
+    assert_eq!(status, 201, "create task: {created}");
+    let task_id = created["id"].as_str().expect("task id");
+    let execution = start_execution(http, base_url, token, task_id).await;
+    wait_final(http, base_url, token, execution["id"].as_str().expect("execution id")).await
+}
+
+/// Containers on the Docker engine that carry an execution's label, running or not.
+pub async fn containers_of_execution(execution_id: &str) -> usize {
+    let docker = bollard::Docker::connect_with_defaults()
+        .expect("docker client")
+        .negotiate_version()
+        .await
+        .expect("docker reachable");
+    docker
+        .list_containers(Some(bollard::container::ListContainersOptions::<String> {
+            all: true,
+            filters: std::collections::HashMap::from([(
+                "label".to_owned(),
+                vec![format!("{}={execution_id}", voidrunner_worker::sandbox::EXECUTION_LABEL)],
+            )]),
+            ..Default::default()
+        }))
+        .await
+        .expect("list containers")
+        .len()
+}
