@@ -158,7 +158,8 @@ build_rootfs() {
         rm -f "$done_marker"
     fi
     if [[ -f "$done_marker" && -x "$root/usr/bin/env" ]]; then
-        log "$lang: cached rootfs $root (delete $done_marker or set VOIDRUNNER_FORCE_REBUILD=1 to redo)"
+        [[ -s "$done_marker" ]] || echo "$lang-$(date -u +%Y%m%dT%H%M%SZ)" > "$done_marker"
+        log "$lang: rootfs cached in $root (VOIDRUNNER_FORCE_REBUILD=1 redoes it)"
         return 0
     fi
     rm -f "$done_marker"
@@ -185,18 +186,32 @@ build_rootfs() {
     if ! grep -Eq "$(image_version_pattern "$lang")" <<<"$out"; then
         die "$lang: unexpected version in rootfs: '$out' (wanted $(image_version_pattern "$lang"))"
     fi
-    touch "$done_marker"
+    # The marker's content names this rootfs build; the image carries it as a label,
+    # so a re-run skips the import when the image already holds this very rootfs.
+    echo "$lang-$(date -u +%Y%m%dT%H%M%SZ)" > "$done_marker"
     log "$lang: rootfs ready ($out), $(du -sh --apparent-size "$root" | cut -f1), $(secs "$start") s"
 }
 
 import_image() {
-    local lang="$1" tag root start
+    local lang="$1" tag root start build_id old_id have_id new_id
     tag="$(image_tag "$lang")"
     root="$CACHE/rootfs/$lang"
+    build_id="$(cat "$CACHE/rootfs/$lang.done")"
+    old_id="$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
+    have_id="$(docker image inspect --format '{{index .Config.Labels "org.voidrunner.rootfs"}}' "$tag" 2>/dev/null || true)"
+    if [[ -n "$old_id" && -n "$build_id" && "$have_id" == "$build_id" ]]; then
+        log "$tag: up to date (rootfs $build_id)"
+        return 0
+    fi
     start=$(now_ms)
     tar --numeric-owner -C "$root" -c . |
         docker import --change "ENV $IMAGE_PATH_ENV" --change 'CMD ["/bin/sh"]' \
+            --change "LABEL org.voidrunner.rootfs=$build_id" \
             --message "voidrunner $lang (debootstrap $SUITE minbase)" - "$tag" >/dev/null
+    new_id="$(docker image inspect --format '{{.Id}}' "$tag")"
+    if [[ -n "$old_id" && "$old_id" != "$new_id" ]]; then
+        docker rmi "$old_id" >/dev/null 2>&1 || true   # untagged now; kept if a container uses it
+    fi
     # Smoke test: the things every runner relies on.
     docker run --rm --network none "$tag" sh -c 'command -v env >/dev/null && command -v head >/dev/null' \
         || die "$lang: smoke test of $tag failed"

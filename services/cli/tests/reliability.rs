@@ -1,0 +1,183 @@
+//! The guarantees of the lifecycle: the outbox, idempotent recording, dead-lettering, and the
+//! refusal to serve on an unmigrated database.
+
+use async_nats::jetstream;
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+use serde_json::json;
+use voidrunner_api::config::ApiConfig;
+use voidrunner_api::entity::execution::{self, Status};
+use voidrunner_api::recorder::{apply_result, apply_started};
+use voidrunner_shared::config::NatsConfig;
+use voidrunner_shared::events::{Captured, FinalStatus, ResultV1, StartedV1};
+use voidrunner_shared::Namespace;
+use voidrunner_testkit::{
+    empty_database, send, spawn_app, spawn_app_with, start_nats, test_env, unique_prefix, wait_final, Backend,
+};
+
+#[tokio::test]
+async fn an_execution_committed_but_never_published_is_dispatched_by_the_sweeper() {
+    let app = spawn_app(Backend::Postgres).await;
+    let token = app.login_new_user().await;
+    let (status, task) = app
+        .create_task(&token, &json!({ "name": "t", "script_type": "bash", "script_content": "echo swept" }))
+        .await;
+    assert_eq!(status, 201, "{task}");
+    let task_id: uuid::Uuid = task["id"].as_str().and_then(|s| s.parse().ok()).expect("task id");
+    let user_id = voidrunner_api::entity::task::Entity::find_by_id(task_id)
+        .one(&app.db.connection)
+        .await
+        .expect("query")
+        .expect("task row")
+        .user_id;
+
+    // What a crash between commit and publish leaves behind: a queued row, never dispatched.
+    let now = Utc::now();
+    let id = uuid::Uuid::now_v7();
+    execution::ActiveModel {
+        id: Set(id),
+        task_id: Set(task_id),
+        user_id: Set(user_id),
+        status: Set(Status::Queued),
+        lane: Set("normal".into()),
+        exit_code: Set(None),
+        stdout: Set(String::new()),
+        stdout_encoding: Set("utf-8".into()),
+        stderr: Set(String::new()),
+        stderr_encoding: Set("utf-8".into()),
+        output_truncated: Set(false),
+        oom_killed: Set(false),
+        error: Set(None),
+        worker_id: Set(None),
+        attempt: Set(0),
+        dispatched_at: Set(None),
+        stream_sequence: Set(None),
+        created_at: Set(now - chrono::TimeDelta::seconds(10)),
+        started_at: Set(None),
+        finished_at: Set(None),
+        updated_at: Set(now),
+    }
+    .insert(&app.db.connection)
+    .await
+    .expect("insert orphaned execution");
+
+    let result = wait_final(&app.http, &app.base_url, &token, &id.to_string()).await;
+    assert_eq!(result["status"], "completed", "{result}");
+    assert_eq!(result["stdout"], "swept\n");
+    assert!(result["dispatched_at"].is_string(), "{result}");
+    app.stop().await;
+}
+
+fn result_for(execution_id: uuid::Uuid, status: FinalStatus, stdout: &str) -> ResultV1 {
+    ResultV1 {
+        execution_id,
+        status,
+        exit_code: Some(0),
+        stdout: Captured::from_bytes(stdout.as_bytes()),
+        stderr: Captured::default(),
+        output_truncated: false,
+        oom_killed: false,
+        error: None,
+        worker_id: "w".into(),
+        attempt: 1,
+        started_at: Some(Utc::now()),
+        finished_at: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_or_late_message_changes_nothing() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let token = app.login_new_user().await;
+    let done = app
+        .run_to_end(&token, json!({ "name": "t", "script_type": "bash", "script_content": "echo first" }))
+        .await;
+    assert_eq!(done["status"], "completed");
+    let id: uuid::Uuid = done["id"].as_str().and_then(|s| s.parse().ok()).expect("id");
+    let db = &app.db.connection;
+
+    let duplicate = result_for(id, FinalStatus::Failed, "second");
+    assert!(!apply_result(db, &duplicate).await.expect("apply"), "a second result was applied");
+    let late_start = StartedV1 {
+        execution_id: id,
+        worker_id: "late".into(),
+        attempt: 9,
+        started_at: Utc::now(),
+    };
+    assert!(!apply_started(db, &late_start).await.expect("apply"), "a late start was applied");
+
+    let row = execution::Entity::find_by_id(id).one(db).await.expect("query").expect("row");
+    assert_eq!(row.status, Status::Completed);
+    assert_eq!(row.stdout, "first\n");
+    assert_eq!(row.worker_id.as_deref(), Some(app.worker_id.as_str()));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_execution_the_fleet_cannot_run_ends_in_error_and_in_the_dead_letter_queue() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("VOIDRUNNER_IMAGE_BASH", "voidrunner/does-not-exist:never"),
+            ("VOIDRUNNER_NATS_MAX_DELIVER", "2"),
+        ],
+    )
+    .await;
+    let token = app.login_new_user().await;
+    let result = app
+        .run_to_end(&token, json!({ "name": "t", "script_type": "bash", "script_content": "echo hi" }))
+        .await;
+    assert_eq!(result["status"], "error", "{result}");
+    assert_eq!(result["attempt"], 2, "{result}");
+    let error = result["error"].as_str().unwrap_or_default();
+    assert!(error.contains("gave up after 2 attempt(s)") && error.contains("voidrunner/does-not-exist:never"), "{error}");
+
+    let client = async_nats::connect(app.nats.url()).await.expect("connect");
+    let js = jetstream::new(client);
+    let namespace = Namespace::new(&app.prefix).expect("prefix");
+    let mut dlq = js.get_stream(namespace.dead_letter_stream()).await.expect("dlq stream");
+    assert_eq!(dlq.info().await.expect("info").state.messages, 1);
+    let letter = dlq
+        .direct_get_last_for_subject(namespace.dead_letter_subject(voidrunner_shared::Lane::Normal, voidrunner_shared::Language::Bash))
+        .await
+        .expect("dead letter");
+    let letter: serde_json::Value = serde_json::from_slice(&letter.payload).expect("json");
+    assert_eq!(letter["schema"], "voidrunner.dead_letter.v1");
+    assert_eq!(letter["dispatch"]["execution_id"], result["id"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_refuses_an_unmigrated_database_and_says_how_to_fix_it() {
+    let nats = start_nats().await;
+    let (url, _dir) = empty_database(Backend::Sqlite).await;
+    let vars = test_env(nats.url(), &url, &unique_prefix(), &[]);
+    let db = voidrunner_api::db::connect(&url).await.expect("connect");
+    let result = voidrunner_api::Api::build_with_db(
+        ApiConfig::from_env(vars.clone()).expect("config"),
+        &NatsConfig::from_env(vars.clone()).expect("config"),
+        db.clone(),
+    )
+    .await;
+    let error = result.err().expect("an unmigrated database is refused").to_string();
+    assert!(error.contains("voidrunner migrate"), "{error}");
+
+    // Told to, it migrates itself and serves.
+    let vars = test_env(nats.url(), &url, &unique_prefix(), &[("VOIDRUNNER_AUTO_MIGRATE", "true")]);
+    let api = voidrunner_api::Api::build_with_db(
+        ApiConfig::from_env(vars.clone()).expect("config"),
+        &NatsConfig::from_env(vars).expect("config"),
+        db,
+    )
+    .await
+    .expect("auto-migrated");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(api.run(listener, shutdown.clone()));
+    let (status, body) = send(reqwest::Client::new().get(format!("{base}/ready"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "database": true, "nats": true }));
+    shutdown.cancel();
+    serving.await.expect("join").expect("api stopped cleanly");
+}
