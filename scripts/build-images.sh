@@ -49,6 +49,15 @@ image_include() {
     esac
 }
 
+# Extra image ENV (besides PATH). The sandbox user (65534) has HOME=/nonexistent on a
+# read-only root, so Go's build cache must live on the /tmp tmpfs.
+image_extra_env() {
+    case "$1" in
+        go) echo "GOCACHE=/tmp/.cache/go-build GOPATH=/tmp/go" ;;
+        *)  echo "" ;;
+    esac
+}
+
 # Command (run in a chroot of the finished rootfs) whose output must start with
 # the version in the tag, so a wrong Debian release is caught at build time.
 image_version_check() {
@@ -204,8 +213,11 @@ import_image() {
         return 0
     fi
     start=$(now_ms)
+    local -a changes=(--change "ENV $IMAGE_PATH_ENV")
+    local e
+    for e in $(image_extra_env "$lang"); do changes+=(--change "ENV $e"); done
     tar --numeric-owner -C "$root" -c . |
-        docker import --change "ENV $IMAGE_PATH_ENV" --change 'CMD ["/bin/sh"]' \
+        docker import "${changes[@]}" --change 'CMD ["/bin/sh"]' \
             --change "LABEL org.voidrunner.rootfs=$build_id" \
             --message "voidrunner $lang (debootstrap $SUITE minbase)" - "$tag" >/dev/null
     new_id="$(docker image inspect --format '{{.Id}}' "$tag")"

@@ -104,7 +104,7 @@ impl Runner {
         let forwarder = tokio::spawn(forward_output(
             self.nats.clone(),
             self.namespace.event_subject(execution_id, EventKind::Output),
-            execution_id,
+            (execution_id, dispatch.task_id, attempt),
             output_receiver,
         ));
 
@@ -299,9 +299,19 @@ impl Runner {
 async fn forward_output(
     nats: async_nats::Client,
     subject: String,
-    execution_id: uuid::Uuid,
+    (execution_id, task_id, attempt): (uuid::Uuid, uuid::Uuid, u32),
     mut chunks: mpsc::Receiver<OutputChunk>,
 ) {
+    let publish = |seq: u64, payload: Bytes| {
+        let headers = headers::for_execution(
+            &format!("output-{execution_id}-{attempt}-{seq}"),
+            execution_id,
+            task_id,
+            attempt,
+        );
+        // Core publish: the EVENTS stream stores it; live output is best effort.
+        nats.publish_with_headers(subject.clone(), headers, payload)
+    };
     let mut seq = 0u64;
     let mut pending: Option<(voidrunner_shared::events::StreamName, Vec<u8>)> = None;
     let flush = |pending: &mut Option<(voidrunner_shared::events::StreamName, Vec<u8>)>, seq: &mut u64| {
@@ -335,7 +345,7 @@ async fn forward_output(
                 }
                 None => {
                     if let Some(Some(payload)) = flush(&mut pending, &mut seq) {
-                        let _ = nats.publish(subject.clone(), payload).await;
+                        let _ = publish(seq - 1, payload).await;
                     }
                     return;
                 }
@@ -343,8 +353,7 @@ async fn forward_output(
             _ = ticks.tick() => flush(&mut pending, &mut seq).flatten(),
         };
         if let Some(payload) = payload {
-            // Core publish: the EVENTS stream stores it; live output is best effort.
-            let _ = nats.publish(subject.clone(), payload).await;
+            let _ = publish(seq - 1, payload).await;
         }
     }
 }
