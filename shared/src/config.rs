@@ -97,10 +97,16 @@ impl NatsConfig {
             ));
         }
         if self.nats_max_deliver < 1 {
-            return Err(ConfigError::invalid("NATS_MAX_DELIVER", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "NATS_MAX_DELIVER",
+                "must be at least 1",
+            ));
         }
         if self.nats_max_ack_pending < 1 {
-            return Err(ConfigError::invalid("NATS_MAX_ACK_PENDING", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "NATS_MAX_ACK_PENDING",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -149,9 +155,15 @@ mod tests {
     fn an_invalid_value_names_the_variable() {
         let error = NatsConfig::from_env(vars(&[("VOIDRUNNER_NATS_REPLICAS", "2")]))
             .expect_err("2 replicas is refused");
-        assert!(error.to_string().contains("VOIDRUNNER_NATS_REPLICAS"), "{error}");
+        assert!(
+            error.to_string().contains("VOIDRUNNER_NATS_REPLICAS"),
+            "{error}"
+        );
         let error = NatsConfig::from_env(vars(&[("VOIDRUNNER_NATS_PREFIX", "a.b")]))
             .expect_err("dotted prefix is refused");
-        assert!(error.to_string().contains("VOIDRUNNER_NATS_PREFIX"), "{error}");
+        assert!(
+            error.to_string().contains("VOIDRUNNER_NATS_PREFIX"),
+            "{error}"
+        );
     }
 }

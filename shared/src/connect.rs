@@ -46,10 +46,12 @@ pub async fn connect(
             source,
         })?;
     let found = client.server_info().version;
-    check_version(&found).map_err(|_| ConnectError::TooOld {
-        url: url.to_owned(),
-        found: found.clone(),
-    })?;
+    if !is_supported_version(&found) {
+        return Err(ConnectError::TooOld {
+            url: url.to_owned(),
+            found,
+        });
+    }
     let jetstream = jetstream::new(client.clone());
     if jetstream.query_account().await.is_err() {
         return Err(ConnectError::NoJetStream {
@@ -59,15 +61,11 @@ pub async fn connect(
     Ok((client, jetstream))
 }
 
-/// Ok when `version` (as the server reports it, e.g. `2.11.4` or `2.12.0-RC.1`) is new enough.
-pub fn check_version(version: &str) -> Result<(), ()> {
-    let parsed = semver::Version::parse(version.trim_start_matches('v')).map_err(|_| ())?;
-    let release = semver::Version::new(parsed.major, parsed.minor, parsed.patch);
-    if release >= MIN_SERVER_VERSION {
-        Ok(())
-    } else {
-        Err(())
-    }
+/// Whether `version` (as the server reports it, e.g. `2.11.4` or `2.12.0-RC.1`) is new enough.
+pub fn is_supported_version(version: &str) -> bool {
+    semver::Version::parse(version.trim_start_matches('v')).is_ok_and(|parsed| {
+        semver::Version::new(parsed.major, parsed.minor, parsed.patch) >= MIN_SERVER_VERSION
+    })
 }
 
 #[cfg(test)]
@@ -76,11 +74,11 @@ mod tests {
 
     #[test]
     fn servers_older_than_2_11_are_refused() {
-        assert!(check_version("2.9.25").is_err());
-        assert!(check_version("2.10.29").is_err());
-        assert!(check_version("garbage").is_err());
-        assert!(check_version("2.11.0").is_ok());
-        assert!(check_version("2.11.0-RC.2").is_ok());
-        assert!(check_version("v2.12.1").is_ok());
+        assert!(!is_supported_version("2.9.25"));
+        assert!(!is_supported_version("2.10.29"));
+        assert!(!is_supported_version("garbage"));
+        assert!(is_supported_version("2.11.0"));
+        assert!(is_supported_version("2.11.0-RC.2"));
+        assert!(is_supported_version("v2.12.1"));
     }
 }

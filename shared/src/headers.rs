@@ -13,7 +13,12 @@ pub const ATTEMPT: &str = "Voidrunner-Attempt";
 pub const TRACEPARENT: &str = "traceparent";
 
 /// Headers for a message about one execution, deduplicated by `message_id`.
-pub fn for_execution(message_id: &str, execution_id: Uuid, task_id: Uuid, attempt: u32) -> HeaderMap {
+pub fn for_execution(
+    message_id: &str,
+    execution_id: Uuid,
+    task_id: Uuid,
+    attempt: u32,
+) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(MESSAGE_ID, message_id);
     headers.insert(EXECUTION_ID, execution_id.to_string().as_str());

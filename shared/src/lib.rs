@@ -7,6 +7,7 @@
 pub mod config;
 pub mod connect;
 pub mod events;
+pub mod export;
 pub mod headers;
 pub mod language;
 pub mod provision;

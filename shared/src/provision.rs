@@ -91,7 +91,11 @@ pub fn stream_configs(ns: &Namespace, nats: &NatsConfig) -> Vec<stream::Config> 
 }
 
 /// The durable consumer of one lane on TASKS.
-pub fn lane_consumer_config(ns: &Namespace, nats: &NatsConfig, lane: Lane) -> consumer::pull::Config {
+pub fn lane_consumer_config(
+    ns: &Namespace,
+    nats: &NatsConfig,
+    lane: Lane,
+) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(ns.lane_consumer(lane)),
         description: Some(format!("workers pull {lane}-priority executions")),
@@ -163,7 +167,11 @@ pub async fn provision(
 
     for (bucket, description, ttl) in [
         (ns.heartbeat_bucket(), "worker heartbeats", HEARTBEAT_TTL),
-        (ns.cancellation_bucket(), "cancellation requests", CANCELLATION_TTL),
+        (
+            ns.cancellation_bucket(),
+            "cancellation requests",
+            CANCELLATION_TTL,
+        ),
     ] {
         js.create_or_update_key_value(kv::Config {
             bucket: bucket.clone(),

@@ -172,10 +172,7 @@ mod tests {
             ns.task_subject(Lane::High, Language::Python),
             "vr-test_1.tasks.high.python"
         );
-        assert_eq!(
-            ns.result_subject(id),
-            format!("vr-test_1.results.{id}")
-        );
+        assert_eq!(ns.result_subject(id), format!("vr-test_1.results.{id}"));
         assert_eq!(ns.tasks_stream(), "VR_TEST_1_TASKS");
         assert_eq!(
             ns.event_subject(id, EventKind::Started),

@@ -39,7 +39,9 @@ pub async fn start_nats() -> Nats {
     let dir = TempDir::new().expect("temp dir for nats");
     let server = NatsServer::start(&nats_server_bin(), dir.path(), 0)
         .await
-        .unwrap_or_else(|e| panic!("tests need nats-server >= 2.11 (scripts/test.sh installs it): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("tests need nats-server >= 2.11 (scripts/test.sh installs it): {e}")
+        });
     Nats { server, _dir: dir }
 }
 
@@ -78,7 +80,9 @@ pub async fn empty_database(backend: Backend) -> (String, Option<TempDir>) {
             let admin_url = postgres_admin_url();
             let admin = sea_orm::Database::connect(&admin_url)
                 .await
-                .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at VOIDRUNNER_TEST_DATABASE_URL: {e}"));
+                .unwrap_or_else(|e| {
+                    panic!("cannot reach PostgreSQL at VOIDRUNNER_TEST_DATABASE_URL: {e}")
+                });
             let name = format!("vr_test_{}", uuid::Uuid::new_v4().simple());
             admin
                 .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
@@ -97,8 +101,12 @@ pub async fn empty_database(backend: Backend) -> (String, Option<TempDir>) {
 /// A fresh database with every migration applied.
 pub async fn fresh_database(backend: Backend) -> TestDb {
     let (url, dir) = empty_database(backend).await;
-    let connection = voidrunner_api::db::connect(&url).await.expect("connect test database");
-    voidrunner_api::db::migrate(&connection).await.expect("migrate test database");
+    let connection = voidrunner_api::db::connect(&url)
+        .await
+        .expect("connect test database");
+    voidrunner_api::db::migrate(&connection)
+        .await
+        .expect("migrate test database");
     TestDb {
         url,
         connection,
@@ -112,12 +120,20 @@ pub fn unique_prefix() -> String {
 }
 
 /// Environment for the services of one test: defaults plus `overrides`.
-pub fn test_env(nats_url: &str, database_url: &str, prefix: &str, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+pub fn test_env(
+    nats_url: &str,
+    database_url: &str,
+    prefix: &str,
+    overrides: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = [
         ("VOIDRUNNER_NATS_URL", nats_url),
         ("VOIDRUNNER_NATS_PREFIX", prefix),
         ("VOIDRUNNER_DATABASE_URL", database_url),
-        ("VOIDRUNNER_JWT_SECRET", "test-secret-test-secret-test-secret-0123"),
+        (
+            "VOIDRUNNER_JWT_SECRET",
+            "test-secret-test-secret-test-secret-0123",
+        ),
         ("VOIDRUNNER_OUTBOX_SWEEP_SECONDS", "1"),
         ("VOIDRUNNER_WORKER_SLOTS", "4"),
     ]
@@ -166,7 +182,9 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         .unwrap_or_else(|e| panic!("worker starts (tests need a Docker engine and the language images; scripts/test.sh provides both): {e}"));
     let worker_id = worker.worker_id().to_owned();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind api");
     let base_url = format!("http://{}", listener.local_addr().expect("local addr"));
     let shutdown = CancellationToken::new();
     let services = vec![
@@ -215,7 +233,13 @@ impl TestApp {
 
     /// POSTs a task and returns the response status and body.
     pub async fn create_task(&self, token: &str, body: &Value) -> (u16, Value) {
-        send(self.http.post(self.url("/tasks")).bearer_auth(token).json(body)).await
+        send(
+            self.http
+                .post(self.url("/tasks"))
+                .bearer_auth(token)
+                .json(body),
+        )
+        .await
     }
 
     /// Creates a task, starts an execution and waits for its final state.
@@ -235,15 +259,28 @@ pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
 pub async fn login_new_user(http: &reqwest::Client, base_url: &str) -> String {
     let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
     let credentials = json!({ "email": email, "password": "correct horse battery" });
-    let (status, body) = send(http.post(format!("{base_url}/api/v1/auth/register")).json(&credentials)).await;
+    let (status, body) = send(
+        http.post(format!("{base_url}/api/v1/auth/register"))
+            .json(&credentials),
+    )
+    .await;
     assert_eq!(status, 201, "register: {body}");
-    let (status, body) = send(http.post(format!("{base_url}/api/v1/auth/login")).json(&credentials)).await;
+    let (status, body) = send(
+        http.post(format!("{base_url}/api/v1/auth/login"))
+            .json(&credentials),
+    )
+    .await;
     assert_eq!(status, 200, "login: {body}");
     body["access_token"].as_str().expect("token").to_owned()
 }
 
 /// Starts an execution of `task_id`; returns the 202 body.
-pub async fn start_execution(http: &reqwest::Client, base_url: &str, token: &str, task_id: &str) -> Value {
+pub async fn start_execution(
+    http: &reqwest::Client,
+    base_url: &str,
+    token: &str,
+    task_id: &str,
+) -> Value {
     let (status, body) = send(
         http.post(format!("{base_url}/api/v1/tasks/{task_id}/executions"))
             .bearer_auth(token),
@@ -254,7 +291,12 @@ pub async fn start_execution(http: &reqwest::Client, base_url: &str, token: &str
 }
 
 /// Polls an execution until it is final; panics after `FINAL_STATE_TIMEOUT`.
-pub async fn wait_final(http: &reqwest::Client, base_url: &str, token: &str, execution_id: &str) -> Value {
+pub async fn wait_final(
+    http: &reqwest::Client,
+    base_url: &str,
+    token: &str,
+    execution_id: &str,
+) -> Value {
     let deadline = tokio::time::Instant::now() + FINAL_STATE_TIMEOUT;
     loop {
         let (status, body) = send(
@@ -275,11 +317,22 @@ pub async fn wait_final(http: &reqwest::Client, base_url: &str, token: &str, exe
 }
 
 pub async fn run_to_end(http: &reqwest::Client, base_url: &str, token: &str, task: Value) -> Value {
-    let (status, created) = send(http.post(format!("{base_url}/api/v1/tasks")).bearer_auth(token).json(&task)).await;
+    let (status, created) = send(
+        http.post(format!("{base_url}/api/v1/tasks"))
+            .bearer_auth(token)
+            .json(&task),
+    )
+    .await;
     assert_eq!(status, 201, "create task: {created}");
     let task_id = created["id"].as_str().expect("task id");
     let execution = start_execution(http, base_url, token, task_id).await;
-    wait_final(http, base_url, token, execution["id"].as_str().expect("execution id")).await
+    wait_final(
+        http,
+        base_url,
+        token,
+        execution["id"].as_str().expect("execution id"),
+    )
+    .await
 }
 
 /// Containers on the Docker engine that carry an execution's label, running or not.
@@ -294,7 +347,10 @@ pub async fn containers_of_execution(execution_id: &str) -> usize {
             all: true,
             filters: std::collections::HashMap::from([(
                 "label".to_owned(),
-                vec![format!("{}={execution_id}", voidrunner_worker::sandbox::EXECUTION_LABEL)],
+                vec![format!(
+                    "{}={execution_id}",
+                    voidrunner_worker::sandbox::EXECUTION_LABEL
+                )],
             )]),
             ..Default::default()
         }))

@@ -97,11 +97,15 @@ pub struct AuthUser(pub Uuid);
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized(
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header =
+            parts
+                .headers
+                .get(axum::http::header::AUTHORIZATION)
+                .ok_or(ApiError::Unauthorized(
                 "missing `Authorization: Bearer <token>` header: log in at POST /api/v1/auth/login",
             ))?;
         let token = header
@@ -115,7 +119,9 @@ impl FromRequestParts<AppState> for AuthUser {
             .tokens
             .verify(token.trim())
             .map(AuthUser)
-            .ok_or(ApiError::Unauthorized("the token is invalid or expired: log in again"))
+            .ok_or(ApiError::Unauthorized(
+                "the token is invalid or expired: log in again",
+            ))
     }
 }
 

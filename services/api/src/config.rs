@@ -38,8 +38,14 @@ impl std::fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiConfig")
             .field("api_addr", &self.api_addr)
-            .field("database_url", &self.database_url.as_deref().map(redact_url))
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("jwt_ttl_seconds", &self.jwt_ttl_seconds)
             .field("auto_migrate", &self.auto_migrate)
             .field("default_timeout_seconds", &self.default_timeout_seconds)
@@ -101,22 +107,39 @@ impl ApiConfig {
             }
         }
         if self.jwt_ttl_seconds < 60 {
-            return Err(ConfigError::invalid("JWT_TTL_SECONDS", "must be at least 60"));
+            return Err(ConfigError::invalid(
+                "JWT_TTL_SECONDS",
+                "must be at least 60",
+            ));
         }
         if self.max_timeout_seconds == 0 {
-            return Err(ConfigError::invalid("MAX_TIMEOUT_SECONDS", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "MAX_TIMEOUT_SECONDS",
+                "must be at least 1",
+            ));
         }
-        if self.default_timeout_seconds == 0 || self.default_timeout_seconds > self.max_timeout_seconds {
+        if self.default_timeout_seconds == 0
+            || self.default_timeout_seconds > self.max_timeout_seconds
+        {
             return Err(ConfigError::invalid(
                 "DEFAULT_TIMEOUT_SECONDS",
-                format_args!("must be between 1 and VOIDRUNNER_MAX_TIMEOUT_SECONDS ({})", self.max_timeout_seconds),
+                format_args!(
+                    "must be between 1 and VOIDRUNNER_MAX_TIMEOUT_SECONDS ({})",
+                    self.max_timeout_seconds
+                ),
             ));
         }
         if self.max_script_bytes == 0 {
-            return Err(ConfigError::invalid("MAX_SCRIPT_BYTES", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "MAX_SCRIPT_BYTES",
+                "must be at least 1",
+            ));
         }
         if self.outbox_sweep_seconds == 0 {
-            return Err(ConfigError::invalid("OUTBOX_SWEEP_SECONDS", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "OUTBOX_SWEEP_SECONDS",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -124,14 +147,17 @@ impl ApiConfig {
     /// The database URL, or an error naming the variable, for the distributed `api` command.
     pub fn required_database_url(&self) -> Result<&str, ConfigError> {
         self.database_url.as_deref().ok_or_else(|| {
-            ConfigError::invalid("DATABASE_URL", "is required, e.g. postgres://user:pass@host/voidrunner")
+            ConfigError::invalid(
+                "DATABASE_URL",
+                "is required, e.g. postgres://user:pass@host/voidrunner",
+            )
         })
     }
 
     pub fn required_jwt_secret(&self) -> Result<&str, ConfigError> {
-        self.jwt_secret
-            .as_deref()
-            .ok_or_else(|| ConfigError::invalid("JWT_SECRET", "is required, e.g. `openssl rand -hex 32`"))
+        self.jwt_secret.as_deref().ok_or_else(|| {
+            ConfigError::invalid("JWT_SECRET", "is required, e.g. `openssl rand -hex 32`")
+        })
     }
 }
 
@@ -152,6 +178,9 @@ mod tests {
     fn a_short_jwt_secret_is_refused_with_the_variable_named() {
         let vars = vec![("VOIDRUNNER_JWT_SECRET".to_string(), "short".to_string())];
         let error = ApiConfig::from_env(vars).expect_err("short secret refused");
-        assert!(error.to_string().contains("VOIDRUNNER_JWT_SECRET"), "{error}");
+        assert!(
+            error.to_string().contains("VOIDRUNNER_JWT_SECRET"),
+            "{error}"
+        );
     }
 }

@@ -27,12 +27,16 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbStartError> {
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false);
-    let db = Database::connect(options).await.map_err(DbStartError::Connect)?;
+    let db = Database::connect(options)
+        .await
+        .map_err(DbStartError::Connect)?;
     if db.get_database_backend() == DbBackend::Sqlite {
         // WAL lets readers proceed while the recorder writes.
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
-            .await
-            .map_err(DbStartError::Connect)?;
+        db.execute_unprepared(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        )
+        .await
+        .map_err(DbStartError::Connect)?;
     }
     Ok(db)
 }
@@ -43,12 +47,17 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<usize, DbStartError> {
         .await
         .map_err(DbStartError::Migrate)?
         .len();
-    Migrator::up(db, None).await.map_err(DbStartError::Migrate)?;
+    Migrator::up(db, None)
+        .await
+        .map_err(DbStartError::Migrate)?;
     Ok(pending)
 }
 
 /// Refuses to serve on a database that lacks migrations, unless told to apply them.
-pub async fn ensure_migrated(db: &DatabaseConnection, auto_migrate: bool) -> Result<(), DbStartError> {
+pub async fn ensure_migrated(
+    db: &DatabaseConnection,
+    auto_migrate: bool,
+) -> Result<(), DbStartError> {
     let pending = Migrator::get_pending_migrations(db)
         .await
         .map_err(DbStartError::Connect)?

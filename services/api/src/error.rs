@@ -9,10 +9,7 @@ use serde_json::{json, Value};
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    BadRequest {
-        code: &'static str,
-        message: String,
-    },
+    BadRequest { code: &'static str, message: String },
     #[error("{message}")]
     Validation { message: String, details: Value },
     #[error("{0}")]
@@ -62,7 +59,10 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
             JsonRejection::JsonDataError(error) => ApiError::Validation {
-                message: format!("the request body does not match the expected shape: {}", error.body_text()),
+                message: format!(
+                    "the request body does not match the expected shape: {}",
+                    error.body_text()
+                ),
                 details: Value::Null,
             },
             JsonRejection::JsonSyntaxError(error) => ApiError::BadRequest {
@@ -100,7 +100,8 @@ impl IntoResponse for ApiError {
             // Logged here, inside the request span, and never sent to the client.
             tracing::error!(error = format!("{cause:#}"), "request failed");
         }
-        let body = json!({ "error": { "code": code, "message": self.to_string(), "details": details } });
+        let body =
+            json!({ "error": { "code": code, "message": self.to_string(), "details": details } });
         (status, axum::Json(body)).into_response()
     }
 }

@@ -57,7 +57,10 @@ impl Api {
         db: DatabaseConnection,
     ) -> Result<Api, StartError> {
         db::ensure_migrated(&db, config.auto_migrate).await?;
-        let tokens = TokenKeys::new(config.required_jwt_secret()?.as_bytes(), config.jwt_ttl_seconds);
+        let tokens = TokenKeys::new(
+            config.required_jwt_secret()?.as_bytes(),
+            config.jwt_ttl_seconds,
+        );
         let namespace = nats.namespace();
         let (client, jetstream) =
             voidrunner_shared::connect::connect(nats.required_url()?, "voidrunner-api").await?;
@@ -79,13 +82,29 @@ impl Api {
     }
 
     /// Serves the REST API and runs the recorder and outbox sweeper until `shutdown`.
-    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let state = self.state;
         let sweep_every = Duration::from_secs(state.config.outbox_sweep_seconds);
         let mut jobs = tokio::task::JoinSet::new();
-        jobs.spawn(recorder::run(state.clone(), recorder::Feed::Results, shutdown.clone()));
-        jobs.spawn(recorder::run(state.clone(), recorder::Feed::Started, shutdown.clone()));
-        jobs.spawn(outbox::run_sweeper(state.clone(), sweep_every, shutdown.clone()));
+        jobs.spawn(recorder::run(
+            state.clone(),
+            recorder::Feed::Results,
+            shutdown.clone(),
+        ));
+        jobs.spawn(recorder::run(
+            state.clone(),
+            recorder::Feed::Started,
+            shutdown.clone(),
+        ));
+        jobs.spawn(outbox::run_sweeper(
+            state.clone(),
+            sweep_every,
+            shutdown.clone(),
+        ));
 
         tracing::info!(addr = %listener.local_addr()?, "api listening");
         let app = routes::router(state);

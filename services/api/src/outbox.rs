@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio_util::sync::CancellationToken;
 use voidrunner_shared::events::{Dispatch, DispatchV1};
 use voidrunner_shared::{headers, Lane};
@@ -76,7 +76,11 @@ pub async fn dispatch(
         .filter(execution::Column::DispatchedAt.is_null())
         .exec(&state.db)
         .await?;
-    tracing::debug!(sequence = ack.sequence, duplicate = ack.duplicate, "dispatched");
+    tracing::debug!(
+        sequence = ack.sequence,
+        duplicate = ack.duplicate,
+        "dispatched"
+    );
     Ok(())
 }
 
@@ -92,7 +96,9 @@ pub async fn run_sweeper(state: AppState, every: Duration, shutdown: Cancellatio
         match sweep_once(&state).await {
             Ok(0) => {}
             Ok(swept) => tracing::info!(swept, "republished undispatched executions"),
-            Err(error) => tracing::warn!(error = %error, "outbox sweep failed; retrying on the next tick"),
+            Err(error) => {
+                tracing::warn!(error = %error, "outbox sweep failed; retrying on the next tick")
+            }
         }
     }
 }

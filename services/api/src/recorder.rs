@@ -32,16 +32,40 @@ pub async fn apply_result(db: &DatabaseConnection, result: &ResultV1) -> Result<
     let mut update = execution::Entity::update_many()
         .col_expr(execution::Column::Status, Expr::value(status))
         .col_expr(execution::Column::ExitCode, Expr::value(result.exit_code))
-        .col_expr(execution::Column::Stdout, Expr::value(result.stdout.text.clone()))
-        .col_expr(execution::Column::StdoutEncoding, Expr::value(encoding_name(result.stdout.encoding)))
-        .col_expr(execution::Column::Stderr, Expr::value(result.stderr.text.clone()))
-        .col_expr(execution::Column::StderrEncoding, Expr::value(encoding_name(result.stderr.encoding)))
-        .col_expr(execution::Column::OutputTruncated, Expr::value(result.output_truncated))
+        .col_expr(
+            execution::Column::Stdout,
+            Expr::value(result.stdout.text.clone()),
+        )
+        .col_expr(
+            execution::Column::StdoutEncoding,
+            Expr::value(encoding_name(result.stdout.encoding)),
+        )
+        .col_expr(
+            execution::Column::Stderr,
+            Expr::value(result.stderr.text.clone()),
+        )
+        .col_expr(
+            execution::Column::StderrEncoding,
+            Expr::value(encoding_name(result.stderr.encoding)),
+        )
+        .col_expr(
+            execution::Column::OutputTruncated,
+            Expr::value(result.output_truncated),
+        )
         .col_expr(execution::Column::OomKilled, Expr::value(result.oom_killed))
         .col_expr(execution::Column::Error, Expr::value(result.error.clone()))
-        .col_expr(execution::Column::WorkerId, Expr::value(result.worker_id.clone()))
-        .col_expr(execution::Column::Attempt, Expr::value(i32::try_from(result.attempt).unwrap_or(i32::MAX)))
-        .col_expr(execution::Column::FinishedAt, Expr::value(result.finished_at))
+        .col_expr(
+            execution::Column::WorkerId,
+            Expr::value(result.worker_id.clone()),
+        )
+        .col_expr(
+            execution::Column::Attempt,
+            Expr::value(i32::try_from(result.attempt).unwrap_or(i32::MAX)),
+        )
+        .col_expr(
+            execution::Column::FinishedAt,
+            Expr::value(result.finished_at),
+        )
         .col_expr(execution::Column::UpdatedAt, Expr::value(Utc::now()));
     if let Some(started_at) = result.started_at {
         update = update.col_expr(execution::Column::StartedAt, Expr::value(started_at));
@@ -58,9 +82,18 @@ pub async fn apply_result(db: &DatabaseConnection, result: &ResultV1) -> Result<
 pub async fn apply_started(db: &DatabaseConnection, started: &StartedV1) -> Result<bool, DbErr> {
     let outcome = execution::Entity::update_many()
         .col_expr(execution::Column::Status, Expr::value(Status::Running))
-        .col_expr(execution::Column::StartedAt, Expr::value(started.started_at))
-        .col_expr(execution::Column::WorkerId, Expr::value(started.worker_id.clone()))
-        .col_expr(execution::Column::Attempt, Expr::value(i32::try_from(started.attempt).unwrap_or(i32::MAX)))
+        .col_expr(
+            execution::Column::StartedAt,
+            Expr::value(started.started_at),
+        )
+        .col_expr(
+            execution::Column::WorkerId,
+            Expr::value(started.worker_id.clone()),
+        )
+        .col_expr(
+            execution::Column::Attempt,
+            Expr::value(i32::try_from(started.attempt).unwrap_or(i32::MAX)),
+        )
         .col_expr(execution::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(execution::Column::Id.eq(started.execution_id))
         .filter(execution::Column::Status.is_in(Status::UNFINISHED))
@@ -135,10 +168,20 @@ pub async fn run(state: AppState, feed: Feed, shutdown: CancellationToken) {
     }
 }
 
-async fn drain(state: &AppState, feed: Feed, shutdown: &CancellationToken) -> Result<(), async_nats::Error> {
+async fn drain(
+    state: &AppState,
+    feed: Feed,
+    shutdown: &CancellationToken,
+) -> Result<(), async_nats::Error> {
     let (stream, consumer_name) = match feed {
-        Feed::Results => (state.namespace.results_stream(), state.namespace.recorder_consumer()),
-        Feed::Started => (state.namespace.events_stream(), state.namespace.started_recorder_consumer()),
+        Feed::Results => (
+            state.namespace.results_stream(),
+            state.namespace.recorder_consumer(),
+        ),
+        Feed::Started => (
+            state.namespace.events_stream(),
+            state.namespace.started_recorder_consumer(),
+        ),
     };
     let consumer: PullConsumer = state
         .jetstream

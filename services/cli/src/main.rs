@@ -28,8 +28,9 @@ enum Command {
     Worker,
     /// Apply database migrations to VOIDRUNNER_DATABASE_URL (default: SQLite in the data dir).
     Migrate,
-    /// Write the JSON Schemas of every NATS event into a directory.
-    Schemas { dir: PathBuf },
+    /// Write the wire contract (event JSON Schemas, stream and consumer definitions) into a
+    /// directory, as committed under `nats/`.
+    ExportContract { dir: PathBuf },
 }
 
 #[tokio::main]
@@ -58,7 +59,10 @@ async fn main() -> anyhow::Result<()> {
             let config = WorkerConfig::from_env(vars.clone())?;
             let nats = NatsConfig::from_env(vars)?;
             let worker = voidrunner_worker::Worker::build(config, &nats).await?;
-            worker.run(shutdown).await.map_err(|e| anyhow::anyhow!("worker: {e}"))
+            worker
+                .run(shutdown)
+                .await
+                .map_err(|e| anyhow::anyhow!("worker: {e}"))
         }
         Command::Migrate => {
             let config = ApiConfig::from_env(vars.clone())?;
@@ -72,15 +76,20 @@ async fn main() -> anyhow::Result<()> {
             };
             let db = voidrunner_api::db::connect(&url).await?;
             let applied = voidrunner_api::db::migrate(&db).await?;
-            println!("applied {applied} migration(s) to {}", voidrunner_api::config::redact_url(&url));
+            println!(
+                "applied {applied} migration(s) to {}",
+                voidrunner_api::config::redact_url(&url)
+            );
             Ok(())
         }
-        Command::Schemas { dir } => {
-            std::fs::create_dir_all(&dir)?;
-            for (file, schema) in voidrunner_shared::events::json_schemas() {
-                let text = serde_json::to_string_pretty(&schema)? + "\n";
-                std::fs::write(dir.join(file), text)?;
-                println!("wrote {}", dir.join(file).display());
+        Command::ExportContract { dir } => {
+            for (path, contents) in voidrunner_shared::export::contract_files() {
+                let path = dir.join(path);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&path, contents)?;
+                println!("wrote {}", path.display());
             }
             Ok(())
         }

@@ -33,7 +33,11 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts `binary` (a path, or a name looked up on PATH) with JetStream storage in
     /// `store_dir`, listening on 127.0.0.1:`port` (0 picks a free port).
-    pub async fn start(binary: &str, store_dir: &Path, port: u16) -> Result<NatsServer, NatsServerError> {
+    pub async fn start(
+        binary: &str,
+        store_dir: &Path,
+        port: u16,
+    ) -> Result<NatsServer, NatsServerError> {
         let binary = locate(binary).ok_or_else(|| NatsServerError::NotFound(binary.to_owned()))?;
         std::fs::create_dir_all(store_dir)?;
         let config_path = store_dir.join("nats-server.conf");
@@ -44,7 +48,11 @@ impl NatsServer {
             std::fs::remove_dir_all(&ports_dir)?;
         }
         std::fs::create_dir_all(&ports_dir)?;
-        let port_arg = if port == 0 { "-1".to_owned() } else { port.to_string() };
+        let port_arg = if port == 0 {
+            "-1".to_owned()
+        } else {
+            port.to_string()
+        };
         let log_path = store_dir.join("nats-server.log");
         let log = std::fs::File::create(&log_path)?;
         let child = Command::new(&binary)
@@ -63,9 +71,7 @@ impl NatsServer {
             child,
             url: String::new(),
         };
-        server.url = server
-            .wait_for_ports_file(&ports_dir, &log_path)
-            .await?;
+        server.url = server.wait_for_ports_file(&ports_dir, &log_path).await?;
         Ok(server)
     }
 
@@ -80,13 +86,20 @@ impl NatsServer {
     }
 
     /// nats-server writes its client URLs to `<ports_dir>/<exe>_<pid>.ports` once it listens.
-    async fn wait_for_ports_file(&mut self, ports_dir: &Path, log: &Path) -> Result<String, NatsServerError> {
+    async fn wait_for_ports_file(
+        &mut self,
+        ports_dir: &Path,
+        log: &Path,
+    ) -> Result<String, NatsServerError> {
         let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
         let suffix = ".ports";
         loop {
             if let Some(status) = self.child.try_wait()? {
                 let tail = std::fs::read_to_string(log).unwrap_or_default();
-                return Err(NatsServerError::NotReady(format!("exited with {status}: {}", last_lines(&tail))));
+                return Err(NatsServerError::NotReady(format!(
+                    "exited with {status}: {}",
+                    last_lines(&tail)
+                )));
             }
             if let Some(url) = read_ports_file(ports_dir, suffix) {
                 return Ok(url);
@@ -104,8 +117,13 @@ fn read_ports_file(dir: &Path, suffix: &str) -> Option<String> {
         .ok()?
         .flatten()
         .find(|entry| entry.file_name().to_string_lossy().ends_with(suffix))?;
-    let ports: serde_json::Value = serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
-    ports["nats"].as_array()?.first()?.as_str().map(str::to_owned)
+    let ports: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
+    ports["nats"]
+        .as_array()?
+        .first()?
+        .as_str()
+        .map(str::to_owned)
 }
 
 fn last_lines(text: &str) -> String {

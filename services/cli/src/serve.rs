@@ -79,7 +79,9 @@ pub async fn run(mut embedded: Embedded, shutdown: CancellationToken) -> anyhow:
     };
     if embedded.api.database_url.is_none() {
         // Our own SQLite file: created here, so migrating it needs no one's permission.
-        embedded.api.database_url = Some(voidrunner_api::db::sqlite_url(&data_dir.join("voidrunner.db")));
+        embedded.api.database_url = Some(voidrunner_api::db::sqlite_url(
+            &data_dir.join("voidrunner.db"),
+        ));
         embedded.api.auto_migrate = true;
     }
     if embedded.api.jwt_secret.is_none() {

@@ -13,7 +13,8 @@ use tokio::process::{Child, Command};
 use voidrunner_api::entity::execution::{self, Status};
 use voidrunner_shared::Namespace;
 use voidrunner_testkit::{
-    empty_database, login_new_user, send, start_execution, start_nats, test_env, unique_prefix, wait_final, Backend,
+    empty_database, login_new_user, send, start_execution, start_nats, test_env, unique_prefix,
+    wait_final, Backend,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_voidrunner");
@@ -50,8 +51,14 @@ async fn wait_ready(http: &reqwest::Client, base_url: &str, api: &mut Child) {
                 return;
             }
         }
-        assert!(api.try_wait().expect("api status").is_none(), "api exited during start-up");
-        assert!(tokio::time::Instant::now() < deadline, "api not ready within 30 s");
+        assert!(
+            api.try_wait().expect("api status").is_none(),
+            "api exited during start-up"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "api not ready within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -62,7 +69,10 @@ fn logs(dir: &Path) -> String {
         .map(|name| {
             let text = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            format!("--- {name}\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            format!(
+                "--- {name}\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -75,7 +85,12 @@ async fn two_worker_processes_share_a_burst_and_survive_the_api_dying_mid_burst(
     let prefix = unique_prefix();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let vars = test_env(nats.url(), &database_url, &prefix, &[("VOIDRUNNER_API_ADDR", &addr), ("RUST_LOG", "info")]);
+    let vars = test_env(
+        nats.url(),
+        &database_url,
+        &prefix,
+        &[("VOIDRUNNER_API_ADDR", &addr), ("RUST_LOG", "info")],
+    );
     let logs_dir = tempfile::TempDir::new().expect("log dir");
     let log = |name: &str| logs_dir.path().join(name);
 
@@ -85,12 +100,32 @@ async fn two_worker_processes_share_a_burst_and_survive_the_api_dying_mid_burst(
         .output()
         .await
         .expect("run migrate");
-    assert!(migrate.status.success(), "migrate: {}", String::from_utf8_lossy(&migrate.stderr));
+    assert!(
+        migrate.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
 
     let mut api = spawn("api", &vars, &[], &log("api-1.log"));
     let mut workers = [
-        spawn("worker", &vars, &[("VOIDRUNNER_WORKER_ID", "dist-w1"), ("VOIDRUNNER_WORKER_SLOTS", "2")], &log("worker-1.log")),
-        spawn("worker", &vars, &[("VOIDRUNNER_WORKER_ID", "dist-w2"), ("VOIDRUNNER_WORKER_SLOTS", "2")], &log("worker-2.log")),
+        spawn(
+            "worker",
+            &vars,
+            &[
+                ("VOIDRUNNER_WORKER_ID", "dist-w1"),
+                ("VOIDRUNNER_WORKER_SLOTS", "2"),
+            ],
+            &log("worker-1.log"),
+        ),
+        spawn(
+            "worker",
+            &vars,
+            &[
+                ("VOIDRUNNER_WORKER_ID", "dist-w2"),
+                ("VOIDRUNNER_WORKER_SLOTS", "2"),
+            ],
+            &log("worker-2.log"),
+        ),
     ];
     let http = reqwest::Client::new();
     let base_url = format!("http://{addr}");
@@ -102,7 +137,12 @@ async fn two_worker_processes_share_a_burst_and_survive_the_api_dying_mid_burst(
         "script_type": "python",
         "script_content": "import time\ntime.sleep(0.5)\nprint('done')\n",
     });
-    let (status, task) = send(http.post(format!("{base_url}/api/v1/tasks")).bearer_auth(&token).json(&task)).await;
+    let (status, task) = send(
+        http.post(format!("{base_url}/api/v1/tasks"))
+            .bearer_auth(&token)
+            .json(&task),
+    )
+    .await;
     assert_eq!(status, 201, "{task}");
     let task_id = task["id"].as_str().expect("task id").to_owned();
 
@@ -123,10 +163,17 @@ async fn two_worker_processes_share_a_burst_and_survive_the_api_dying_mid_burst(
     // Without any api, the workers finish the burst: every result lands on its reply subject.
     let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
     let namespace = Namespace::new(&prefix).expect("prefix");
-    let mut results = js.get_stream(namespace.results_stream()).await.expect("results stream");
+    let mut results = js
+        .get_stream(namespace.results_stream())
+        .await
+        .expect("results stream");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while results.info().await.expect("stream info").state.messages < BURST as u64 {
-        assert!(tokio::time::Instant::now() < deadline, "workers did not finish the burst\n{}", logs(logs_dir.path()));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "workers did not finish the burst\n{}",
+            logs(logs_dir.path())
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for worker in &mut workers {
@@ -143,9 +190,19 @@ async fn two_worker_processes_share_a_burst_and_survive_the_api_dying_mid_burst(
     let mut ran_on = HashSet::new();
     for id in &accepted {
         let execution = wait_final(&http, &base_url, &token, id).await;
-        assert_eq!(execution["status"], "completed", "{execution}\n{}", logs(logs_dir.path()));
+        assert_eq!(
+            execution["status"],
+            "completed",
+            "{execution}\n{}",
+            logs(logs_dir.path())
+        );
         assert_eq!(execution["stdout"], "done\n");
-        ran_on.insert(execution["worker_id"].as_str().expect("worker id").to_owned());
+        ran_on.insert(
+            execution["worker_id"]
+                .as_str()
+                .expect("worker id")
+                .to_owned(),
+        );
     }
     assert_eq!(
         ran_on,
@@ -154,13 +211,18 @@ async fn two_worker_processes_share_a_burst_and_survive_the_api_dying_mid_burst(
     );
 
     // Nothing is left unfinished in the database either.
-    let db = voidrunner_api::db::connect(&database_url).await.expect("connect db");
+    let db = voidrunner_api::db::connect(&database_url)
+        .await
+        .expect("connect db");
     let unfinished = execution::Entity::find()
         .filter(execution::Column::Status.is_in(Status::UNFINISHED))
         .all(&db)
         .await
         .expect("query");
-    assert!(unfinished.is_empty(), "unfinished executions: {unfinished:?}");
+    assert!(
+        unfinished.is_empty(),
+        "unfinished executions: {unfinished:?}"
+    );
 
     api.kill().await.expect("stop api");
     for worker in &mut workers {

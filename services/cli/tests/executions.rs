@@ -74,16 +74,31 @@ async fn every_language_returns_exact_output(backend: Backend) {
     let results: Vec<Value> = futures::future::join_all(runs).await;
 
     for (case, result) in CASES.iter().zip(&results) {
-        let expected_status = if case.exit_code == 0 { "completed" } else { "failed" };
-        assert_eq!(result["status"], expected_status, "{}: {result}", case.language);
-        assert_eq!(result["exit_code"], case.exit_code, "{}: {result}", case.language);
+        let expected_status = if case.exit_code == 0 {
+            "completed"
+        } else {
+            "failed"
+        };
+        assert_eq!(
+            result["status"], expected_status,
+            "{}: {result}",
+            case.language
+        );
+        assert_eq!(
+            result["exit_code"], case.exit_code,
+            "{}: {result}",
+            case.language
+        );
         assert_eq!(result["stdout"], case.stdout, "{}: {result}", case.language);
         assert_eq!(result["stderr"], case.stderr, "{}: {result}", case.language);
         assert_eq!(result["worker_id"], app.worker_id.as_str());
         assert!(result["duration_ms"].as_i64().is_some(), "{result}");
 
         // What the API shows is what the database holds.
-        let id: uuid::Uuid = result["id"].as_str().and_then(|id| id.parse().ok()).expect("uuid");
+        let id: uuid::Uuid = result["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .expect("uuid");
         let row = execution::Entity::find_by_id(id)
             .one(&app.db.connection)
             .await
@@ -119,14 +134,28 @@ async fn run(app: &TestApp, token: &str, language: &str, code: &str, timeout: u3
 async fn a_program_that_outlives_its_timeout_ends_timeout_and_its_container_is_gone() {
     let app = spawn_app(Backend::Sqlite).await;
     let token = app.login_new_user().await;
-    let result = run(&app, &token, "bash", "echo before\nsleep 60\necho after\n", 2).await;
+    let result = run(
+        &app,
+        &token,
+        "bash",
+        "echo before\nsleep 60\necho after\n",
+        2,
+    )
+    .await;
     assert_eq!(result["status"], "timeout", "{result}");
     assert_eq!(result["stdout"], "before\n", "{result}");
     assert_eq!(result["exit_code"], Value::Null);
     let ran_for = result["duration_ms"].as_i64().expect("duration");
-    assert!((2000..10_000).contains(&ran_for), "ran for {ran_for} ms: {result}");
+    assert!(
+        (2000..10_000).contains(&ran_for),
+        "ran for {ran_for} ms: {result}"
+    );
     let id = result["id"].as_str().expect("id");
-    assert_eq!(containers_of_execution(id).await, 0, "the sandbox outlived its execution");
+    assert_eq!(
+        containers_of_execution(id).await,
+        0,
+        "the sandbox outlived its execution"
+    );
     app.stop().await;
 }
 
@@ -144,8 +173,7 @@ grep -q '^CapEff:\s*0000000000000000' /proc/self/status && echo no-caps || echo 
     let result = run(&app, &token, "bash", probe, 10).await;
     assert_eq!(result["status"], "completed", "{result}");
     assert_eq!(
-        result["stdout"],
-        "65534\nroot-readonly\nok\nno-network\nno-caps\n",
+        result["stdout"], "65534\nroot-readonly\nok\nno-network\nno-caps\n",
         "{result}"
     );
     app.stop().await;
@@ -155,22 +183,44 @@ grep -q '^CapEff:\s*0000000000000000' /proc/self/status && echo no-caps || echo 
 async fn a_program_past_its_memory_limit_is_reported_out_of_memory() {
     let app = spawn_app_with(Backend::Sqlite, &[("VOIDRUNNER_SANDBOX_MEMORY_MB", "64")]).await;
     let token = app.login_new_user().await;
-    let result = run(&app, &token, "python", "blocks = []\nwhile True:\n    blocks.append(bytearray(16 << 20))\n", 30).await;
+    let result = run(
+        &app,
+        &token,
+        "python",
+        "blocks = []\nwhile True:\n    blocks.append(bytearray(16 << 20))\n",
+        30,
+    )
+    .await;
     assert_eq!(result["status"], "failed", "{result}");
     assert_eq!(result["oom_killed"], true, "{result}");
-    assert!(result["error"].as_str().is_some_and(|e| e.contains("out of memory")), "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("out of memory")),
+        "{result}"
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn output_past_the_cap_is_truncated_and_the_flood_is_stopped() {
-    let app = spawn_app_with(Backend::Sqlite, &[("VOIDRUNNER_SANDBOX_OUTPUT_LIMIT_BYTES", "4096")]).await;
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("VOIDRUNNER_SANDBOX_OUTPUT_LIMIT_BYTES", "4096")],
+    )
+    .await;
     let token = app.login_new_user().await;
     let result = run(&app, &token, "bash", "yes voidrunner", 30).await;
     assert_eq!(result["status"], "failed", "{result}");
     assert_eq!(result["output_truncated"], true, "{result}");
-    assert_eq!(result["stdout"].as_str().map(str::len), Some(4096), "{result}");
-    assert!(result["stdout"].as_str().is_some_and(|s| s.starts_with("voidrunner\nvoidrunner\n")));
+    assert_eq!(
+        result["stdout"].as_str().map(str::len),
+        Some(4096),
+        "{result}"
+    );
+    assert!(result["stdout"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("voidrunner\nvoidrunner\n")));
     app.stop().await;
 }
 
@@ -178,7 +228,14 @@ async fn output_past_the_cap_is_truncated_and_the_flood_is_stopped() {
 async fn binary_output_comes_back_as_base64() {
     let app = spawn_app(Backend::Sqlite).await;
     let token = app.login_new_user().await;
-    let result = run(&app, &token, "python", "import sys\nsys.stdout.buffer.write(bytes([0xff, 0x00, 0x41]))\n", 10).await;
+    let result = run(
+        &app,
+        &token,
+        "python",
+        "import sys\nsys.stdout.buffer.write(bytes([0xff, 0x00, 0x41]))\n",
+        10,
+    )
+    .await;
     assert_eq!(result["status"], "completed", "{result}");
     assert_eq!(result["stdout_encoding"], "base64", "{result}");
     assert_eq!(result["stdout"], "/wBB", "{result}");

@@ -12,7 +12,8 @@ use voidrunner_shared::config::NatsConfig;
 use voidrunner_shared::events::{Captured, FinalStatus, ResultV1, StartedV1};
 use voidrunner_shared::Namespace;
 use voidrunner_testkit::{
-    empty_database, send, spawn_app, spawn_app_with, start_nats, test_env, unique_prefix, wait_final, Backend,
+    empty_database, send, spawn_app, spawn_app_with, start_nats, test_env, unique_prefix,
+    wait_final, Backend,
 };
 
 #[tokio::test]
@@ -20,10 +21,16 @@ async fn an_execution_committed_but_never_published_is_dispatched_by_the_sweeper
     let app = spawn_app(Backend::Postgres).await;
     let token = app.login_new_user().await;
     let (status, task) = app
-        .create_task(&token, &json!({ "name": "t", "script_type": "bash", "script_content": "echo swept" }))
+        .create_task(
+            &token,
+            &json!({ "name": "t", "script_type": "bash", "script_content": "echo swept" }),
+        )
         .await;
     assert_eq!(status, 201, "{task}");
-    let task_id: uuid::Uuid = task["id"].as_str().and_then(|s| s.parse().ok()).expect("task id");
+    let task_id: uuid::Uuid = task["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("task id");
     let user_id = voidrunner_api::entity::task::Entity::find_by_id(task_id)
         .one(&app.db.connection)
         .await
@@ -90,23 +97,39 @@ async fn a_duplicate_or_late_message_changes_nothing() {
     let app = spawn_app(Backend::Sqlite).await;
     let token = app.login_new_user().await;
     let done = app
-        .run_to_end(&token, json!({ "name": "t", "script_type": "bash", "script_content": "echo first" }))
+        .run_to_end(
+            &token,
+            json!({ "name": "t", "script_type": "bash", "script_content": "echo first" }),
+        )
         .await;
     assert_eq!(done["status"], "completed");
-    let id: uuid::Uuid = done["id"].as_str().and_then(|s| s.parse().ok()).expect("id");
+    let id: uuid::Uuid = done["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("id");
     let db = &app.db.connection;
 
     let duplicate = result_for(id, FinalStatus::Failed, "second");
-    assert!(!apply_result(db, &duplicate).await.expect("apply"), "a second result was applied");
+    assert!(
+        !apply_result(db, &duplicate).await.expect("apply"),
+        "a second result was applied"
+    );
     let late_start = StartedV1 {
         execution_id: id,
         worker_id: "late".into(),
         attempt: 9,
         started_at: Utc::now(),
     };
-    assert!(!apply_started(db, &late_start).await.expect("apply"), "a late start was applied");
+    assert!(
+        !apply_started(db, &late_start).await.expect("apply"),
+        "a late start was applied"
+    );
 
-    let row = execution::Entity::find_by_id(id).one(db).await.expect("query").expect("row");
+    let row = execution::Entity::find_by_id(id)
+        .one(db)
+        .await
+        .expect("query")
+        .expect("row");
     assert_eq!(row.status, Status::Completed);
     assert_eq!(row.stdout, "first\n");
     assert_eq!(row.worker_id.as_deref(), Some(app.worker_id.as_str()));
@@ -125,20 +148,33 @@ async fn an_execution_the_fleet_cannot_run_ends_in_error_and_in_the_dead_letter_
     .await;
     let token = app.login_new_user().await;
     let result = app
-        .run_to_end(&token, json!({ "name": "t", "script_type": "bash", "script_content": "echo hi" }))
+        .run_to_end(
+            &token,
+            json!({ "name": "t", "script_type": "bash", "script_content": "echo hi" }),
+        )
         .await;
     assert_eq!(result["status"], "error", "{result}");
     assert_eq!(result["attempt"], 2, "{result}");
     let error = result["error"].as_str().unwrap_or_default();
-    assert!(error.contains("gave up after 2 attempt(s)") && error.contains("voidrunner/does-not-exist:never"), "{error}");
+    assert!(
+        error.contains("gave up after 2 attempt(s)")
+            && error.contains("voidrunner/does-not-exist:never"),
+        "{error}"
+    );
 
     let client = async_nats::connect(app.nats.url()).await.expect("connect");
     let js = jetstream::new(client);
     let namespace = Namespace::new(&app.prefix).expect("prefix");
-    let mut dlq = js.get_stream(namespace.dead_letter_stream()).await.expect("dlq stream");
+    let mut dlq = js
+        .get_stream(namespace.dead_letter_stream())
+        .await
+        .expect("dlq stream");
     assert_eq!(dlq.info().await.expect("info").state.messages, 1);
     let letter = dlq
-        .direct_get_last_for_subject(namespace.dead_letter_subject(voidrunner_shared::Lane::Normal, voidrunner_shared::Language::Bash))
+        .direct_get_last_for_subject(namespace.dead_letter_subject(
+            voidrunner_shared::Lane::Normal,
+            voidrunner_shared::Language::Bash,
+        ))
         .await
         .expect("dead letter");
     let letter: serde_json::Value = serde_json::from_slice(&letter.payload).expect("json");
@@ -159,11 +195,19 @@ async fn the_api_refuses_an_unmigrated_database_and_says_how_to_fix_it() {
         db.clone(),
     )
     .await;
-    let error = result.err().expect("an unmigrated database is refused").to_string();
+    let error = result
+        .err()
+        .expect("an unmigrated database is refused")
+        .to_string();
     assert!(error.contains("voidrunner migrate"), "{error}");
 
     // Told to, it migrates itself and serves.
-    let vars = test_env(nats.url(), &url, &unique_prefix(), &[("VOIDRUNNER_AUTO_MIGRATE", "true")]);
+    let vars = test_env(
+        nats.url(),
+        &url,
+        &unique_prefix(),
+        &[("VOIDRUNNER_AUTO_MIGRATE", "true")],
+    );
     let api = voidrunner_api::Api::build_with_db(
         ApiConfig::from_env(vars.clone()).expect("config"),
         &NatsConfig::from_env(vars).expect("config"),
@@ -171,7 +215,9 @@ async fn the_api_refuses_an_unmigrated_database_and_says_how_to_fix_it() {
     )
     .await
     .expect("auto-migrated");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let shutdown = tokio_util::sync::CancellationToken::new();
     let serving = tokio::spawn(api.run(listener, shutdown.clone()));

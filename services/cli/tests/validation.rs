@@ -10,15 +10,27 @@ async fn row_counts(app: &TestApp) -> (u64, u64, u64) {
     (
         user::Entity::find().count(db).await.expect("count users"),
         task::Entity::find().count(db).await.expect("count tasks"),
-        execution::Entity::find().count(db).await.expect("count executions"),
+        execution::Entity::find()
+            .count(db)
+            .await
+            .expect("count executions"),
     )
 }
 
-fn assert_error(status: u16, body: &Value, expected_status: u16, expected_code: &str, mentions: &str) {
+fn assert_error(
+    status: u16,
+    body: &Value,
+    expected_status: u16,
+    expected_code: &str,
+    mentions: &str,
+) {
     assert_eq!(status, expected_status, "{body}");
     assert_eq!(body["error"]["code"], expected_code, "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains(mentions), "message {message:?} should mention {mentions:?}");
+    assert!(
+        message.contains(mentions),
+        "message {message:?} should mention {mentions:?}"
+    );
 }
 
 fn valid_task() -> Value {
@@ -52,10 +64,20 @@ async fn invalid_tasks_are_refused_with_a_reason_and_nothing_is_written() {
         assert_eq!(response["error"]["details"]["field"], field, "{response}");
     }
 
-    let (status, response) = app.create_task(&token, &json!({ "name": "x", "script_type": "python" })).await;
-    assert_error(status, &response, 422, "validation_failed", "script_content");
+    let (status, response) = app
+        .create_task(&token, &json!({ "name": "x", "script_type": "python" }))
+        .await;
+    assert_error(
+        status,
+        &response,
+        422,
+        "validation_failed",
+        "script_content",
+    );
 
-    let (status, response) = app.create_task(&token, &with("priority", json!("high"))).await;
+    let (status, response) = app
+        .create_task(&token, &with("priority", json!("high")))
+        .await;
     assert_error(status, &response, 422, "validation_failed", "priority");
 
     let malformed = app
@@ -67,11 +89,25 @@ async fn invalid_tasks_are_refused_with_a_reason_and_nothing_is_written() {
     let (status, response) = send(malformed).await;
     assert_error(status, &response, 400, "malformed_json", "not valid JSON");
 
-    let not_json = app.http.post(app.url("/tasks")).bearer_auth(&token).body("name=x");
+    let not_json = app
+        .http
+        .post(app.url("/tasks"))
+        .bearer_auth(&token)
+        .body("name=x");
     let (status, response) = send(not_json).await;
-    assert_error(status, &response, 415, "unsupported_media_type", "application/json");
+    assert_error(
+        status,
+        &response,
+        415,
+        "unsupported_media_type",
+        "application/json",
+    );
 
-    assert_eq!(row_counts(&app).await, before, "a refused request wrote to the database");
+    assert_eq!(
+        row_counts(&app).await,
+        before,
+        "a refused request wrote to the database"
+    );
     app.stop().await;
 }
 
@@ -84,17 +120,37 @@ async fn requests_without_a_valid_token_are_refused() {
     let (status, body) = send(app.http.post(app.url("/tasks")).json(&valid_task())).await;
     assert_error(status, &body, 401, "unauthorized", "Authorization");
 
-    let (status, body) = send(app.http.post(app.url("/tasks")).bearer_auth("not-a-jwt").json(&valid_task())).await;
+    let (status, body) = send(
+        app.http
+            .post(app.url("/tasks"))
+            .bearer_auth("not-a-jwt")
+            .json(&valid_task()),
+    )
+    .await;
     assert_error(status, &body, 401, "unauthorized", "invalid or expired");
 
     let tampered = format!("{}x", token);
-    let (status, body) = send(app.http.post(app.url("/tasks")).bearer_auth(tampered).json(&valid_task())).await;
+    let (status, body) = send(
+        app.http
+            .post(app.url("/tasks"))
+            .bearer_auth(tampered)
+            .json(&valid_task()),
+    )
+    .await;
     assert_error(status, &body, 401, "unauthorized", "invalid or expired");
 
-    let (status, body) = send(app.http.post(app.url(&format!("/tasks/{}/executions", uuid::Uuid::new_v4())))).await;
+    let (status, body) = send(
+        app.http
+            .post(app.url(&format!("/tasks/{}/executions", uuid::Uuid::new_v4()))),
+    )
+    .await;
     assert_error(status, &body, 401, "unauthorized", "Authorization");
 
-    let (status, body) = send(app.http.get(app.url(&format!("/executions/{}", uuid::Uuid::new_v4())))).await;
+    let (status, body) = send(
+        app.http
+            .get(app.url(&format!("/executions/{}", uuid::Uuid::new_v4()))),
+    )
+    .await;
     assert_error(status, &body, 401, "unauthorized", "Authorization");
 
     assert_eq!(row_counts(&app).await, before);
@@ -139,19 +195,43 @@ async fn unknown_ids_and_other_users_resources_are_not_found() {
 async fn registration_and_login_refuse_bad_credentials() {
     let app = spawn_app(Backend::Sqlite).await;
     let register = |body: Value| app.http.post(app.url("/auth/register")).json(&body);
-    let (status, body) = send(register(json!({ "email": "not-an-email", "password": "long enough" }))).await;
+    let (status, body) = send(register(
+        json!({ "email": "not-an-email", "password": "long enough" }),
+    ))
+    .await;
     assert_error(status, &body, 422, "validation_failed", "email");
-    let (status, body) = send(register(json!({ "email": "a@example.com", "password": "short" }))).await;
+    let (status, body) = send(register(
+        json!({ "email": "a@example.com", "password": "short" }),
+    ))
+    .await;
     assert_error(status, &body, 422, "validation_failed", "password");
-    let (status, _) = send(register(json!({ "email": "A@example.com", "password": "long enough" }))).await;
+    let (status, _) = send(register(
+        json!({ "email": "A@example.com", "password": "long enough" }),
+    ))
+    .await;
     assert_eq!(status, 201);
-    let (status, body) = send(register(json!({ "email": "a@example.com", "password": "long enough" }))).await;
+    let (status, body) = send(register(
+        json!({ "email": "a@example.com", "password": "long enough" }),
+    ))
+    .await;
     assert_error(status, &body, 409, "conflict", "already exists");
 
     let login = |body: Value| app.http.post(app.url("/auth/login")).json(&body);
-    let (status, body) = send(login(json!({ "email": "a@example.com", "password": "wrong password" }))).await;
-    assert_error(status, &body, 401, "unauthorized", "wrong email or password");
-    let (status, body) = send(login(json!({ "email": "a@example.com", "password": "long enough" }))).await;
+    let (status, body) = send(login(
+        json!({ "email": "a@example.com", "password": "wrong password" }),
+    ))
+    .await;
+    assert_error(
+        status,
+        &body,
+        401,
+        "unauthorized",
+        "wrong email or password",
+    );
+    let (status, body) = send(login(
+        json!({ "email": "a@example.com", "password": "long enough" }),
+    ))
+    .await;
     assert_eq!(status, 200, "{body}");
     app.stop().await;
 }

@@ -25,23 +25,40 @@ async fn events_on_the_wire_match_the_published_json_schemas() {
         .expect("python3 runs (scripts/test.sh installs nats-py and jsonschema)");
     let mut lines = BufReader::new(checker.stdout.take().expect("stdout")).lines();
     let ready = lines.next_line().await.expect("read checker");
-    assert_eq!(ready.as_deref(), Some("ready"), "the checker could not subscribe (is nats-py installed?)");
+    assert_eq!(
+        ready.as_deref(),
+        Some("ready"),
+        "the checker could not subscribe (is nats-py installed?)"
+    );
 
     let token = app.login_new_user().await;
     let programs = [
-        ("python", "import sys\nprint('out')\nprint('err', file=sys.stderr)\n"),
+        (
+            "python",
+            "import sys\nprint('out')\nprint('err', file=sys.stderr)\n",
+        ),
         ("javascript", "console.log('out'); process.exit(2)"),
         ("bash", "printf '\\xff\\xfe'"),
     ];
     for (language, code) in programs {
         let result = app
-            .run_to_end(&token, json!({ "name": "wire", "script_type": language, "script_content": code }))
+            .run_to_end(
+                &token,
+                json!({ "name": "wire", "script_type": language, "script_content": code }),
+            )
             .await;
-        assert!(result["status"] == "completed" || result["status"] == "failed", "{result}");
+        assert!(
+            result["status"] == "completed" || result["status"] == "failed",
+            "{result}"
+        );
     }
 
     drop(checker.stdin.take());
-    let summary = lines.next_line().await.expect("read summary").expect("a summary line");
+    let summary = lines
+        .next_line()
+        .await
+        .expect("read summary")
+        .expect("a summary line");
     let summary: Value = serde_json::from_str(&summary).expect("summary is JSON");
     assert_eq!(summary["errors"], json!([]), "{summary}");
     let count = |schema: &str| summary["counts"][schema].as_u64().unwrap_or(0);

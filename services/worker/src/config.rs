@@ -74,29 +74,49 @@ impl WorkerConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=256).contains(&self.worker_slots) {
-            return Err(ConfigError::invalid("WORKER_SLOTS", "must be between 1 and 256"));
+            return Err(ConfigError::invalid(
+                "WORKER_SLOTS",
+                "must be between 1 and 256",
+            ));
         }
         if self.sandbox_memory_mb < 16 {
-            return Err(ConfigError::invalid("SANDBOX_MEMORY_MB", "must be at least 16"));
+            return Err(ConfigError::invalid(
+                "SANDBOX_MEMORY_MB",
+                "must be at least 16",
+            ));
         }
         if !(self.sandbox_cpus > 0.0 && self.sandbox_cpus <= 64.0) {
-            return Err(ConfigError::invalid("SANDBOX_CPUS", "must be above 0 and at most 64"));
+            return Err(ConfigError::invalid(
+                "SANDBOX_CPUS",
+                "must be above 0 and at most 64",
+            ));
         }
         if self.sandbox_pids < 8 {
             return Err(ConfigError::invalid("SANDBOX_PIDS", "must be at least 8"));
         }
         if self.sandbox_tmpfs_mb < 1 {
-            return Err(ConfigError::invalid("SANDBOX_TMPFS_MB", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "SANDBOX_TMPFS_MB",
+                "must be at least 1",
+            ));
         }
         if self.sandbox_output_limit_bytes < 1024 {
-            return Err(ConfigError::invalid("SANDBOX_OUTPUT_LIMIT_BYTES", "must be at least 1024"));
+            return Err(ConfigError::invalid(
+                "SANDBOX_OUTPUT_LIMIT_BYTES",
+                "must be at least 1024",
+            ));
         }
         if let Some(id) = &self.worker_id {
             let valid = !id.is_empty()
                 && id.len() <= 64
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !valid {
-                return Err(ConfigError::invalid("WORKER_ID", "use 1-64 characters from A-Z, a-z, 0-9, '-' and '_'"));
+                return Err(ConfigError::invalid(
+                    "WORKER_ID",
+                    "use 1-64 characters from A-Z, a-z, 0-9, '-' and '_'",
+                ));
             }
         }
         Ok(())

@@ -25,7 +25,12 @@ struct Heartbeat<'a> {
 }
 
 /// Beats and answers service requests until `shutdown`, then removes its heartbeat.
-pub async fn register(runner: Runner, slots: Arc<Semaphore>, total: usize, shutdown: CancellationToken) {
+pub async fn register(
+    runner: Runner,
+    slots: Arc<Semaphore>,
+    total: usize,
+    shutdown: CancellationToken,
+) {
     let started_at = Utc::now();
     let heartbeat = |busy: usize| {
         serde_json::to_vec(&Heartbeat {
@@ -56,11 +61,18 @@ pub async fn register(runner: Runner, slots: Arc<Semaphore>, total: usize, shutd
         .nats
         .service_builder()
         .description("VoidRunner worker: runs executions in hardened sandboxes")
-        .start(runner.namespace.worker_service_name(), env!("CARGO_PKG_VERSION").to_owned())
+        .start(
+            runner.namespace.worker_service_name(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        )
         .await;
     let mut status_requests = match &service {
         Ok(service) => {
-            let subject = format!("{}.workers.{}.status", runner.namespace.prefix(), runner.worker_id);
+            let subject = format!(
+                "{}.workers.{}.status",
+                runner.namespace.prefix(),
+                runner.worker_id
+            );
             match service.endpoint_builder().name("status").add(subject).await {
                 Ok(endpoint) => Some(endpoint),
                 Err(error) => {

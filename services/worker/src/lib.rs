@@ -63,7 +63,10 @@ impl Worker {
         let sandbox = DockerSandbox::connect(&worker_id).await?;
         let orphans = sandbox.remove_orphans(false).await?;
         if orphans > 0 {
-            tracing::info!(orphans, "removed sandboxes an earlier run of this worker left behind");
+            tracing::info!(
+                orphans,
+                "removed sandboxes an earlier run of this worker left behind"
+            );
         }
         for language in voidrunner_shared::Language::ALL {
             let image = config.image(language);
@@ -75,20 +78,30 @@ impl Worker {
         let tasks = jetstream
             .get_stream(namespace.tasks_stream())
             .await
-            .map_err(|e| StartError::Consumer { consumer: namespace.tasks_stream(), message: e.to_string() })?;
+            .map_err(|e| StartError::Consumer {
+                consumer: namespace.tasks_stream(),
+                message: e.to_string(),
+            })?;
         let mut lanes = Vec::new();
         for lane in Lane::BY_PRECEDENCE {
             let name = namespace.lane_consumer(lane);
-            let consumer: PullConsumer = tasks
-                .get_consumer(&name)
-                .await
-                .map_err(|e| StartError::Consumer { consumer: name.clone(), message: e.to_string() })?;
+            let consumer: PullConsumer =
+                tasks
+                    .get_consumer(&name)
+                    .await
+                    .map_err(|e| StartError::Consumer {
+                        consumer: name.clone(),
+                        message: e.to_string(),
+                    })?;
             lanes.push((lane, consumer));
         }
         let results = jetstream
             .get_stream(namespace.results_stream())
             .await
-            .map_err(|e| StartError::Consumer { consumer: namespace.results_stream(), message: e.to_string() })?;
+            .map_err(|e| StartError::Consumer {
+                consumer: namespace.results_stream(),
+                message: e.to_string(),
+            })?;
         let slots = config.worker_slots;
         Ok(Worker {
             runner: Runner {
@@ -188,7 +201,9 @@ impl Worker {
             .await;
             match batch {
                 Ok(Ok(got)) => taken.extend(got),
-                Ok(Err(error)) => tracing::warn!(%lane, error = %error, "fetching from lane failed"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%lane, error = %error, "fetching from lane failed")
+                }
                 Err(_) => tracing::warn!(%lane, "fetching from lane timed out"),
             }
         }

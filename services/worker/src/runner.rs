@@ -78,7 +78,12 @@ impl Runner {
     ) -> Outcome {
         let execution_id = dispatch.execution_id;
         let result_subject = self.namespace.result_subject(execution_id);
-        if self.results.direct_get_last_for_subject(&result_subject).await.is_ok() {
+        if self
+            .results
+            .direct_get_last_for_subject(&result_subject)
+            .await
+            .is_ok()
+        {
             tracing::info!(%execution_id, "result already published; acknowledging the duplicate");
             return Outcome::Resulted;
         }
@@ -91,7 +96,8 @@ impl Runner {
             let message = message.clone();
             let every = self.ack_wait / 3;
             tokio::spawn(async move {
-                let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                let mut ticks =
+                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 loop {
                     ticks.tick().await;
                     if message.ack_with(AckKind::Progress).await.is_err() {
@@ -103,7 +109,8 @@ impl Runner {
         let (output_sender, output_receiver) = mpsc::channel(256);
         let forwarder = tokio::spawn(forward_output(
             self.nats.clone(),
-            self.namespace.event_subject(execution_id, EventKind::Output),
+            self.namespace
+                .event_subject(execution_id, EventKind::Output),
             (execution_id, dispatch.task_id, attempt),
             output_receiver,
         ));
@@ -116,7 +123,14 @@ impl Runner {
         let image = self.config.image(dispatch.language).to_owned();
         let run = self
             .sandbox
-            .run(&execution_id.to_string(), &image, &program, &limits, Some(output_sender), stop)
+            .run(
+                &execution_id.to_string(),
+                &image,
+                &program,
+                &limits,
+                Some(output_sender),
+                stop,
+            )
             .await;
         progress.abort();
         let _ = forwarder.await;
@@ -159,13 +173,25 @@ impl Runner {
         }
     }
 
-    fn result_of(&self, dispatch: &DispatchV1, attempt: u32, limits: &Limits, report: RunReport) -> ResultV1 {
+    fn result_of(
+        &self,
+        dispatch: &DispatchV1,
+        attempt: u32,
+        limits: &Limits,
+        report: RunReport,
+    ) -> ResultV1 {
         let (status, exit_code, oom_killed, error) = match report.exit {
-            Exit::Exited { code, oom_killed: true } => (
+            Exit::Exited {
+                code,
+                oom_killed: true,
+            } => (
                 FinalStatus::Failed,
                 Some(code),
                 true,
-                Some(format!("killed: out of memory (limit {} MiB)", limits.memory_bytes >> 20)),
+                Some(format!(
+                    "killed: out of memory (limit {} MiB)",
+                    limits.memory_bytes >> 20
+                )),
             ),
             Exit::Exited { code: 0, .. } => (FinalStatus::Completed, Some(0), false, None),
             Exit::Exited { code, .. } => (FinalStatus::Failed, Some(code), false, None),
@@ -173,15 +199,26 @@ impl Runner {
                 FinalStatus::Timeout,
                 None,
                 false,
-                Some(format!("killed: ran past its {} s timeout", limits.timeout.as_secs())),
+                Some(format!(
+                    "killed: ran past its {} s timeout",
+                    limits.timeout.as_secs()
+                )),
             ),
             Exit::OutputFlood => (
                 FinalStatus::Failed,
                 None,
                 false,
-                Some(format!("killed: wrote more than {} bytes of output", limits.output_bytes)),
+                Some(format!(
+                    "killed: wrote more than {} bytes of output",
+                    limits.output_bytes
+                )),
             ),
-            Exit::Stopped => (FinalStatus::Error, None, false, Some("worker stopped".into())),
+            Exit::Stopped => (
+                FinalStatus::Error,
+                None,
+                false,
+                Some("worker stopped".into()),
+            ),
         };
         ResultV1 {
             execution_id: dispatch.execution_id,
@@ -217,7 +254,9 @@ impl Runner {
             started_at: None,
             finished_at: Utc::now(),
         };
-        let subject = self.namespace.dead_letter_subject(dispatch.lane, dispatch.language);
+        let subject = self
+            .namespace
+            .dead_letter_subject(dispatch.lane, dispatch.language);
         let task_id = dispatch.task_id;
         let letter = DeadLetter::V1(DeadLetterV1 {
             dispatch,
@@ -226,7 +265,12 @@ impl Runner {
             worker_id: self.worker_id.clone(),
             failed_at: Utc::now(),
         });
-        let headers = headers::for_execution(&format!("dlq-{execution_id}"), execution_id, task_id, attempt);
+        let headers = headers::for_execution(
+            &format!("dlq-{execution_id}"),
+            execution_id,
+            task_id,
+            attempt,
+        );
         if let Err(error) = self.publish_acked(subject, headers, &letter).await {
             tracing::warn!(%execution_id, error = %error, "publishing the dead letter failed");
             return Outcome::FleetFailed { attempt };
@@ -243,14 +287,21 @@ impl Runner {
         }
     }
 
-    async fn publish_started(&self, dispatch: &DispatchV1, attempt: u32, started_at: chrono::DateTime<Utc>) {
+    async fn publish_started(
+        &self,
+        dispatch: &DispatchV1,
+        attempt: u32,
+        started_at: chrono::DateTime<Utc>,
+    ) {
         let event = ExecutionEvent::StartedV1(StartedV1 {
             execution_id: dispatch.execution_id,
             worker_id: self.worker_id.clone(),
             attempt,
             started_at,
         });
-        let subject = self.namespace.event_subject(dispatch.execution_id, EventKind::Started);
+        let subject = self
+            .namespace
+            .event_subject(dispatch.execution_id, EventKind::Started);
         let headers = headers::for_execution(
             &format!("started-{}-{attempt}", dispatch.execution_id),
             dispatch.execution_id,
@@ -268,7 +319,10 @@ impl Runner {
         let message_id = format!("result-{}", result.execution_id);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(headers::MESSAGE_ID, message_id.as_str());
-        headers.insert(headers::EXECUTION_ID, result.execution_id.to_string().as_str());
+        headers.insert(
+            headers::EXECUTION_ID,
+            result.execution_id.to_string().as_str(),
+        );
         headers.insert(headers::ATTEMPT, result.attempt.to_string().as_str());
         self.publish_acked(subject, headers, &ExecutionResult::V1(result.clone()))
             .await
@@ -314,7 +368,8 @@ async fn forward_output(
     };
     let mut seq = 0u64;
     let mut pending: Option<(voidrunner_shared::events::StreamName, Vec<u8>)> = None;
-    let flush = |pending: &mut Option<(voidrunner_shared::events::StreamName, Vec<u8>)>, seq: &mut u64| {
+    let flush = |pending: &mut Option<(voidrunner_shared::events::StreamName, Vec<u8>)>,
+                 seq: &mut u64| {
         pending.take().map(|(stream, bytes)| {
             let event = ExecutionEvent::OutputV1(OutputV1 {
                 execution_id,

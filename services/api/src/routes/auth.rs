@@ -37,13 +37,16 @@ pub struct TokenResponse {
 fn normalized_email(email: &str) -> Result<String, ApiError> {
     let email = email.trim().to_ascii_lowercase();
     let valid = email.len() <= 320
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.'));
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        });
     if valid {
         Ok(email)
     } else {
-        Err(ApiError::invalid_field("email", "must be an email address like user@example.com"))
+        Err(ApiError::invalid_field(
+            "email",
+            "must be an email address like user@example.com",
+        ))
     }
 }
 
@@ -70,7 +73,9 @@ pub async fn register(
         .one(&state.db)
         .await?;
     if existing.is_some() {
-        return Err(ApiError::Conflict("a user with this email already exists: log in instead"));
+        return Err(ApiError::Conflict(
+            "a user with this email already exists: log in instead",
+        ));
     }
     let password_hash = hash_password(credentials.password).await?;
     let created = user::ActiveModel {

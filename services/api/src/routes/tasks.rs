@@ -1,7 +1,9 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use voidrunner_shared::{Lane, Language};
@@ -70,27 +72,35 @@ fn validate(request: CreateTask, state: &AppState) -> Result<ValidTask, ApiError
             format!("must be 1 to {MAX_NAME_CHARS} characters"),
         ));
     }
-    let language: Language = request
-        .script_type
-        .parse()
-        .map_err(|e: voidrunner_shared::language::UnknownLanguage| {
+    let language: Language = request.script_type.parse().map_err(
+        |e: voidrunner_shared::language::UnknownLanguage| {
             ApiError::invalid_field("script_type", e.to_string())
-        })?;
+        },
+    )?;
     if request.script_content.trim().is_empty() {
-        return Err(ApiError::invalid_field("script_content", "must not be empty"));
+        return Err(ApiError::invalid_field(
+            "script_content",
+            "must not be empty",
+        ));
     }
     let max_bytes = state.config.max_script_bytes;
     if request.script_content.len() > max_bytes {
         return Err(ApiError::invalid_field(
             "script_content",
-            format!("is {} bytes; the limit is {max_bytes}", request.script_content.len()),
+            format!(
+                "is {} bytes; the limit is {max_bytes}",
+                request.script_content.len()
+            ),
         ));
     }
     let priority = request.priority.unwrap_or(DEFAULT_PRIORITY);
     if !(0..=i64::from(Lane::MAX_PRIORITY)).contains(&priority) {
         return Err(ApiError::invalid_field(
             "priority",
-            format!("must be between 0 and {}, got {priority}", Lane::MAX_PRIORITY),
+            format!(
+                "must be between 0 and {}, got {priority}",
+                Lane::MAX_PRIORITY
+            ),
         ));
     }
     let max_timeout = state.config.max_timeout_seconds;
@@ -137,7 +147,11 @@ pub async fn create(
 }
 
 /// The task with `task_id` if it belongs to `user_id`; someone else's task does not exist.
-pub async fn find_owned(state: &AppState, user_id: Uuid, task_id: Uuid) -> Result<task::Model, ApiError> {
+pub async fn find_owned(
+    state: &AppState,
+    user_id: Uuid,
+    task_id: Uuid,
+) -> Result<task::Model, ApiError> {
     task::Entity::find_by_id(task_id)
         .filter(task::Column::UserId.eq(user_id))
         .one(&state.db)

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::container::{
-    AttachContainerOptions, Config, CreateContainerOptions, KillContainerOptions, ListContainersOptions,
-    LogOutput, RemoveContainerOptions, StartContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, Config, CreateContainerOptions, KillContainerOptions,
+    ListContainersOptions, LogOutput, RemoveContainerOptions, StartContainerOptions,
+    WaitContainerOptions,
 };
 use bollard::models::{HostConfig, ResourcesUlimits};
 use bollard::Docker;
@@ -33,7 +34,10 @@ pub enum SandboxError {
     #[error("image {image} is not available on this worker: build it with `scripts/build-images.sh` or pull it")]
     ImageMissing { image: String },
     #[error("docker {operation} failed: {message}")]
-    Docker { operation: &'static str, message: String },
+    Docker {
+        operation: &'static str,
+        message: String,
+    },
 }
 
 fn docker_error(operation: &'static str) -> impl Fn(bollard::errors::Error) -> SandboxError {
@@ -187,11 +191,11 @@ impl DockerSandbox {
         .map_err(|_| SandboxError::Unreachable("container create timed out".into()))?;
         match created {
             Ok(response) => Ok(response.id),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                Err(SandboxError::ImageMissing {
-                    image: image.to_owned(),
-                })
-            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Err(SandboxError::ImageMissing {
+                image: image.to_owned(),
+            }),
             Err(error) => Err(docker_error("create")(error)),
         }
     }
@@ -290,7 +294,8 @@ impl DockerSandbox {
         let mut waits = self
             .docker
             .wait_container(id, None::<WaitContainerOptions<String>>);
-        let code = match tokio::time::timeout(timeout.max(DOCKER_CALL_TIMEOUT), waits.next()).await {
+        let code = match tokio::time::timeout(timeout.max(DOCKER_CALL_TIMEOUT), waits.next()).await
+        {
             Ok(Some(Ok(response))) => response.status_code,
             // bollard reports a non-zero exit as an error that carries the code.
             Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
@@ -332,7 +337,9 @@ impl DockerSandbox {
         );
         match tokio::time::timeout(DOCKER_CALL_TIMEOUT, removal).await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(container = id, error = %error, "removing sandbox failed"),
+            Ok(Err(error)) => {
+                tracing::warn!(container = id, error = %error, "removing sandbox failed")
+            }
             Err(_) => tracing::warn!(container = id, "removing sandbox timed out"),
         }
     }

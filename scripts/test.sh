@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every VoidRunner test against real services. On a fresh Debian 12 machine with Rust it
+# installs and starts what the tests need (Docker engine, nats-server >= 2.11, a throwaway
+# PostgreSQL cluster, the language images, nats-py), then checks formatting and lints and runs
+# the whole test suite. What it started, it stops on exit.
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh -- executions   # extra arguments go to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=lib/services.sh
+source scripts/lib/services.sh
+
+if [[ "${VOIDRUNNER_KEEP_SERVICES:-}" != 1 ]]; then
+    trap vr_stop_started EXIT
+fi
+
+vr_ensure_docker
+vr_ensure_nats_server
+vr_ensure_postgres
+vr_ensure_images python node bash
+vr__log "python packages for the wire-contract check (nats-py, jsonschema)"
+python3 -m pip install --quiet --disable-pip-version-check 'nats-py==2.16.0' 'jsonschema==4.26.0'
+
+vr__log "cargo fmt --check"
+cargo fmt --all -- --check
+vr__log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+vr__log "cargo test"
+cargo test --workspace "$@"
