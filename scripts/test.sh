@@ -22,6 +22,10 @@ vr_ensure_images python node bash
 vr__log "python packages for the wire-contract check (nats-py, jsonschema)"
 python3 -m pip install --quiet --disable-pip-version-check 'nats-py==2.16.0' 'jsonschema==4.26.0'
 
+vr__log "compose file check (docker-compose config)"
+command -v docker-compose >/dev/null || vr__apt_install docker-compose
+VOIDRUNNER_JWT_SECRET=compose-config-check docker-compose -f compose/docker-compose.yml config -q
+
 vr__log "cargo fmt --check"
 cargo fmt --all -- --check
 vr__log "cargo clippy -D warnings"
