@@ -44,10 +44,13 @@ vr__apt_install() {
 
 # True if PID is alive and its command name is NAME.
 vr__pid_is() {
-    local pid="$1" name="$2" comm
+    local pid="$1" name="$2" comm state
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
-    [[ "$comm" == "$name" ]]
+    [[ "$comm" == "$name" ]] || return 1
+    # A killed process that nobody reaped yet is a zombie: it is not running.
+    state="$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" || return 1
+    [[ -n "$state" && "$state" != Z && "$state" != X ]]
 }
 
 # ---------------------------------------------------------------- docker
@@ -91,7 +94,14 @@ vr_ensure_docker() {
         [[ -f /var/run/docker.pid ]] && pid="$(cat /var/run/docker.pid 2>/dev/null || true)"
         if [[ -n "$pid" ]] && vr__pid_is "$pid" dockerd; then
             vr__log "docker: dockerd (pid $pid) runs but does not answer yet; waiting"
-        else
+            local w
+            for ((w = 0; w < 60; w++)); do
+                vr__docker_answers && break
+                vr__pid_is "$pid" dockerd || break
+                sleep 0.5
+            done
+        fi
+        if ! vr__docker_answers && ! vr__pid_is "$pid" dockerd; then
             if [[ -f /var/run/docker.pid ]]; then
                 vr__log "docker: removing stale /var/run/docker.pid (pid ${pid:-?} is gone)"
                 rm -f /var/run/docker.pid
