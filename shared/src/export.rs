@@ -26,7 +26,10 @@ pub fn contract_files() -> Vec<(String, String)> {
     for lane in Lane::BY_PRECEDENCE {
         let config = lane_consumer_config(&ns, &nats, lane);
         let value = serde_json::to_value(&config).expect("consumer configs serialise");
-        files.push((format!("consumers/{}.json", ns.lane_consumer(lane)), pretty(value)));
+        files.push((
+            format!("consumers/{}.json", ns.lane_consumer(lane)),
+            pretty(value),
+        ));
     }
     files
 }
