@@ -18,7 +18,7 @@ fi
 vr_ensure_docker
 vr_ensure_nats_server
 vr_ensure_postgres
-vr_ensure_images python node bash
+vr_ensure_images python node bash go
 vr__log "python packages for the wire-contract check (nats-py, jsonschema)"
 python3 -m pip install --quiet --disable-pip-version-check 'nats-py==2.16.0' 'jsonschema==4.26.0'
 

@@ -132,6 +132,147 @@ impl NatsConfig {
     }
 }
 
+/// The sandbox policy: default limits, the maxima a task may ask for, and network access.
+/// The api validates tasks against it and workers enforce it, so both read the same variables.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SandboxPolicy {
+    /// `VOIDRUNNER_SANDBOX_MEMORY_MB`: memory of a sandbox whose task sets none (no swap).
+    #[serde(default = "default_memory_mb")]
+    pub sandbox_memory_mb: u32,
+    /// `VOIDRUNNER_SANDBOX_MAX_MEMORY_MB`: the most memory a task may ask for.
+    #[serde(default = "default_max_memory_mb")]
+    pub sandbox_max_memory_mb: u32,
+    /// `VOIDRUNNER_SANDBOX_CPUS`: CPU quota of a sandbox whose task sets none.
+    #[serde(default = "default_cpus")]
+    pub sandbox_cpus: f64,
+    /// `VOIDRUNNER_SANDBOX_MAX_CPUS`: the most CPU a task may ask for.
+    #[serde(default = "default_max_cpus")]
+    pub sandbox_max_cpus: f64,
+    /// `VOIDRUNNER_SANDBOX_OUTPUT_LIMIT_BYTES`: stdout and stderr kept, each, by default.
+    #[serde(default = "default_output_limit_bytes")]
+    pub sandbox_output_limit_bytes: u64,
+    /// `VOIDRUNNER_SANDBOX_MAX_OUTPUT_LIMIT_BYTES`: the largest output limit a task may ask for.
+    #[serde(default = "default_max_output_limit_bytes")]
+    pub sandbox_max_output_limit_bytes: u64,
+    /// `VOIDRUNNER_SANDBOX_NETWORK`: `none` refuses tasks that ask for network; any other value
+    /// is the Docker network such tasks join (e.g. `bridge`). Other tasks never have network.
+    #[serde(default = "default_network")]
+    pub sandbox_network: String,
+}
+
+fn default_memory_mb() -> u32 {
+    256
+}
+fn default_max_memory_mb() -> u32 {
+    1024
+}
+fn default_cpus() -> f64 {
+    1.0
+}
+fn default_max_cpus() -> f64 {
+    2.0
+}
+fn default_output_limit_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_max_output_limit_bytes() -> u64 {
+    // Both streams of a result, base64-encoded at worst, must fit NATS' 8 MB payload limit.
+    2 * 1024 * 1024
+}
+fn default_network() -> String {
+    "none".into()
+}
+
+/// Limits resolved for one execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveLimits {
+    pub memory_mb: u32,
+    pub cpu_millis: u32,
+    pub output_bytes: u64,
+}
+
+impl SandboxPolicy {
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let policy: SandboxPolicy = from_env(vars)?;
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sandbox_memory_mb < 16 || self.sandbox_memory_mb > self.sandbox_max_memory_mb {
+            return Err(ConfigError::invalid(
+                "SANDBOX_MEMORY_MB",
+                "must be at least 16 and at most VOIDRUNNER_SANDBOX_MAX_MEMORY_MB",
+            ));
+        }
+        let cpus_valid = |cpus: f64| (0.01..=64.0).contains(&cpus);
+        if !cpus_valid(self.sandbox_max_cpus) {
+            return Err(ConfigError::invalid(
+                "SANDBOX_MAX_CPUS",
+                "must be between 0.01 and 64",
+            ));
+        }
+        if !cpus_valid(self.sandbox_cpus) || self.sandbox_cpus > self.sandbox_max_cpus {
+            return Err(ConfigError::invalid(
+                "SANDBOX_CPUS",
+                "must be between 0.01 and VOIDRUNNER_SANDBOX_MAX_CPUS",
+            ));
+        }
+        if self.sandbox_max_output_limit_bytes > default_max_output_limit_bytes() {
+            return Err(ConfigError::invalid(
+                "SANDBOX_MAX_OUTPUT_LIMIT_BYTES",
+                format_args!(
+                    "must be at most {} (results travel in one NATS message)",
+                    default_max_output_limit_bytes()
+                ),
+            ));
+        }
+        if self.sandbox_output_limit_bytes < 1024
+            || self.sandbox_output_limit_bytes > self.sandbox_max_output_limit_bytes
+        {
+            return Err(ConfigError::invalid(
+                "SANDBOX_OUTPUT_LIMIT_BYTES",
+                "must be at least 1024 and at most VOIDRUNNER_SANDBOX_MAX_OUTPUT_LIMIT_BYTES",
+            ));
+        }
+        if self.sandbox_network.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "SANDBOX_NETWORK",
+                "must be `none` or the name of a Docker network",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether tasks may ask for network access.
+    pub fn network_allowed(&self) -> bool {
+        self.sandbox_network != "none"
+    }
+
+    /// The limits of an execution: what it asked for, else the defaults.
+    pub fn resolve(&self, requested: &crate::events::RequestedLimits) -> EffectiveLimits {
+        EffectiveLimits {
+            memory_mb: requested
+                .memory_mb
+                .unwrap_or(self.sandbox_memory_mb)
+                .min(self.sandbox_max_memory_mb),
+            cpu_millis: requested
+                .cpu_millis
+                .unwrap_or((self.sandbox_cpus * 1000.0).round() as u32)
+                .min((self.sandbox_max_cpus * 1000.0).round() as u32),
+            output_bytes: requested
+                .output_bytes
+                .unwrap_or(self.sandbox_output_limit_bytes)
+                .min(self.sandbox_max_output_limit_bytes),
+        }
+    }
+
+    /// The limits of an execution that asked for nothing.
+    pub fn defaults(&self) -> EffectiveLimits {
+        self.resolve(&crate::events::RequestedLimits::default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +290,22 @@ mod tests {
         assert_eq!(config.nats_prefix, "voidrunner");
         assert_eq!(config.nats_url, None);
         assert_eq!(config.nats_max_deliver, 5);
+    }
+
+    #[test]
+    fn requested_limits_are_clamped_to_the_operators_maxima() {
+        let policy = SandboxPolicy::from_env(vars(&[])).expect("defaults are valid");
+        let asked = crate::events::RequestedLimits {
+            memory_mb: Some(64_000),
+            cpu_millis: Some(500),
+            output_bytes: None,
+        };
+        let limits = policy.resolve(&asked);
+        assert_eq!(limits.memory_mb, 1024);
+        assert_eq!(limits.cpu_millis, 500);
+        assert_eq!(limits.output_bytes, 1024 * 1024);
+        assert_eq!(policy.defaults().memory_mb, 256);
+        assert!(!policy.network_allowed());
     }
 
     #[test]

@@ -27,11 +27,42 @@ pub struct DispatchV1 {
     pub task_id: Uuid,
     pub language: Language,
     pub lane: Lane,
-    /// The program's source text.
+    /// The program's main source file.
     pub code: String,
+    /// Further files of the program, placed beside the main file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<SourceFile>,
+    /// What the program reads on its standard input.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdin: String,
     /// Wall-clock limit, enforced by the worker.
     pub timeout_seconds: u32,
+    /// Limits the task asked for; absent ones take the worker's defaults.
+    #[serde(default)]
+    pub limits: RequestedLimits,
+    /// Whether the task asked for network access (granted only where the deployment allows it).
+    #[serde(default)]
+    pub network: bool,
     pub submitted_at: DateTime<Utc>,
+}
+
+/// A file of a program, by its path relative to the main file's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFile {
+    pub path: String,
+    pub content: String,
+}
+
+/// Per-execution limits a task may ask for, within maxima the operator configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestedLimits {
+    pub memory_mb: Option<u32>,
+    /// CPU quota in thousandths of a CPU (500 = half a CPU).
+    pub cpu_millis: Option<u32>,
+    /// Bytes of stdout and of stderr kept, each.
+    pub output_bytes: Option<u64>,
 }
 
 /// Progress of a running execution, published on `<p>.events.<execution_id>.<kind>`.
@@ -161,6 +192,12 @@ pub struct ResultV1 {
     /// True when stdout or stderr passed the output cap and the rest was dropped.
     pub output_truncated: bool,
     pub oom_killed: bool,
+    /// The program did not compile (compiled languages); the compiler's report is in stderr.
+    #[serde(default)]
+    pub compile_error: bool,
+    /// Peak memory of the sandbox, when the sandbox could measure it.
+    #[serde(default)]
+    pub peak_memory_bytes: Option<u64>,
     /// What went wrong, for `error` (and for `failed` when the sandbox knows why).
     pub error: Option<String>,
     pub worker_id: String,
@@ -249,7 +286,11 @@ mod tests {
             language: Language::Python,
             lane: Lane::Normal,
             code: "print(1)".into(),
+            files: Vec::new(),
+            stdin: String::new(),
             timeout_seconds: 5,
+            limits: RequestedLimits::default(),
+            network: false,
             submitted_at: Utc::now(),
         });
         let json = serde_json::to_value(&dispatch).expect("serialises");

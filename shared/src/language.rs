@@ -13,11 +13,17 @@ pub enum Language {
     Python,
     Javascript,
     Bash,
+    Go,
 }
 
 impl Language {
     /// Every supported language, in the order documentation lists them.
-    pub const ALL: [Language; 3] = [Language::Python, Language::Javascript, Language::Bash];
+    pub const ALL: [Language; 4] = [
+        Language::Python,
+        Language::Javascript,
+        Language::Bash,
+        Language::Go,
+    ];
 
     /// The canonical name used in the API, in subjects and in configuration.
     pub fn as_str(self) -> &'static str {
@@ -25,6 +31,20 @@ impl Language {
             Language::Python => "python",
             Language::Javascript => "javascript",
             Language::Bash => "bash",
+            Language::Go => "go",
+        }
+    }
+}
+
+impl Language {
+    /// The name of the program's main file in the sandbox's work directory; a program's
+    /// further files may not take it.
+    pub fn main_file(self) -> &'static str {
+        match self {
+            Language::Python => "main.py",
+            Language::Javascript => "main.js",
+            Language::Bash => "main.sh",
+            Language::Go => "main.go",
         }
     }
 }
@@ -37,7 +57,7 @@ impl fmt::Display for Language {
 
 /// The error for a language name VoidRunner does not know.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown language {0:?}: expected one of python, javascript, bash")]
+#[error("unknown language {0:?}: expected one of python, javascript, bash, go")]
 pub struct UnknownLanguage(pub String);
 
 impl FromStr for Language {
@@ -49,6 +69,7 @@ impl FromStr for Language {
             "python" | "python3" | "py" => Ok(Language::Python),
             "javascript" | "js" | "node" | "nodejs" => Ok(Language::Javascript),
             "bash" | "sh" | "shell" => Ok(Language::Bash),
+            "go" | "golang" => Ok(Language::Go),
             _ => Err(UnknownLanguage(name.to_owned())),
         }
     }

@@ -12,7 +12,7 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 use voidrunner::nats_server::NatsServer;
 use voidrunner_api::config::ApiConfig;
-use voidrunner_shared::config::NatsConfig;
+use voidrunner_shared::config::{NatsConfig, SandboxPolicy};
 use voidrunner_worker::config::WorkerConfig;
 
 /// How long a test waits for an execution to reach a final state.
@@ -172,12 +172,18 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
 
     let nats_config = NatsConfig::from_env(vars.clone()).expect("nats config");
     let api_config = ApiConfig::from_env(vars.clone()).expect("api config");
-    let worker_config = WorkerConfig::from_env(vars).expect("worker config");
+    let worker_config = WorkerConfig::from_env(vars.clone()).expect("worker config");
+    let policy = SandboxPolicy::from_env(vars).expect("sandbox policy");
 
-    let api = voidrunner_api::Api::build_with_db(api_config, &nats_config, db.connection.clone())
-        .await
-        .expect("api starts");
-    let worker = voidrunner_worker::Worker::build(worker_config, &nats_config)
+    let api = voidrunner_api::Api::build_with_db(
+        api_config,
+        policy.clone(),
+        &nats_config,
+        db.connection.clone(),
+    )
+    .await
+    .expect("api starts");
+    let worker = voidrunner_worker::Worker::build(worker_config, policy, &nats_config)
         .await
         .unwrap_or_else(|e| panic!("worker starts (tests need a Docker engine and the language images; scripts/test.sh provides both): {e}"));
     let worker_id = worker.worker_id().to_owned();
@@ -335,26 +341,53 @@ pub async fn run_to_end(http: &reqwest::Client, base_url: &str, token: &str, tas
     .await
 }
 
-/// Containers on the Docker engine that carry an execution's label, running or not.
-pub async fn containers_of_execution(execution_id: &str) -> usize {
-    let docker = bollard::Docker::connect_with_defaults()
+async fn docker() -> bollard::Docker {
+    bollard::Docker::connect_with_defaults()
         .expect("docker client")
         .negotiate_version()
         .await
-        .expect("docker reachable");
-    docker
+        .expect("docker reachable")
+}
+
+/// Containers on the Docker engine with `label` (`key` or `key=value`), running or not.
+pub async fn containers_labelled(label: &str) -> usize {
+    docker()
+        .await
         .list_containers(Some(bollard::container::ListContainersOptions::<String> {
             all: true,
             filters: std::collections::HashMap::from([(
                 "label".to_owned(),
-                vec![format!(
-                    "{}={execution_id}",
-                    voidrunner_worker::sandbox::EXECUTION_LABEL
-                )],
+                vec![label.to_owned()],
             )]),
             ..Default::default()
         }))
         .await
         .expect("list containers")
         .len()
+}
+
+/// Waits until no container carries an execution's label; false if one is still there after
+/// a few seconds (removal runs beside the result, so it may trail it briefly).
+pub async fn execution_containers_gone(execution_id: &str) -> bool {
+    let label = format!(
+        "{}={execution_id}",
+        voidrunner_worker::sandbox::EXECUTION_LABEL
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while containers_labelled(&label).await > 0 {
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// Containers a worker owns (its warm pool included), running or not.
+pub async fn containers_of_worker(worker_id: &str) -> usize {
+    containers_labelled(&format!(
+        "{}={worker_id}",
+        voidrunner_worker::sandbox::WORKER_LABEL
+    ))
+    .await
 }

@@ -29,6 +29,9 @@ pub struct ApiConfig {
     /// `VOIDRUNNER_MAX_SCRIPT_BYTES`: the largest `script_content` accepted.
     #[serde(default = "default_max_script_bytes")]
     pub max_script_bytes: usize,
+    /// `VOIDRUNNER_MAX_STDIN_BYTES`: the largest `stdin` an execution may be given.
+    #[serde(default = "default_max_stdin_bytes")]
+    pub max_stdin_bytes: usize,
     /// `VOIDRUNNER_OUTBOX_SWEEP_SECONDS`: how often undispatched executions are republished.
     #[serde(default = "default_outbox_sweep_seconds")]
     pub outbox_sweep_seconds: u64,
@@ -51,6 +54,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("default_timeout_seconds", &self.default_timeout_seconds)
             .field("max_timeout_seconds", &self.max_timeout_seconds)
             .field("max_script_bytes", &self.max_script_bytes)
+            .field("max_stdin_bytes", &self.max_stdin_bytes)
             .field("outbox_sweep_seconds", &self.outbox_sweep_seconds)
             .finish()
     }
@@ -82,6 +86,9 @@ fn default_max_timeout_seconds() -> u32 {
 }
 fn default_max_script_bytes() -> usize {
     256 * 1024
+}
+fn default_max_stdin_bytes() -> usize {
+    1024 * 1024
 }
 fn default_outbox_sweep_seconds() -> u64 {
     5
@@ -127,6 +134,13 @@ impl ApiConfig {
                     "must be between 1 and VOIDRUNNER_MAX_TIMEOUT_SECONDS ({})",
                     self.max_timeout_seconds
                 ),
+            ));
+        }
+        // Script, files and stdin travel in one NATS message (8 MB at most).
+        if self.max_script_bytes + self.max_stdin_bytes > 6 * 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "MAX_STDIN_BYTES",
+                "plus VOIDRUNNER_MAX_SCRIPT_BYTES must be at most 6 MiB (one NATS message carries both)",
             ));
         }
         if self.max_script_bytes == 0 {

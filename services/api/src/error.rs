@@ -1,6 +1,6 @@
 //! The one error type of the REST API and its JSON shape.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -20,6 +20,8 @@ pub enum ApiError {
     Conflict(&'static str),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("the request body is larger than this server accepts (see VOIDRUNNER_MAX_SCRIPT_BYTES and VOIDRUNNER_MAX_STDIN_BYTES)")]
+    PayloadTooLarge,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -44,6 +46,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -72,10 +75,24 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
                 "send the body as JSON with `Content-Type: application/json`".into(),
             ),
+            JsonRejection::BytesRejection(rejection) => rejection.into(),
             other => ApiError::BadRequest {
                 code: "bad_request",
                 message: other.body_text(),
             },
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest {
+                code: "bad_request",
+                message: rejection.body_text(),
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use voidrunner_shared::config::{ConfigError, NatsConfig};
+use voidrunner_shared::config::{ConfigError, NatsConfig, SandboxPolicy};
 use voidrunner_shared::connect::ConnectError;
 use voidrunner_shared::provision::{provision, ProvisionError};
 
@@ -45,14 +45,19 @@ pub struct Api {
 
 impl Api {
     /// Connects to the database and NATS, checks migrations and provisions the streams.
-    pub async fn build(config: ApiConfig, nats: &NatsConfig) -> Result<Api, StartError> {
+    pub async fn build(
+        config: ApiConfig,
+        policy: SandboxPolicy,
+        nats: &NatsConfig,
+    ) -> Result<Api, StartError> {
         let db = db::connect(config.required_database_url()?).await?;
-        Self::build_with_db(config, nats, db).await
+        Self::build_with_db(config, policy, nats, db).await
     }
 
     /// Like `build`, on an existing database connection.
     pub async fn build_with_db(
         config: ApiConfig,
+        policy: SandboxPolicy,
         nats: &NatsConfig,
         db: DatabaseConnection,
     ) -> Result<Api, StartError> {
@@ -73,6 +78,7 @@ impl Api {
                 namespace,
                 tokens,
                 config: Arc::new(config),
+                policy: Arc::new(policy),
             },
         })
     }

@@ -8,7 +8,7 @@ use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio_util::sync::CancellationToken;
-use voidrunner_shared::events::{Dispatch, DispatchV1};
+use voidrunner_shared::events::{Dispatch, DispatchV1, RequestedLimits, SourceFile};
 use voidrunner_shared::{headers, Lane};
 
 use crate::entity::{execution, task};
@@ -36,7 +36,23 @@ pub fn dispatch_event(execution: &execution::Model, task: &task::Model) -> Dispa
         language: task.script_type.into(),
         lane: Lane::for_priority(u8::try_from(task.priority).unwrap_or(0)),
         code: task.script_content.clone(),
+        files: task
+            .files
+            .clone()
+            .and_then(|files| serde_json::from_value::<Vec<SourceFile>>(files).ok())
+            .unwrap_or_default(),
+        stdin: execution.stdin.clone(),
         timeout_seconds: u32::try_from(task.timeout_seconds).unwrap_or(1),
+        limits: RequestedLimits {
+            memory_mb: task.memory_mb.and_then(|mb| u32::try_from(mb).ok()),
+            cpu_millis: task
+                .cpu_millis
+                .and_then(|millis| u32::try_from(millis).ok()),
+            output_bytes: task
+                .output_limit_bytes
+                .and_then(|bytes| u64::try_from(bytes).ok()),
+        },
+        network: task.network,
         submitted_at: execution.created_at,
     }
 }

@@ -53,6 +53,18 @@ pub async fn apply_result(db: &DatabaseConnection, result: &ResultV1) -> Result<
             Expr::value(result.output_truncated),
         )
         .col_expr(execution::Column::OomKilled, Expr::value(result.oom_killed))
+        .col_expr(
+            execution::Column::CompileError,
+            Expr::value(result.compile_error),
+        )
+        .col_expr(
+            execution::Column::PeakMemoryBytes,
+            Expr::value(
+                result
+                    .peak_memory_bytes
+                    .and_then(|bytes| i64::try_from(bytes).ok()),
+            ),
+        )
         .col_expr(execution::Column::Error, Expr::value(result.error.clone()))
         .col_expr(
             execution::Column::WorkerId,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use sea_orm::DatabaseConnection;
+use voidrunner_shared::config::SandboxPolicy;
 use voidrunner_shared::Namespace;
 
 use crate::auth::TokenKeys;
@@ -17,4 +18,5 @@ pub struct AppState {
     pub namespace: Namespace,
     pub tokens: TokenKeys,
     pub config: Arc<ApiConfig>,
+    pub policy: Arc<SandboxPolicy>,
 }

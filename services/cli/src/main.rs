@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use voidrunner::serve::{self, Embedded};
 use voidrunner_api::config::ApiConfig;
-use voidrunner_shared::config::NatsConfig;
+use voidrunner_shared::config::{NatsConfig, SandboxPolicy};
 use voidrunner_worker::config::WorkerConfig;
 
 /// VoidRunner runs untrusted code in hardened, single-use containers. Configuration comes from
@@ -47,18 +47,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve::run(Embedded::from_env(vars)?, shutdown).await,
         Command::Api => {
             let config = ApiConfig::from_env(vars.clone())?;
-            let nats = NatsConfig::from_env(vars)?;
+            let nats = NatsConfig::from_env(vars.clone())?;
+            let policy = SandboxPolicy::from_env(vars)?;
             let listener = tokio::net::TcpListener::bind(config.api_addr)
                 .await
                 .with_context(|| format!("binding VOIDRUNNER_API_ADDR {}", config.api_addr))?;
-            let api = voidrunner_api::Api::build(config, &nats).await?;
+            let api = voidrunner_api::Api::build(config, policy, &nats).await?;
             api.run(listener, shutdown).await?;
             Ok(())
         }
         Command::Worker => {
             let config = WorkerConfig::from_env(vars.clone())?;
-            let nats = NatsConfig::from_env(vars)?;
-            let worker = voidrunner_worker::Worker::build(config, &nats).await?;
+            let nats = NatsConfig::from_env(vars.clone())?;
+            let policy = SandboxPolicy::from_env(vars)?;
+            let worker = voidrunner_worker::Worker::build(config, policy, &nats).await?;
             worker
                 .run(shutdown)
                 .await

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use voidrunner_api::config::ApiConfig;
 use voidrunner_api::Api;
-use voidrunner_shared::config::{from_env, NatsConfig};
+use voidrunner_shared::config::{from_env, NatsConfig, SandboxPolicy};
 use voidrunner_worker::config::WorkerConfig;
 use voidrunner_worker::Worker;
 
@@ -43,6 +43,7 @@ pub struct Embedded {
     pub api: ApiConfig,
     pub worker: WorkerConfig,
     pub nats: NatsConfig,
+    pub policy: SandboxPolicy,
     pub serve: ServeConfig,
 }
 
@@ -52,6 +53,7 @@ impl Embedded {
             api: ApiConfig::from_env(vars.clone())?,
             worker: WorkerConfig::from_env(vars.clone())?,
             nats: NatsConfig::from_env(vars.clone())?,
+            policy: SandboxPolicy::from_env(vars.clone())?,
             serve: from_env(vars)?,
         })
     }
@@ -91,8 +93,8 @@ pub async fn run(mut embedded: Embedded, shutdown: CancellationToken) -> anyhow:
     let listener = tokio::net::TcpListener::bind(embedded.api.api_addr)
         .await
         .with_context(|| format!("binding VOIDRUNNER_API_ADDR {}", embedded.api.api_addr))?;
-    let api = Api::build(embedded.api, &embedded.nats).await?;
-    let worker = Worker::build(embedded.worker, &embedded.nats).await?;
+    let api = Api::build(embedded.api, embedded.policy.clone(), &embedded.nats).await?;
+    let worker = Worker::build(embedded.worker, embedded.policy, &embedded.nats).await?;
     tracing::info!(
         api = %listener.local_addr()?,
         nats = embedded.nats.nats_url.as_deref().unwrap_or_default(),

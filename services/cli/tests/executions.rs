@@ -4,7 +4,7 @@
 use sea_orm::EntityTrait;
 use serde_json::{json, Value};
 use voidrunner_api::entity::execution;
-use voidrunner_testkit::{containers_of_execution, spawn_app, spawn_app_with, Backend, TestApp};
+use voidrunner_testkit::{execution_containers_gone, spawn_app, spawn_app_with, Backend, TestApp};
 
 struct Case {
     language: &'static str,
@@ -132,7 +132,8 @@ async fn run(app: &TestApp, token: &str, language: &str, code: &str, timeout: u3
 
 #[tokio::test]
 async fn a_program_that_outlives_its_timeout_ends_timeout_and_its_container_is_gone() {
-    let app = spawn_app(Backend::Sqlite).await;
+    // Without a warm pool, so that the sandbox carries the execution's label.
+    let app = spawn_app_with(Backend::Sqlite, &[("VOIDRUNNER_POOL_BASH", "0")]).await;
     let token = app.login_new_user().await;
     let result = run(
         &app,
@@ -151,9 +152,8 @@ async fn a_program_that_outlives_its_timeout_ends_timeout_and_its_container_is_g
         "ran for {ran_for} ms: {result}"
     );
     let id = result["id"].as_str().expect("id");
-    assert_eq!(
-        containers_of_execution(id).await,
-        0,
+    assert!(
+        execution_containers_gone(id).await,
         "the sandbox outlived its execution"
     );
     app.stop().await;

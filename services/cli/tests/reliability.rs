@@ -8,7 +8,7 @@ use serde_json::json;
 use voidrunner_api::config::ApiConfig;
 use voidrunner_api::entity::execution::{self, Status};
 use voidrunner_api::recorder::{apply_result, apply_started};
-use voidrunner_shared::config::NatsConfig;
+use voidrunner_shared::config::{NatsConfig, SandboxPolicy};
 use voidrunner_shared::events::{Captured, FinalStatus, ResultV1, StartedV1};
 use voidrunner_shared::Namespace;
 use voidrunner_testkit::{
@@ -54,6 +54,9 @@ async fn an_execution_committed_but_never_published_is_dispatched_by_the_sweeper
         stderr_encoding: Set("utf-8".into()),
         output_truncated: Set(false),
         oom_killed: Set(false),
+        compile_error: Set(false),
+        peak_memory_bytes: Set(None),
+        stdin: Set(String::new()),
         error: Set(None),
         worker_id: Set(None),
         attempt: Set(0),
@@ -84,6 +87,8 @@ fn result_for(execution_id: uuid::Uuid, status: FinalStatus, stdout: &str) -> Re
         stderr: Captured::default(),
         output_truncated: false,
         oom_killed: false,
+        compile_error: false,
+        peak_memory_bytes: None,
         error: None,
         worker_id: "w".into(),
         attempt: 1,
@@ -191,6 +196,7 @@ async fn the_api_refuses_an_unmigrated_database_and_says_how_to_fix_it() {
     let db = voidrunner_api::db::connect(&url).await.expect("connect");
     let result = voidrunner_api::Api::build_with_db(
         ApiConfig::from_env(vars.clone()).expect("config"),
+        SandboxPolicy::from_env(vars.clone()).expect("config"),
         &NatsConfig::from_env(vars.clone()).expect("config"),
         db.clone(),
     )
@@ -210,6 +216,7 @@ async fn the_api_refuses_an_unmigrated_database_and_says_how_to_fix_it() {
     );
     let api = voidrunner_api::Api::build_with_db(
         ApiConfig::from_env(vars.clone()).expect("config"),
+        SandboxPolicy::from_env(vars.clone()).expect("config"),
         &NatsConfig::from_env(vars).expect("config"),
         db,
     )

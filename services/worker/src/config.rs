@@ -20,21 +20,30 @@ pub struct WorkerConfig {
     /// `VOIDRUNNER_IMAGE_BASH`: image that runs Bash programs.
     #[serde(default = "default_bash_image")]
     pub image_bash: String,
-    /// `VOIDRUNNER_SANDBOX_MEMORY_MB`: memory limit of a sandbox (swap is not allowed).
-    #[serde(default = "default_memory_mb")]
-    pub sandbox_memory_mb: u64,
-    /// `VOIDRUNNER_SANDBOX_CPUS`: CPU quota of a sandbox, in CPUs.
-    #[serde(default = "default_cpus")]
-    pub sandbox_cpus: f64,
+    /// `VOIDRUNNER_IMAGE_GO`: image that builds and runs Go programs.
+    #[serde(default = "default_go_image")]
+    pub image_go: String,
     /// `VOIDRUNNER_SANDBOX_PIDS`: processes and threads a sandbox may have.
     #[serde(default = "default_pids")]
     pub sandbox_pids: i64,
     /// `VOIDRUNNER_SANDBOX_TMPFS_MB`: size of the writable `/tmp` of a sandbox.
     #[serde(default = "default_tmpfs_mb")]
     pub sandbox_tmpfs_mb: u64,
-    /// `VOIDRUNNER_SANDBOX_OUTPUT_LIMIT_BYTES`: stdout and stderr kept per execution, each.
-    #[serde(default = "default_output_limit_bytes")]
-    pub sandbox_output_limit_bytes: usize,
+    /// `VOIDRUNNER_SANDBOX_SECCOMP_PROFILE`: path of a seccomp profile (JSON) stricter than
+    /// Docker's default, which applies when this is unset.
+    pub sandbox_seccomp_profile: Option<std::path::PathBuf>,
+    /// `VOIDRUNNER_POOL_PYTHON`: started Python sandboxes kept waiting for work.
+    #[serde(default = "default_pool_python")]
+    pub pool_python: usize,
+    /// `VOIDRUNNER_POOL_JAVASCRIPT`: started JavaScript sandboxes kept waiting for work.
+    #[serde(default = "default_pool_small")]
+    pub pool_javascript: usize,
+    /// `VOIDRUNNER_POOL_BASH`: started Bash sandboxes kept waiting for work.
+    #[serde(default = "default_pool_small")]
+    pub pool_bash: usize,
+    /// `VOIDRUNNER_POOL_GO`: started Go sandboxes kept waiting for work.
+    #[serde(default)]
+    pub pool_go: usize,
 }
 
 fn default_slots() -> usize {
@@ -49,20 +58,20 @@ fn default_javascript_image() -> String {
 fn default_bash_image() -> String {
     "voidrunner/bash:5.2".into()
 }
-fn default_memory_mb() -> u64 {
-    256
+fn default_go_image() -> String {
+    "voidrunner/go:1.19".into()
 }
-fn default_cpus() -> f64 {
-    1.0
+fn default_pool_python() -> usize {
+    2
+}
+fn default_pool_small() -> usize {
+    1
 }
 fn default_pids() -> i64 {
     128
 }
 fn default_tmpfs_mb() -> u64 {
     64
-}
-fn default_output_limit_bytes() -> usize {
-    1024 * 1024
 }
 
 impl WorkerConfig {
@@ -79,18 +88,6 @@ impl WorkerConfig {
                 "must be between 1 and 256",
             ));
         }
-        if self.sandbox_memory_mb < 16 {
-            return Err(ConfigError::invalid(
-                "SANDBOX_MEMORY_MB",
-                "must be at least 16",
-            ));
-        }
-        if !(self.sandbox_cpus > 0.0 && self.sandbox_cpus <= 64.0) {
-            return Err(ConfigError::invalid(
-                "SANDBOX_CPUS",
-                "must be above 0 and at most 64",
-            ));
-        }
         if self.sandbox_pids < 8 {
             return Err(ConfigError::invalid("SANDBOX_PIDS", "must be at least 8"));
         }
@@ -100,11 +97,29 @@ impl WorkerConfig {
                 "must be at least 1",
             ));
         }
-        if self.sandbox_output_limit_bytes < 1024 {
-            return Err(ConfigError::invalid(
-                "SANDBOX_OUTPUT_LIMIT_BYTES",
-                "must be at least 1024",
-            ));
+        for (variable, size) in [
+            ("POOL_PYTHON", self.pool_python),
+            ("POOL_JAVASCRIPT", self.pool_javascript),
+            ("POOL_BASH", self.pool_bash),
+            ("POOL_GO", self.pool_go),
+        ] {
+            if size > 64 {
+                return Err(ConfigError::invalid(variable, "must be at most 64"));
+            }
+        }
+        if let Some(path) = &self.sandbox_seccomp_profile {
+            let profile = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::invalid(
+                    "SANDBOX_SECCOMP_PROFILE",
+                    format_args!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            serde_json::from_str::<serde_json::Value>(&profile).map_err(|e| {
+                ConfigError::invalid(
+                    "SANDBOX_SECCOMP_PROFILE",
+                    format_args!("{} is not JSON: {e}", path.display()),
+                )
+            })?;
         }
         if let Some(id) = &self.worker_id {
             let valid = !id.is_empty()
@@ -128,6 +143,17 @@ impl WorkerConfig {
             Language::Python => &self.image_python,
             Language::Javascript => &self.image_javascript,
             Language::Bash => &self.image_bash,
+            Language::Go => &self.image_go,
+        }
+    }
+
+    /// How many started sandboxes of `language` to keep waiting.
+    pub fn pool_size(&self, language: Language) -> usize {
+        match language {
+            Language::Python => self.pool_python,
+            Language::Javascript => self.pool_javascript,
+            Language::Bash => self.pool_bash,
+            Language::Go => self.pool_go,
         }
     }
 }

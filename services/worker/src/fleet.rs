@@ -1,9 +1,11 @@
 //! The worker's presence in the fleet: heartbeats in a KV bucket (they expire when the worker
 //! stops) and a registration with the NATS service API, so `nats micro ls` lists every worker.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::service::ServiceExt;
 use chrono::Utc;
 use futures::StreamExt;
 use serde::Serialize;
@@ -11,52 +13,81 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::runner::Runner;
+use crate::sandbox::MetricsSnapshot;
 
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
+/// What a worker reports about itself, in its heartbeat and on its status endpoint.
 #[derive(Serialize)]
-struct Heartbeat<'a> {
+struct Status<'a> {
     worker_id: &'a str,
     version: &'static str,
     slots: usize,
     busy: usize,
-    started_at: chrono::DateTime<Utc>,
+    warm_pool: HashMap<String, usize>,
+    sandbox: MetricsSnapshot,
     seen_at: chrono::DateTime<Utc>,
 }
 
-/// Beats and answers service requests until `shutdown`, then removes its heartbeat.
+fn status(runner: &Runner, total: usize, free: usize) -> Vec<u8> {
+    serde_json::to_vec(&Status {
+        worker_id: &runner.worker_id,
+        version: env!("CARGO_PKG_VERSION"),
+        slots: total,
+        busy: total.saturating_sub(free),
+        warm_pool: runner
+            .sandbox
+            .pool_levels()
+            .into_iter()
+            .map(|(language, ready)| (language.to_string(), ready))
+            .collect(),
+        sandbox: runner.sandbox.metrics().snapshot(),
+        seen_at: Utc::now(),
+    })
+    .unwrap_or_default()
+}
+
+/// Puts one heartbeat.
+pub async fn beat(runner: &Runner, total: usize, free: usize) {
+    let bucket = runner
+        .jetstream
+        .get_key_value(runner.namespace.heartbeat_bucket())
+        .await;
+    let result = match bucket {
+        Ok(bucket) => bucket
+            .put(&runner.worker_id, status(runner, total, free).into())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    if let Err(error) = result {
+        tracing::debug!(error = %error, "heartbeat failed");
+    }
+}
+
+/// The ids of workers whose heartbeat has not expired.
+pub async fn live_workers(runner: &Runner) -> HashSet<String> {
+    let Ok(bucket) = runner
+        .jetstream
+        .get_key_value(runner.namespace.heartbeat_bucket())
+        .await
+    else {
+        return HashSet::new();
+    };
+    match bucket.keys().await {
+        Ok(keys) => keys.filter_map(|key| async { key.ok() }).collect().await,
+        Err(_) => HashSet::new(),
+    }
+}
+
+/// Beats and answers status requests until `shutdown`, then removes its heartbeat.
 pub async fn register(
     runner: Runner,
     slots: Arc<Semaphore>,
     total: usize,
     shutdown: CancellationToken,
 ) {
-    let started_at = Utc::now();
-    let heartbeat = |busy: usize| {
-        serde_json::to_vec(&Heartbeat {
-            worker_id: &runner.worker_id,
-            version: env!("CARGO_PKG_VERSION"),
-            slots: total,
-            busy,
-            started_at,
-            seen_at: Utc::now(),
-        })
-        .unwrap_or_default()
-    };
-
-    let bucket = match runner
-        .jetstream
-        .get_key_value(runner.namespace.heartbeat_bucket())
-        .await
-    {
-        Ok(bucket) => Some(bucket),
-        Err(error) => {
-            tracing::warn!(error = %error, "heartbeat bucket unavailable; the fleet view will miss this worker");
-            None
-        }
-    };
-
-    use async_nats::service::ServiceExt;
     let service = runner
         .nats
         .service_builder()
@@ -91,26 +122,23 @@ pub async fn register(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = ticks.tick() => {
-                if let Some(bucket) = &bucket {
-                    let busy = total - slots.available_permits();
-                    if let Err(error) = bucket.put(&runner.worker_id, heartbeat(busy).into()).await {
-                        tracing::debug!(error = %error, "heartbeat failed");
-                    }
-                }
-            }
+            _ = ticks.tick() => beat(&runner, total, slots.available_permits()).await,
             Some(request) = async {
                 match status_requests.as_mut() {
                     Some(endpoint) => endpoint.next().await,
                     None => std::future::pending().await,
                 }
             } => {
-                let busy = total - slots.available_permits();
-                let _ = request.respond(Ok(heartbeat(busy).into())).await;
+                let body = status(&runner, total, slots.available_permits());
+                let _ = request.respond(Ok(body.into())).await;
             }
         }
     }
-    if let Some(bucket) = &bucket {
+    if let Ok(bucket) = runner
+        .jetstream
+        .get_key_value(runner.namespace.heartbeat_bucket())
+        .await
+    {
         let _ = bucket.delete(&runner.worker_id).await;
     }
     if let Ok(service) = service {

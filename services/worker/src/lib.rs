@@ -15,18 +15,20 @@ use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use voidrunner_shared::config::{ConfigError, NatsConfig};
+use voidrunner_shared::config::{ConfigError, NatsConfig, SandboxPolicy};
 use voidrunner_shared::connect::ConnectError;
 use voidrunner_shared::provision::{provision, ProvisionError};
 use voidrunner_shared::Lane;
 
 use crate::config::WorkerConfig;
 use crate::runner::Runner;
-use crate::sandbox::{DockerSandbox, SandboxError};
+use crate::sandbox::{ContainerLimits, DockerSandbox, SandboxError, SandboxSettings};
 
 /// Idle workers look at the lanes at least this often, for redeliveries (which raise no wake-up).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often sandboxes that no live execution owns are looked for.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -51,7 +53,11 @@ pub struct Worker {
 
 impl Worker {
     /// Connects to NATS and Docker, provisions the streams and binds the lane consumers.
-    pub async fn build(config: WorkerConfig, nats: &NatsConfig) -> Result<Worker, StartError> {
+    pub async fn build(
+        config: WorkerConfig,
+        policy: SandboxPolicy,
+        nats: &NatsConfig,
+    ) -> Result<Worker, StartError> {
         let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
         let namespace = nats.namespace();
         let (client, jetstream) = voidrunner_shared::connect::connect(
@@ -60,14 +66,40 @@ impl Worker {
         )
         .await?;
         provision(&jetstream, &namespace, nats).await?;
-        let sandbox = DockerSandbox::connect(&worker_id).await?;
-        let orphans = sandbox.remove_orphans(false).await?;
-        if orphans > 0 {
-            tracing::info!(
-                orphans,
-                "removed sandboxes an earlier run of this worker left behind"
-            );
-        }
+
+        let seccomp_profile = match &config.sandbox_seccomp_profile {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::invalid(
+                    "SANDBOX_SECCOMP_PROFILE",
+                    format_args!("{}: {e}", path.display()),
+                )
+            })?),
+            None => None,
+        };
+        let defaults = policy.defaults();
+        let settings = SandboxSettings {
+            worker_id: worker_id.clone(),
+            images: voidrunner_shared::Language::ALL
+                .iter()
+                .map(|language| (*language, config.image(*language).to_owned()))
+                .collect(),
+            pool_sizes: voidrunner_shared::Language::ALL
+                .iter()
+                .map(|language| (*language, config.pool_size(*language)))
+                .collect(),
+            pids: config.sandbox_pids,
+            tmpfs_bytes: config.sandbox_tmpfs_mb << 20,
+            seccomp_profile,
+            network: policy
+                .network_allowed()
+                .then(|| policy.sandbox_network.clone()),
+            pool_limits: ContainerLimits {
+                memory_bytes: i64::from(defaults.memory_mb) << 20,
+                nano_cpus: i64::from(defaults.cpu_millis) * 1_000_000,
+                network: false,
+            },
+        };
+        let sandbox = DockerSandbox::connect(settings).await?;
         for language in voidrunner_shared::Language::ALL {
             let image = config.image(language);
             if !sandbox.has_image(image).await {
@@ -103,13 +135,14 @@ impl Worker {
                 message: e.to_string(),
             })?;
         let slots = config.worker_slots;
-        Ok(Worker {
+        let worker = Worker {
             runner: Runner {
                 jetstream,
                 nats: client,
                 namespace,
                 sandbox,
                 config,
+                policy,
                 worker_id,
                 results,
                 max_deliver: nats.nats_max_deliver,
@@ -117,7 +150,20 @@ impl Worker {
             },
             lanes,
             slots,
-        })
+        };
+        // Seen in the fleet before it creates any sandbox, so no other worker takes them for orphans.
+        fleet::beat(&worker.runner, slots, slots).await;
+        worker.remove_orphans().await;
+        Ok(worker)
+    }
+
+    async fn remove_orphans(&self) {
+        let live_workers = fleet::live_workers(&self.runner).await;
+        match self.runner.sandbox.remove_orphans(&live_workers).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed sandboxes no live execution owns"),
+            Err(error) => tracing::warn!(error = %error, "looking for orphaned sandboxes failed"),
+        }
     }
 
     pub fn worker_id(&self) -> &str {
@@ -139,6 +185,15 @@ impl Worker {
             self.slots,
             shutdown.clone(),
         ));
+        let pools = tokio::spawn({
+            let sandbox = self.runner.sandbox.clone();
+            let shutdown = shutdown.clone();
+            async move { sandbox.run_pools(shutdown).await }
+        });
+        let mut housekeeping = tokio::time::interval_at(
+            tokio::time::Instant::now() + HOUSEKEEPING_EVERY,
+            HOUSEKEEPING_EVERY,
+        );
         tracing::info!(worker_id = %self.runner.worker_id, slots = self.slots, "worker pulling");
 
         let mut running = tokio::task::JoinSet::new();
@@ -156,6 +211,7 @@ impl Worker {
                     _ = wakeups.next() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
                     Some(_) = running.join_next(), if !running.is_empty() => {}
+                    _ = housekeeping.tick() => self.remove_orphans().await,
                 }
                 continue;
             }
@@ -178,6 +234,8 @@ impl Worker {
 
         tracing::info!(in_flight = running.len(), "worker stopping");
         while running.join_next().await.is_some() {}
+        let _ = pools.await;
+        self.runner.sandbox.wait_for_removals().await;
         let _ = fleet.await;
         Ok(())
     }

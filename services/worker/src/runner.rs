@@ -8,18 +8,31 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use voidrunner_shared::config::SandboxPolicy;
 use voidrunner_shared::events::{
     Captured, DeadLetter, DeadLetterV1, Dispatch, DispatchV1, ExecutionEvent, ExecutionResult,
     FinalStatus, OutputV1, ResultV1, StartedV1,
 };
 use voidrunner_shared::subjects::EventKind;
-use voidrunner_shared::{headers, Namespace};
+use voidrunner_shared::{headers, Language, Namespace};
 
 use crate::ack::Outcome;
 use crate::config::WorkerConfig;
-use crate::sandbox::{DockerSandbox, Exit, Limits, OutputChunk, Program, RunReport, SandboxError};
+use crate::sandbox::{
+    ContainerLimits, DockerSandbox, Exit, OutputChunk, Program, RunLimits, RunReport, SandboxError,
+    BOOTSTRAP_FAILED_EXIT, COMPILE_FAILED_EXIT,
+};
 
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// No execution runs longer than this, whatever its dispatch says.
+const MAX_TIMEOUT_SECONDS: u32 = 3600;
+
+/// Reasons a worker refuses to run an execution at all.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("the task asks for network access, which this deployment does not allow (VOIDRUNNER_SANDBOX_NETWORK=none)")]
+    NetworkForbidden,
+}
 /// Output chunks are coalesced into events of at most this size, sent at least this often.
 const OUTPUT_EVENT_BYTES: usize = 16 * 1024;
 const OUTPUT_EVENT_INTERVAL: Duration = Duration::from_millis(100);
@@ -32,6 +45,7 @@ pub struct Runner {
     pub namespace: Namespace,
     pub sandbox: DockerSandbox,
     pub config: WorkerConfig,
+    pub policy: SandboxPolicy,
     pub worker_id: String,
     pub results: jetstream::stream::Stream,
     pub max_deliver: u32,
@@ -118,33 +132,39 @@ impl Runner {
         let program = Program {
             language: dispatch.language,
             code: dispatch.code.clone(),
+            files: dispatch.files.clone(),
+            stdin: dispatch.stdin.clone().into_bytes(),
         };
-        let limits = self.limits(&dispatch);
-        let image = self.config.image(dispatch.language).to_owned();
-        let run = self
-            .sandbox
-            .run(
-                &execution_id.to_string(),
-                &image,
-                &program,
-                &limits,
-                Some(output_sender),
-                stop,
-            )
-            .await;
+        let (container, limits) = self.limits(&dispatch);
+        let run = if dispatch.network && !self.policy.network_allowed() {
+            Err(Refusal::NetworkForbidden)
+        } else {
+            Ok(self
+                .sandbox
+                .run(
+                    &execution_id.to_string(),
+                    &program,
+                    container,
+                    limits,
+                    Some(output_sender),
+                    stop,
+                )
+                .await)
+        };
         progress.abort();
         let _ = forwarder.await;
 
         let result = match run {
-            Ok(report) if report.exit == Exit::Stopped => return Outcome::Interrupted,
-            Ok(report) => self.result_of(&dispatch, attempt, &limits, report),
-            Err(error) => {
+            Err(refusal) => self.refused(&dispatch, attempt, refusal),
+            Ok(Ok(report)) if report.exit == Exit::Stopped => return Outcome::Interrupted,
+            Ok(Ok(report)) => self.result_of(&dispatch, attempt, container, limits, report),
+            Ok(Err(error)) => {
                 tracing::warn!(%execution_id, attempt, error = %error, "sandbox could not run the execution");
-                if attempt < self.max_deliver && !stop.is_cancelled() {
-                    return Outcome::FleetFailed { attempt };
-                }
                 if stop.is_cancelled() {
                     return Outcome::Interrupted;
+                }
+                if attempt < self.max_deliver {
+                    return Outcome::FleetFailed { attempt };
                 }
                 return self.give_up(dispatch, attempt, &error).await;
             }
@@ -161,64 +181,68 @@ impl Runner {
         }
     }
 
-    fn limits(&self, dispatch: &DispatchV1) -> Limits {
-        let config = &self.config;
-        Limits {
-            memory_bytes: i64::try_from(config.sandbox_memory_mb * 1024 * 1024).unwrap_or(i64::MAX),
-            nano_cpus: (config.sandbox_cpus * 1e9) as i64,
-            pids: config.sandbox_pids,
-            tmpfs_bytes: config.sandbox_tmpfs_mb * 1024 * 1024,
-            output_bytes: config.sandbox_output_limit_bytes,
-            timeout: Duration::from_secs(u64::from(dispatch.timeout_seconds.max(1))),
-        }
+    fn limits(&self, dispatch: &DispatchV1) -> (ContainerLimits, RunLimits) {
+        let limits = self.policy.resolve(&dispatch.limits);
+        let container = ContainerLimits {
+            memory_bytes: i64::from(limits.memory_mb) << 20,
+            nano_cpus: i64::from(limits.cpu_millis) * 1_000_000,
+            network: dispatch.network,
+        };
+        let run = RunLimits {
+            output_bytes: usize::try_from(limits.output_bytes).unwrap_or(usize::MAX),
+            timeout: Duration::from_secs(u64::from(
+                dispatch.timeout_seconds.clamp(1, MAX_TIMEOUT_SECONDS),
+            )),
+        };
+        (container, run)
     }
 
     fn result_of(
         &self,
         dispatch: &DispatchV1,
         attempt: u32,
-        limits: &Limits,
+        container: ContainerLimits,
+        limits: RunLimits,
         report: RunReport,
     ) -> ResultV1 {
+        let mut compile_error = false;
         let (status, exit_code, oom_killed, error) = match report.exit {
-            Exit::Exited {
-                code,
-                oom_killed: true,
-            } => (
+            Exit::Exited { code, oom_killed: true } => (
                 FinalStatus::Failed,
                 Some(code),
                 true,
-                Some(format!(
-                    "killed: out of memory (limit {} MiB)",
-                    limits.memory_bytes >> 20
-                )),
+                Some(format!("killed: out of memory (limit {} MiB)", container.memory_bytes >> 20)),
             ),
             Exit::Exited { code: 0, .. } => (FinalStatus::Completed, Some(0), false, None),
+            Exit::Exited { code, .. } if code == COMPILE_FAILED_EXIT && dispatch.language == Language::Go => {
+                compile_error = true;
+                (
+                    FinalStatus::Failed,
+                    None,
+                    false,
+                    Some("compilation failed: the compiler's report is in stderr".into()),
+                )
+            }
+            Exit::Exited { code, .. } if code == BOOTSTRAP_FAILED_EXIT => (
+                FinalStatus::Failed,
+                None,
+                false,
+                Some("the sandbox could not unpack the program (are its files larger than the sandbox's /tmp?)".into()),
+            ),
             Exit::Exited { code, .. } => (FinalStatus::Failed, Some(code), false, None),
             Exit::TimedOut => (
                 FinalStatus::Timeout,
                 None,
                 false,
-                Some(format!(
-                    "killed: ran past its {} s timeout",
-                    limits.timeout.as_secs()
-                )),
+                Some(format!("killed: ran past its {} s timeout", limits.timeout.as_secs())),
             ),
             Exit::OutputFlood => (
                 FinalStatus::Failed,
                 None,
                 false,
-                Some(format!(
-                    "killed: wrote more than {} bytes of output",
-                    limits.output_bytes
-                )),
+                Some(format!("killed: wrote more than {} bytes of output", limits.output_bytes)),
             ),
-            Exit::Stopped => (
-                FinalStatus::Error,
-                None,
-                false,
-                Some("worker stopped".into()),
-            ),
+            Exit::Stopped => (FinalStatus::Error, None, false, Some("worker stopped".into())),
         };
         ResultV1 {
             execution_id: dispatch.execution_id,
@@ -228,11 +252,33 @@ impl Runner {
             stderr: Captured::from_bytes(&report.stderr),
             output_truncated: report.truncated,
             oom_killed,
+            compile_error,
+            peak_memory_bytes: report.peak_memory_bytes,
             error,
             worker_id: self.worker_id.clone(),
             attempt,
             started_at: Some(report.started_at),
             finished_at: report.finished_at,
+        }
+    }
+
+    /// A result for an execution this worker will not run, for a reason retrying cannot fix.
+    fn refused(&self, dispatch: &DispatchV1, attempt: u32, refusal: Refusal) -> ResultV1 {
+        ResultV1 {
+            execution_id: dispatch.execution_id,
+            status: FinalStatus::Error,
+            exit_code: None,
+            stdout: Captured::default(),
+            stderr: Captured::default(),
+            output_truncated: false,
+            oom_killed: false,
+            compile_error: false,
+            peak_memory_bytes: None,
+            error: Some(refusal.to_string()),
+            worker_id: self.worker_id.clone(),
+            attempt,
+            started_at: None,
+            finished_at: Utc::now(),
         }
     }
 
@@ -248,6 +294,8 @@ impl Runner {
             stderr: Captured::default(),
             output_truncated: false,
             oom_killed: false,
+            compile_error: false,
+            peak_memory_bytes: None,
             error: Some(reason.clone()),
             worker_id: self.worker_id.clone(),
             attempt,

@@ -60,6 +60,11 @@ pub struct Model {
     pub stderr_encoding: String,
     pub output_truncated: bool,
     pub oom_killed: bool,
+    pub compile_error: bool,
+    pub peak_memory_bytes: Option<i64>,
+    /// What the program reads on its standard input.
+    #[sea_orm(column_type = "Text")]
+    pub stdin: String,
     #[sea_orm(column_type = "Text", nullable)]
     pub error: Option<String>,
     pub worker_id: Option<String>,

@@ -11,6 +11,8 @@ pub enum ScriptType {
     Javascript,
     #[sea_orm(string_value = "bash")]
     Bash,
+    #[sea_orm(string_value = "go")]
+    Go,
 }
 
 impl From<Language> for ScriptType {
@@ -19,6 +21,7 @@ impl From<Language> for ScriptType {
             Language::Python => ScriptType::Python,
             Language::Javascript => ScriptType::Javascript,
             Language::Bash => ScriptType::Bash,
+            Language::Go => ScriptType::Go,
         }
     }
 }
@@ -29,6 +32,7 @@ impl From<ScriptType> for Language {
             ScriptType::Python => Language::Python,
             ScriptType::Javascript => Language::Javascript,
             ScriptType::Bash => Language::Bash,
+            ScriptType::Go => Language::Go,
         }
     }
 }
@@ -45,6 +49,12 @@ pub struct Model {
     pub script_content: String,
     pub priority: i16,
     pub timeout_seconds: i32,
+    /// Further files of the program: a JSON array of `{path, content}`.
+    pub files: Option<Json>,
+    pub memory_mb: Option<i32>,
+    pub cpu_millis: Option<i32>,
+    pub output_limit_bytes: Option<i64>,
+    pub network: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -1,10 +1,12 @@
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use voidrunner_shared::Lane;
 
@@ -28,6 +30,8 @@ pub struct ExecutionResponse {
     stderr_encoding: String,
     output_truncated: bool,
     oom_killed: bool,
+    compile_error: bool,
+    peak_memory_bytes: Option<i64>,
     error: Option<String>,
     worker_id: Option<String>,
     attempt: i32,
@@ -69,6 +73,8 @@ impl From<execution::Model> for ExecutionResponse {
             stderr_encoding: execution.stderr_encoding,
             output_truncated: execution.output_truncated,
             oom_killed: execution.oom_killed,
+            compile_error: execution.compile_error,
+            peak_memory_bytes: execution.peak_memory_bytes,
             error: execution.error,
             worker_id: execution.worker_id,
             attempt: execution.attempt,
@@ -81,13 +87,68 @@ impl From<execution::Model> for ExecutionResponse {
     }
 }
 
+/// The optional body of `POST /tasks/{id}/executions`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartExecution {
+    /// What the program reads on its standard input.
+    #[serde(default)]
+    stdin: String,
+}
+
+/// Reads the optional body: empty means defaults; otherwise JSON with the API's error shape.
+fn start_request(
+    headers: &HeaderMap,
+    body: &Bytes,
+    max_stdin_bytes: usize,
+) -> Result<StartExecution, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(StartExecution::default());
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the body as JSON with `Content-Type: application/json`".into(),
+        ));
+    }
+    let request: StartExecution = serde_json::from_slice(body).map_err(|error| {
+        if error.is_syntax() || error.is_eof() {
+            ApiError::BadRequest {
+                code: "malformed_json",
+                message: format!("the request body is not valid JSON: {error}"),
+            }
+        } else {
+            ApiError::Validation {
+                message: format!("the request body does not match the expected shape: {error}"),
+                details: serde_json::Value::Null,
+            }
+        }
+    })?;
+    if request.stdin.len() > max_stdin_bytes {
+        return Err(ApiError::invalid_field(
+            "stdin",
+            format!(
+                "is {} bytes; the limit is {max_stdin_bytes}",
+                request.stdin.len()
+            ),
+        ));
+    }
+    Ok(request)
+}
+
 /// Starts an execution of a task. 202: it is queued and will reach a final state.
 #[tracing::instrument(skip_all, fields(user_id = %user_id, task_id = %task_id))]
 pub async fn create(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(task_id): Path<Uuid>,
+    request_headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, HeaderMap, Json<ExecutionResponse>), ApiError> {
+    let request = start_request(&request_headers, &body?, state.config.max_stdin_bytes)?;
     let task = find_owned(&state, user_id, task_id).await?;
     let now = Utc::now();
     let lane = Lane::for_priority(u8::try_from(task.priority).unwrap_or(0));
@@ -106,6 +167,9 @@ pub async fn create(
         stderr_encoding: Set("utf-8".into()),
         output_truncated: Set(false),
         oom_killed: Set(false),
+        compile_error: Set(false),
+        peak_memory_bytes: Set(None),
+        stdin: Set(request.stdin),
         error: Set(None),
         worker_id: Set(None),
         attempt: Set(0),

@@ -5,18 +5,24 @@ mod executions;
 mod health;
 mod tasks;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 
-/// Request bodies larger than this are refused before they are parsed.
+/// Room for JSON syntax and escapes around the largest script or stdin a request may carry.
 const BODY_LIMIT_SLACK: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.config.max_script_bytes * 2 + BODY_LIMIT_SLACK;
+    // Escaping can double a string's size in JSON; anything larger is refused unread.
+    let body_limit = state
+        .config
+        .max_script_bytes
+        .max(state.config.max_stdin_bytes)
+        * 2
+        + BODY_LIMIT_SLACK;
     let api = Router::new()
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
@@ -32,7 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .fallback(health::not_found)
-        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
                 let path = request

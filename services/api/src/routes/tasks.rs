@@ -6,6 +6,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+use voidrunner_shared::events::{RequestedLimits, SourceFile};
 use voidrunner_shared::{Lane, Language};
 
 use crate::auth::AuthUser;
@@ -15,6 +16,11 @@ use crate::state::AppState;
 
 const MAX_NAME_CHARS: usize = 255;
 const DEFAULT_PRIORITY: i64 = 5;
+const MAX_FILES: usize = 32;
+const MAX_PATH_CHARS: usize = 128;
+const MIN_MEMORY_MB: i64 = 16;
+const MIN_CPUS: f64 = 0.01;
+const MIN_OUTPUT_LIMIT_BYTES: u64 = 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +30,11 @@ pub struct CreateTask {
     script_type: String,
     priority: Option<i64>,
     timeout_seconds: Option<i64>,
+    files: Option<Vec<SourceFile>>,
+    memory_mb: Option<i64>,
+    cpus: Option<f64>,
+    output_limit_bytes: Option<u64>,
+    network: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -35,6 +46,11 @@ pub struct TaskResponse {
     priority: i16,
     lane: Lane,
     timeout_seconds: i32,
+    files: Vec<SourceFile>,
+    memory_mb: Option<i32>,
+    cpus: Option<f64>,
+    output_limit_bytes: Option<i64>,
+    network: bool,
     created_at: chrono::DateTime<Utc>,
     updated_at: chrono::DateTime<Utc>,
 }
@@ -49,6 +65,14 @@ impl From<task::Model> for TaskResponse {
             script_content: task.script_content,
             priority: task.priority,
             timeout_seconds: task.timeout_seconds,
+            files: task
+                .files
+                .and_then(|files| serde_json::from_value(files).ok())
+                .unwrap_or_default(),
+            memory_mb: task.memory_mb,
+            cpus: task.cpu_millis.map(|millis| f64::from(millis) / 1000.0),
+            output_limit_bytes: task.output_limit_bytes,
+            network: task.network,
             created_at: task.created_at,
             updated_at: task.updated_at,
         }
@@ -62,9 +86,99 @@ struct ValidTask {
     script_content: String,
     priority: i16,
     timeout_seconds: i32,
+    files: Vec<SourceFile>,
+    limits: RequestedLimits,
+    network: bool,
 }
 
-fn validate(request: CreateTask, state: &AppState) -> Result<ValidTask, ApiError> {
+/// A relative path inside the work directory: no `..`, no absolute paths, plain characters.
+fn valid_file_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.chars().count() <= MAX_PATH_CHARS
+        && !path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+fn validate_files(files: Vec<SourceFile>, main_file: &str) -> Result<Vec<SourceFile>, ApiError> {
+    if files.len() > MAX_FILES {
+        return Err(ApiError::invalid_field(
+            "files",
+            format!("at most {MAX_FILES} files, got {}", files.len()),
+        ));
+    }
+    let mut seen = std::collections::HashSet::from([main_file.to_owned()]);
+    for file in &files {
+        if !valid_file_path(&file.path) {
+            return Err(ApiError::invalid_field(
+                "files",
+                format!(
+                    "path {:?} must be relative, at most {MAX_PATH_CHARS} characters from A-Z a-z 0-9 . _ - /, without . or .. parts",
+                    file.path
+                ),
+            ));
+        }
+        if !seen.insert(file.path.clone()) {
+            return Err(ApiError::invalid_field(
+                "files",
+                format!(
+                    "path {:?} appears twice (or is the main file, {main_file})",
+                    file.path
+                ),
+            ));
+        }
+    }
+    Ok(files)
+}
+
+fn validate_limits(request: &CreateTask, state: &AppState) -> Result<RequestedLimits, ApiError> {
+    let policy = &state.policy;
+    let memory_mb = match request.memory_mb {
+        Some(mb) if !(MIN_MEMORY_MB..=i64::from(policy.sandbox_max_memory_mb)).contains(&mb) => {
+            return Err(ApiError::invalid_field(
+                "memory_mb",
+                format!(
+                    "must be between {MIN_MEMORY_MB} and {}, got {mb}",
+                    policy.sandbox_max_memory_mb
+                ),
+            ))
+        }
+        mb => mb.and_then(|mb| u32::try_from(mb).ok()),
+    };
+    let cpu_millis = match request.cpus {
+        Some(cpus) if !(MIN_CPUS..=policy.sandbox_max_cpus).contains(&cpus) => {
+            return Err(ApiError::invalid_field(
+                "cpus",
+                format!(
+                    "must be between {MIN_CPUS} and {}, got {cpus}",
+                    policy.sandbox_max_cpus
+                ),
+            ))
+        }
+        cpus => cpus.map(|cpus| (cpus * 1000.0).round() as u32),
+    };
+    let max_output = policy.sandbox_max_output_limit_bytes;
+    let output_bytes = match request.output_limit_bytes {
+        Some(bytes) if !(MIN_OUTPUT_LIMIT_BYTES..=max_output).contains(&bytes) => {
+            return Err(ApiError::invalid_field(
+                "output_limit_bytes",
+                format!("must be between {MIN_OUTPUT_LIMIT_BYTES} and {max_output}, got {bytes}"),
+            ))
+        }
+        bytes => bytes,
+    };
+    Ok(RequestedLimits {
+        memory_mb,
+        cpu_millis,
+        output_bytes,
+    })
+}
+
+fn validate(mut request: CreateTask, state: &AppState) -> Result<ValidTask, ApiError> {
     let name = request.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::invalid_field(
@@ -84,13 +198,24 @@ fn validate(request: CreateTask, state: &AppState) -> Result<ValidTask, ApiError
         ));
     }
     let max_bytes = state.config.max_script_bytes;
-    if request.script_content.len() > max_bytes {
+    let files = validate_files(
+        request.files.take().unwrap_or_default(),
+        language.main_file(),
+    )?;
+    let program_bytes =
+        request.script_content.len() + files.iter().map(|file| file.content.len()).sum::<usize>();
+    if program_bytes > max_bytes {
         return Err(ApiError::invalid_field(
             "script_content",
-            format!(
-                "is {} bytes; the limit is {max_bytes}",
-                request.script_content.len()
-            ),
+            format!("the program (script_content and files) is {program_bytes} bytes; the limit is {max_bytes}"),
+        ));
+    }
+    let limits = validate_limits(&request, state)?;
+    let network = request.network.unwrap_or(false);
+    if network && !state.policy.network_allowed() {
+        return Err(ApiError::invalid_field(
+            "network",
+            "network access is disabled in this deployment (VOIDRUNNER_SANDBOX_NETWORK=none)",
         ));
     }
     let priority = request.priority.unwrap_or(DEFAULT_PRIORITY);
@@ -119,6 +244,9 @@ fn validate(request: CreateTask, state: &AppState) -> Result<ValidTask, ApiError
         script_content: request.script_content,
         priority: i16::try_from(priority).unwrap_or(0),
         timeout_seconds: i32::try_from(timeout).unwrap_or(1),
+        files,
+        limits,
+        network,
     })
 }
 
@@ -138,6 +266,20 @@ pub async fn create(
         script_content: Set(valid.script_content),
         priority: Set(valid.priority),
         timeout_seconds: Set(valid.timeout_seconds),
+        files: Set((!valid.files.is_empty())
+            .then(|| serde_json::to_value(&valid.files))
+            .transpose()
+            .map_err(|e| ApiError::Internal(e.into()))?),
+        memory_mb: Set(valid.limits.memory_mb.and_then(|mb| i32::try_from(mb).ok())),
+        cpu_millis: Set(valid
+            .limits
+            .cpu_millis
+            .and_then(|millis| i32::try_from(millis).ok())),
+        output_limit_bytes: Set(valid
+            .limits
+            .output_bytes
+            .and_then(|bytes| i64::try_from(bytes).ok())),
+        network: Set(valid.network),
         created_at: Set(now),
         updated_at: Set(now),
     }

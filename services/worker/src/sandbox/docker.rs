@@ -1,6 +1,8 @@
 //! The Docker sandbox runtime, through bollard.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::container::{
@@ -11,21 +13,32 @@ use bollard::container::{
 use bollard::models::{HostConfig, ResourcesUlimits};
 use bollard::Docker;
 use chrono::Utc;
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use voidrunner_shared::events::StreamName;
+use voidrunner_shared::Language;
 
-use super::{bootstrap_command, Exit, Limits, OutputChunk, Program, RunReport};
+use super::metrics::SandboxMetrics;
+use super::pool::Pool;
+use super::program::{bootstrap_command, take_peak_memory, TRAILER_ROOM};
+use super::{ContainerLimits, Exit, OutputChunk, Program, RunLimits, RunReport};
 
 /// Label on every sandbox container; its value is the id of the worker that owns it.
 pub const WORKER_LABEL: &str = "io.voidrunner.worker";
-/// Label with the execution a sandbox runs.
+/// Label with the execution a sandbox was created for (absent on warm-pool containers).
 pub const EXECUTION_LABEL: &str = "io.voidrunner.execution";
+/// Label with the language of a warm-pool container.
+pub const POOL_LABEL: &str = "io.voidrunner.pool";
 const SANDBOX_USER: &str = "65534:65534";
 const DOCKER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_OPEN_FILES: i64 = 256;
+/// Containers younger than this are never taken for orphans: their owner may not have
+/// recorded them yet.
+const ORPHAN_MIN_AGE_SECONDS: i64 = 60;
+const REFILL_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -38,6 +51,8 @@ pub enum SandboxError {
         operation: &'static str,
         message: String,
     },
+    #[error("preparing the program: {0}")]
+    Program(#[from] std::io::Error),
 }
 
 fn docker_error(operation: &'static str) -> impl Fn(bollard::errors::Error) -> SandboxError {
@@ -47,16 +62,49 @@ fn docker_error(operation: &'static str) -> impl Fn(bollard::errors::Error) -> S
     }
 }
 
+/// What every sandbox of this worker shares.
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    pub worker_id: String,
+    pub images: HashMap<Language, String>,
+    pub pool_sizes: HashMap<Language, usize>,
+    pub pids: i64,
+    pub tmpfs_bytes: u64,
+    /// A seccomp profile (JSON) to use instead of Docker's default.
+    pub seccomp_profile: Option<String>,
+    /// The Docker network of sandboxes whose task asked for network; None: never.
+    pub network: Option<String>,
+    /// The container limits of warm-pool sandboxes: the defaults.
+    pub pool_limits: ContainerLimits,
+}
+
+/// A started container blocked in its bootstrap, with its attached streams.
+pub(super) struct Started {
+    id: String,
+    output: Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
+    input: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
 /// Runs programs in fresh containers, one per execution, never reused.
 #[derive(Clone)]
 pub struct DockerSandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     docker: Docker,
-    worker_id: String,
+    settings: SandboxSettings,
+    pools: HashMap<Language, Pool>,
+    /// Containers this worker owns right now (running, or waiting in a pool).
+    live: Mutex<HashSet<String>>,
+    metrics: SandboxMetrics,
+    /// Removals run beside the result; shutdown waits for them.
+    removals: TaskTracker,
 }
 
 impl DockerSandbox {
     /// Connects to the local Docker engine (or `DOCKER_HOST`) and negotiates the API version.
-    pub async fn connect(worker_id: &str) -> Result<Self, SandboxError> {
+    pub async fn connect(settings: SandboxSettings) -> Result<Self, SandboxError> {
         let docker = Docker::connect_with_defaults()
             .map_err(|e| SandboxError::Unreachable(e.to_string()))?
             .negotiate_version()
@@ -66,82 +114,124 @@ impl DockerSandbox {
             .ping()
             .await
             .map_err(|e| SandboxError::Unreachable(e.to_string()))?;
+        let pools = settings
+            .pool_sizes
+            .iter()
+            .filter(|(_, size)| **size > 0)
+            .map(|(language, size)| (*language, Pool::new(*size)))
+            .collect();
         Ok(DockerSandbox {
-            docker,
-            worker_id: worker_id.to_owned(),
+            inner: Arc::new(Inner {
+                docker,
+                settings,
+                pools,
+                live: Mutex::new(HashSet::new()),
+                metrics: SandboxMetrics::default(),
+                removals: TaskTracker::new(),
+            }),
         })
+    }
+
+    pub fn metrics(&self) -> &SandboxMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn image(&self, language: Language) -> &str {
+        self.inner
+            .settings
+            .images
+            .get(&language)
+            .map_or("", String::as_str)
     }
 
     /// Whether `image` is present locally.
     pub async fn has_image(&self, image: &str) -> bool {
-        self.docker.inspect_image(image).await.is_ok()
+        self.inner.docker.inspect_image(image).await.is_ok()
     }
 
-    /// Removes containers this worker's earlier incarnations left behind (same worker id), or,
-    /// with `all_workers`, every VoidRunner sandbox on the engine.
-    pub async fn remove_orphans(&self, all_workers: bool) -> Result<usize, SandboxError> {
-        let label = if all_workers {
-            WORKER_LABEL.to_owned()
-        } else {
-            format!("{WORKER_LABEL}={}", self.worker_id)
-        };
-        let containers = self
-            .docker
-            .list_containers(Some(ListContainersOptions::<String> {
-                all: true,
-                filters: HashMap::from([("label".to_owned(), vec![label])]),
-                ..Default::default()
-            }))
-            .await
-            .map_err(docker_error("list"))?;
-        let mut removed = 0;
-        for container in containers {
-            if let Some(id) = container.id {
-                self.remove(&id).await;
-                removed += 1;
-            }
-        }
-        Ok(removed)
+    /// Warm containers ready right now, per language.
+    pub fn pool_levels(&self) -> HashMap<Language, usize> {
+        self.inner
+            .pools
+            .iter()
+            .map(|(language, pool)| (*language, pool.len()))
+            .collect()
     }
 
-    /// Runs `program` in a fresh container and removes the container, whatever happens.
+    /// Runs `program` in a sandbox and removes the sandbox, whatever happens.
     pub async fn run(
         &self,
         execution_id: &str,
-        image: &str,
         program: &Program,
-        limits: &Limits,
+        container: ContainerLimits,
+        run: RunLimits,
         output: Option<mpsc::Sender<OutputChunk>>,
         stop: &CancellationToken,
     ) -> Result<RunReport, SandboxError> {
-        let id = self.create(execution_id, image, program, limits).await?;
-        let report = self
-            .attach_start_and_collect(&id, program, limits, output, stop)
-            .await;
-        self.remove(&id).await;
-        report
+        let payload = program.stdin_payload()?;
+        let language = program.language;
+        let pool = self.inner.pools.get(&language);
+        let warm = match pool {
+            Some(pool) if container == self.inner.settings.pool_limits => pool.take(),
+            _ => None,
+        };
+        let (started, was_warm) = match warm {
+            Some(started) => {
+                SandboxMetrics::add(&self.inner.metrics.warm_hits, 1);
+                (started, true)
+            }
+            None => {
+                SandboxMetrics::add(&self.inner.metrics.cold_starts, 1);
+                if pool.is_some() && container == self.inner.settings.pool_limits {
+                    SandboxMetrics::add(&self.inner.metrics.pool_empty, 1);
+                    tracing::debug!(%language, "warm pool empty; starting a fresh sandbox");
+                }
+                let started = self.start(language, container, Some(execution_id)).await?;
+                (started, false)
+            }
+        };
+        let id = started.id.clone();
+        let report = self.collect(started, payload, run, output, stop).await;
+        self.dispose(id);
+        report.map(|report| RunReport {
+            warm: was_warm,
+            ..report
+        })
     }
 
-    async fn create(
+    /// Creates, attaches and starts a container that waits in its bootstrap for a program.
+    async fn start(
         &self,
-        execution_id: &str,
-        image: &str,
-        program: &Program,
-        limits: &Limits,
-    ) -> Result<String, SandboxError> {
+        language: Language,
+        limits: ContainerLimits,
+        execution_id: Option<&str>,
+    ) -> Result<Started, SandboxError> {
+        let image = self.image(language).to_owned();
+        let settings = &self.inner.settings;
+        let network_mode = match (&settings.network, limits.network) {
+            (Some(network), true) => network.clone(),
+            _ => "none".to_owned(),
+        };
+        let mut security_opt = vec!["no-new-privileges".to_owned()];
+        if let Some(profile) = &settings.seccomp_profile {
+            security_opt.push(format!("seccomp={profile}"));
+        }
         let host_config = HostConfig {
-            network_mode: Some("none".into()),
+            network_mode: Some(network_mode.clone()),
             readonly_rootfs: Some(true),
             tmpfs: Some(HashMap::from([(
                 "/tmp".to_owned(),
-                format!("rw,exec,nosuid,nodev,size={},mode=1777", limits.tmpfs_bytes),
+                format!(
+                    "rw,exec,nosuid,nodev,size={},mode=1777",
+                    settings.tmpfs_bytes
+                ),
             )])),
             cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
+            security_opt: Some(security_opt),
             memory: Some(limits.memory_bytes),
             memory_swap: Some(limits.memory_bytes),
             nano_cpus: Some(limits.nano_cpus),
-            pids_limit: Some(limits.pids),
+            pids_limit: Some(settings.pids),
             ulimits: Some(vec![
                 ResourcesUlimits {
                     name: Some("nofile".into()),
@@ -150,29 +240,36 @@ impl DockerSandbox {
                 },
                 ResourcesUlimits {
                     name: Some("fsize".into()),
-                    soft: Some(limits.tmpfs_bytes as i64),
-                    hard: Some(limits.tmpfs_bytes as i64),
+                    soft: Some(settings.tmpfs_bytes as i64),
+                    hard: Some(settings.tmpfs_bytes as i64),
                 },
             ]),
             init: Some(true),
             ..Default::default()
         };
+        let mut labels = HashMap::from([(WORKER_LABEL.to_owned(), settings.worker_id.clone())]);
+        match execution_id {
+            Some(execution_id) => {
+                labels.insert(EXECUTION_LABEL.to_owned(), execution_id.to_owned())
+            }
+            None => labels.insert(POOL_LABEL.to_owned(), language.to_string()),
+        };
         let config = Config {
-            image: Some(image.to_owned()),
-            cmd: Some(bootstrap_command(program.language)),
+            image: Some(image.clone()),
+            cmd: Some(bootstrap_command(language)),
             user: Some(SANDBOX_USER.into()),
             working_dir: Some("/tmp".into()),
             env: Some(vec![
                 "HOME=/tmp".into(),
-                "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+                "PATH=/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin".into(),
                 "PYTHONDONTWRITEBYTECODE=1".into(),
                 "LANG=C.UTF-8".into(),
+                "GOCACHE=/tmp/.cache/go-build".into(),
+                "GOPATH=/tmp/go".into(),
+                "CGO_ENABLED=0".into(),
             ]),
-            labels: Some(HashMap::from([
-                (WORKER_LABEL.to_owned(), self.worker_id.clone()),
-                (EXECUTION_LABEL.to_owned(), execution_id.to_owned()),
-            ])),
-            network_disabled: Some(true),
+            labels: Some(labels),
+            network_disabled: Some(network_mode == "none"),
             attach_stdin: Some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -184,31 +281,34 @@ impl DockerSandbox {
         };
         let created = tokio::time::timeout(
             DOCKER_CALL_TIMEOUT,
-            self.docker
+            self.inner
+                .docker
                 .create_container(None::<CreateContainerOptions<String>>, config),
         )
         .await
         .map_err(|_| SandboxError::Unreachable("container create timed out".into()))?;
-        match created {
-            Ok(response) => Ok(response.id),
+        let id = match created {
+            Ok(response) => response.id,
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
-            }) => Err(SandboxError::ImageMissing {
-                image: image.to_owned(),
-            }),
-            Err(error) => Err(docker_error("create")(error)),
+            }) => return Err(SandboxError::ImageMissing { image }),
+            Err(error) => return Err(docker_error("create")(error)),
+        };
+        SandboxMetrics::add(&self.inner.metrics.containers_created, 1);
+        self.live().insert(id.clone());
+        match self.attach_and_start(&id).await {
+            Ok(started) => Ok(started),
+            Err(error) => {
+                self.dispose(id);
+                Err(error)
+            }
         }
     }
 
-    async fn attach_start_and_collect(
-        &self,
-        id: &str,
-        program: &Program,
-        limits: &Limits,
-        output: Option<mpsc::Sender<OutputChunk>>,
-        stop: &CancellationToken,
-    ) -> Result<RunReport, SandboxError> {
+    async fn attach_and_start(&self, id: &str) -> Result<Started, SandboxError> {
+        // Attached before it starts, so not a byte of output is missed.
         let attached = self
+            .inner
             .docker
             .attach_container(
                 id,
@@ -223,17 +323,34 @@ impl DockerSandbox {
             )
             .await
             .map_err(docker_error("attach"))?;
-        let mut input = attached.input;
-        let mut stream = attached.output;
-
-        self.docker
+        self.inner
+            .docker
             .start_container(id, None::<StartContainerOptions<String>>)
             .await
             .map_err(docker_error("start"))?;
-        let started_at = Utc::now();
+        Ok(Started {
+            id: id.to_owned(),
+            output: attached.output,
+            input: attached.input,
+        })
+    }
 
+    /// Feeds the program to a started sandbox and collects what it does until it ends.
+    async fn collect(
+        &self,
+        started: Started,
+        payload: Vec<u8>,
+        limits: RunLimits,
+        output: Option<mpsc::Sender<OutputChunk>>,
+        stop: &CancellationToken,
+    ) -> Result<RunReport, SandboxError> {
+        let Started {
+            id,
+            output: mut stream,
+            mut input,
+        } = started;
+        let started_at = Utc::now();
         // Feeding stdin runs beside the output loop: a program may fill its pipes before reading.
-        let payload = program.stdin_payload();
         let feeder = tokio::spawn(async move {
             let _ = input.write_all(&payload).await;
             let _ = input.shutdown().await;
@@ -249,14 +366,13 @@ impl DockerSandbox {
                 next = stream.next() => match next {
                     None => break None,
                     Some(Err(error)) => {
-                        tracing::warn!(container = id, error = %error, "output stream broke");
+                        tracing::warn!(container = %id, error = %error, "output stream broke");
                         break None;
                     }
                     Some(Ok(log)) => {
                         let (name, bytes) = match log {
-                            LogOutput::StdOut { message } => (StreamName::Stdout, message),
+                            LogOutput::StdOut { message } | LogOutput::Console { message } => (StreamName::Stdout, message),
                             LogOutput::StdErr { message } => (StreamName::Stderr, message),
-                            LogOutput::Console { message } => (StreamName::Stdout, message),
                             LogOutput::StdIn { .. } => continue,
                         };
                         if let Some(output) = &output {
@@ -274,50 +390,62 @@ impl DockerSandbox {
 
         let exit = match stopped_early {
             Some(reason) => {
-                self.kill(id).await;
+                self.kill(&id).await;
                 reason
             }
-            None => self.exit_status(id, limits.timeout).await?,
+            None => self.exit_status(&id).await?,
         };
+        let finished_at = Utc::now();
+        let peak_memory_bytes = take_peak_memory(&mut capture.stderr);
+        let truncated = capture.finish();
         Ok(RunReport {
             exit,
-            truncated: capture.truncated,
+            truncated,
             stdout: capture.stdout,
             stderr: capture.stderr,
+            peak_memory_bytes,
+            warm: false,
             started_at,
-            finished_at: Utc::now(),
+            finished_at,
         })
     }
 
-    /// The exit code of a container whose output has ended, and whether the kernel OOM-killed it.
-    async fn exit_status(&self, id: &str, timeout: Duration) -> Result<Exit, SandboxError> {
+    /// The exit code of a container whose output has ended, and whether the kernel OOM-killed
+    /// a process in it.
+    async fn exit_status(&self, id: &str) -> Result<Exit, SandboxError> {
         let mut waits = self
+            .inner
             .docker
             .wait_container(id, None::<WaitContainerOptions<String>>);
-        let code = match tokio::time::timeout(timeout.max(DOCKER_CALL_TIMEOUT), waits.next()).await
-        {
+        let code = match tokio::time::timeout(DOCKER_CALL_TIMEOUT, waits.next()).await {
             Ok(Some(Ok(response))) => response.status_code,
             // bollard reports a non-zero exit as an error that carries the code.
             Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
             Ok(Some(Err(error))) => return Err(docker_error("wait")(error)),
             Ok(None) | Err(_) => {
                 self.kill(id).await;
-                return Ok(Exit::TimedOut);
+                return Err(SandboxError::Unreachable(
+                    "the container's exit was not reported".into(),
+                ));
             }
         };
-        let oom_killed = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .ok()
-            .and_then(|info| info.state)
-            .and_then(|state| state.oom_killed)
-            .unwrap_or(false);
+        // Only a SIGKILL (137) can be the OOM killer's; skip the inspect round trip otherwise.
+        let oom_killed = code == 137
+            && self
+                .inner
+                .docker
+                .inspect_container(id, None)
+                .await
+                .ok()
+                .and_then(|info| info.state)
+                .and_then(|state| state.oom_killed)
+                .unwrap_or(false);
         Ok(Exit::Exited { code, oom_killed })
     }
 
     async fn kill(&self, id: &str) {
         if let Err(error) = self
+            .inner
             .docker
             .kill_container(id, Some(KillContainerOptions { signal: "SIGKILL" }))
             .await
@@ -326,8 +454,17 @@ impl DockerSandbox {
         }
     }
 
+    /// Removes a container in the background; `shutdown` waits for every removal.
+    fn dispose(&self, id: String) {
+        let sandbox = self.clone();
+        self.inner.removals.spawn(async move {
+            sandbox.remove(&id).await;
+            sandbox.live().remove(&id);
+        });
+    }
+
     async fn remove(&self, id: &str) {
-        let removal = self.docker.remove_container(
+        let removal = self.inner.docker.remove_container(
             id,
             Some(RemoveContainerOptions {
                 force: true,
@@ -336,21 +473,126 @@ impl DockerSandbox {
             }),
         );
         match tokio::time::timeout(DOCKER_CALL_TIMEOUT, removal).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => SandboxMetrics::add(&self.inner.metrics.containers_removed, 1),
+            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            })) => {}
             Ok(Err(error)) => {
                 tracing::warn!(container = id, error = %error, "removing sandbox failed")
             }
             Err(_) => tracing::warn!(container = id, "removing sandbox timed out"),
         }
     }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps every pool full until `shutdown`, then removes what waits in them.
+    pub async fn run_pools(&self, shutdown: CancellationToken) {
+        let mut refillers = tokio::task::JoinSet::new();
+        for language in self.inner.pools.keys().copied() {
+            let sandbox = self.clone();
+            let shutdown = shutdown.clone();
+            refillers.spawn(async move { sandbox.refill(language, shutdown).await });
+        }
+        while refillers.join_next().await.is_some() {}
+        for pool in self.inner.pools.values() {
+            for started in pool.drain() {
+                self.dispose(started.id);
+            }
+        }
+    }
+
+    async fn refill(&self, language: Language, shutdown: CancellationToken) {
+        let Some(pool) = self.inner.pools.get(&language) else {
+            return;
+        };
+        let limits = self.inner.settings.pool_limits;
+        loop {
+            while pool.len() < pool.target && !shutdown.is_cancelled() {
+                match self.start(language, limits, None).await {
+                    Ok(started) => pool.put(started),
+                    Err(error) => {
+                        tracing::warn!(%language, error = %error, "cannot fill the warm pool; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            _ = tokio::time::sleep(REFILL_RETRY) => {}
+                        }
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = pool.refill.notified() => {}
+            }
+        }
+    }
+
+    /// Waits until every container this worker removes is gone.
+    pub async fn wait_for_removals(&self) {
+        self.inner.removals.close();
+        self.inner.removals.wait().await;
+        self.inner.removals.reopen();
+    }
+
+    /// Removes sandbox containers that no live execution owns: this worker's that it does not
+    /// know (left by an earlier run under the same id), and those of workers not in
+    /// `live_workers` (dead ones). Young containers are spared: their owner may be creating them.
+    pub async fn remove_orphans(
+        &self,
+        live_workers: &HashSet<String>,
+    ) -> Result<usize, SandboxError> {
+        let containers = self
+            .inner
+            .docker
+            .list_containers(Some(ListContainersOptions::<String> {
+                all: true,
+                filters: HashMap::from([("label".to_owned(), vec![WORKER_LABEL.to_owned()])]),
+                ..Default::default()
+            }))
+            .await
+            .map_err(docker_error("list"))?;
+        let now = Utc::now().timestamp();
+        let own = &self.inner.settings.worker_id;
+        let mut orphans = Vec::new();
+        for container in containers {
+            let (Some(id), Some(owner)) = (
+                container.id,
+                container
+                    .labels
+                    .and_then(|mut labels| labels.remove(WORKER_LABEL)),
+            ) else {
+                continue;
+            };
+            let young = now - container.created.unwrap_or(now) < ORPHAN_MIN_AGE_SECONDS;
+            let owned = if &owner == own {
+                self.live().contains(&id)
+            } else {
+                live_workers.contains(&owner)
+            };
+            if !owned && !young {
+                orphans.push(id);
+            }
+        }
+        for id in &orphans {
+            self.remove(id).await;
+        }
+        SandboxMetrics::add(&self.inner.metrics.orphans_removed, orphans.len() as u64);
+        Ok(orphans.len())
+    }
 }
 
-/// Output kept so far, each stream capped at `limit` bytes.
+/// Output kept so far: each stream capped at `limit` bytes (stderr with room for the trailer).
 struct Capture {
     limit: usize,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
-    truncated: bool,
+    flooded: bool,
 }
 
 impl Capture {
@@ -359,24 +601,33 @@ impl Capture {
             limit,
             stdout: Vec::new(),
             stderr: Vec::new(),
-            truncated: false,
+            flooded: false,
         }
     }
 
     /// Appends what fits; returns true once a stream went past its cap.
     fn push(&mut self, stream: StreamName, bytes: &[u8]) -> bool {
-        let buffer = match stream {
-            StreamName::Stdout => &mut self.stdout,
-            StreamName::Stderr => &mut self.stderr,
+        let (buffer, cap) = match stream {
+            StreamName::Stdout => (&mut self.stdout, self.limit),
+            StreamName::Stderr => (&mut self.stderr, self.limit + TRAILER_ROOM),
         };
-        let room = self.limit - buffer.len();
+        let room = cap - buffer.len();
         if bytes.len() > room {
             buffer.extend_from_slice(&bytes[..room]);
-            self.truncated = true;
+            self.flooded = true;
         } else {
             buffer.extend_from_slice(bytes);
         }
-        self.truncated
+        self.flooded
+    }
+
+    /// Cuts stderr back to the cap once the trailer is gone; true if anything was dropped.
+    fn finish(&mut self) -> bool {
+        if self.stderr.len() > self.limit {
+            self.stderr.truncate(self.limit);
+            self.flooded = true;
+        }
+        self.flooded
     }
 }
 
@@ -392,6 +643,15 @@ mod tests {
         assert!(capture.push(StreamName::Stdout, b"cdef"));
         assert_eq!(capture.stdout, b"abcd");
         assert_eq!(capture.stderr, b"wxyz");
-        assert!(capture.truncated);
+        assert!(capture.finish());
+    }
+
+    #[test]
+    fn stderr_may_hold_the_trailer_beyond_the_cap_but_not_more() {
+        let mut capture = Capture::new(4);
+        assert!(!capture.push(StreamName::Stderr, b"abcd\x1evoidrunner-peak-memory=1\n"));
+        assert_eq!(take_peak_memory(&mut capture.stderr), Some(1));
+        assert!(!capture.finish());
+        assert_eq!(capture.stderr, b"abcd");
     }
 }

@@ -1,23 +1,36 @@
 //! Running one program in a hardened, single-use container.
 
 mod docker;
+mod metrics;
+mod pool;
 mod program;
 
-pub use docker::{DockerSandbox, SandboxError, EXECUTION_LABEL, WORKER_LABEL};
-pub use program::{bootstrap_command, Program};
+pub use docker::{
+    DockerSandbox, SandboxError, SandboxSettings, EXECUTION_LABEL, POOL_LABEL, WORKER_LABEL,
+};
+pub use metrics::{MetricsSnapshot, SandboxMetrics};
+pub use program::{
+    bootstrap_command, take_peak_memory, Program, BOOTSTRAP_FAILED_EXIT, COMPILE_FAILED_EXIT,
+};
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use voidrunner_shared::events::StreamName;
 
-/// Limits applied to one sandbox.
-#[derive(Debug, Clone)]
-pub struct Limits {
+/// The container properties of a sandbox; sandboxes with equal ones are interchangeable, which
+/// is what lets a warm one stand in for a fresh one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContainerLimits {
     pub memory_bytes: i64,
     pub nano_cpus: i64,
-    pub pids: i64,
-    pub tmpfs_bytes: u64,
+    /// Run on the deployment's sandbox network instead of none.
+    pub network: bool,
+}
+
+/// What the worker enforces on one run, from outside the container.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
     pub output_bytes: usize,
     pub timeout: Duration,
 }
@@ -25,7 +38,7 @@ pub struct Limits {
 /// How a program run ended, as observed from outside the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
-    /// The program exited on its own (or was killed by the kernel) with this code.
+    /// The sandbox exited on its own (or the kernel killed the program) with this code.
     Exited { code: i64, oom_killed: bool },
     /// The worker killed it at its wall-clock limit.
     TimedOut,
@@ -42,6 +55,9 @@ pub struct RunReport {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub truncated: bool,
+    pub peak_memory_bytes: Option<u64>,
+    /// Whether a warm container ran it (false: one was created for it).
+    pub warm: bool,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
 }

@@ -1,0 +1,53 @@
+//! The warm pool: per language, started single-use containers blocked in their bootstrap,
+//! waiting for a program. Taking one skips container creation and start on the critical path;
+//! each is used once and removed like any other, and the pool refills in the background.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use super::docker::Started;
+
+pub(super) struct Pool {
+    pub target: usize,
+    ready: Mutex<VecDeque<Started>>,
+    pub refill: Notify,
+}
+
+impl Pool {
+    pub fn new(target: usize) -> Self {
+        Pool {
+            target,
+            ready: Mutex::new(VecDeque::new()),
+            refill: Notify::new(),
+        }
+    }
+
+    /// A warm container, if one is ready; wakes the refiller either way.
+    pub fn take(&self) -> Option<Started> {
+        let taken = self.lock().pop_front();
+        self.refill.notify_one();
+        taken
+    }
+
+    pub fn put(&self, started: Started) {
+        self.lock().push_back(started);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Everything waiting, for removal at shutdown.
+    pub fn drain(&self) -> Vec<Started> {
+        self.lock().drain(..).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Started>> {
+        // A panic while holding the lock cannot leave the queue inconsistent: keep using it.
+        self.ready
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
