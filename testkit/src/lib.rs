@@ -165,6 +165,10 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts the services with extra `VOIDRUNNER_*` settings.
 pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    // Service logs, when a failing test needs them: VOIDRUNNER_TEST_LOG=1 cargo test ...
+    if std::env::var_os("VOIDRUNNER_TEST_LOG").is_some() {
+        voidrunner_shared::telemetry::init(false);
+    }
     let nats = start_nats().await;
     let db = fresh_database(backend).await;
     let prefix = unique_prefix();

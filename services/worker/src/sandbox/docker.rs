@@ -387,6 +387,9 @@ impl DockerSandbox {
             }
         };
         feeder.abort();
+        // Hang up before anything else: dockerd does not finish stopping a container while its
+        // output waits to be read by an attached client that no longer reads.
+        drop(stream);
 
         let exit = match stopped_early {
             Some(reason) => {
@@ -444,13 +447,16 @@ impl DockerSandbox {
     }
 
     async fn kill(&self, id: &str) {
-        if let Err(error) = self
+        let kill = self
             .inner
             .docker
-            .kill_container(id, Some(KillContainerOptions { signal: "SIGKILL" }))
-            .await
-        {
-            tracing::debug!(container = id, error = %error, "kill failed (it may have exited)");
+            .kill_container(id, Some(KillContainerOptions { signal: "SIGKILL" }));
+        match tokio::time::timeout(DOCKER_CALL_TIMEOUT, kill).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(container = id, error = %error, "kill failed (it may have exited)")
+            }
+            Err(_) => tracing::warn!(container = id, "kill timed out; removal will force it"),
         }
     }
 

@@ -1,0 +1,331 @@
+//! Hostile code is contained: each attack ends in the status it must end in, the worker keeps
+//! serving afterwards, and no sandbox container is left behind.
+
+use serde_json::{json, Value};
+use voidrunner_testkit::{
+    containers_of_worker, send, spawn_app_with, wait_final, Backend, TestApp,
+};
+
+/// One attack and what must become of it.
+struct Attack {
+    name: &'static str,
+    language: &'static str,
+    code: &'static str,
+    stdin: Option<usize>,
+    timeout_seconds: u32,
+    check: fn(&Value),
+}
+
+fn status_is(result: &Value, status: &str) {
+    assert_eq!(result["status"], status, "{result}");
+}
+
+fn stdout_is(result: &Value, stdout: &str) {
+    assert_eq!(result["stdout"], stdout, "{result}");
+}
+
+const ATTACKS: &[Attack] = &[
+    Attack {
+        name: "fork bomb",
+        language: "python",
+        code: "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+        stdin: None,
+        timeout_seconds: 5,
+        check: |r| {
+            // The pids limit stops it from growing; every copy keeps trying until it is killed.
+            status_is(r, "timeout");
+        },
+    },
+    Attack {
+        name: "classic shell fork bomb",
+        language: "bash",
+        code: ":(){ :|:& };:\nwait\n",
+        stdin: None,
+        timeout_seconds: 10,
+        check: |r| {
+            // Bash gives up once fork keeps failing under the pids limit, and the bomb fizzles.
+            status_is(r, "completed");
+            assert!(r["stderr"].as_str().is_some_and(|s| s.contains("fork: retry: Resource temporarily unavailable")), "{r}");
+        },
+    },
+    Attack {
+        name: "allocating far past the memory limit",
+        language: "python",
+        code: "hog = []\nwhile True:\n    hog.append(bytearray(64 << 20))\n",
+        stdin: None,
+        timeout_seconds: 20,
+        check: |r| {
+            status_is(r, "failed");
+            assert_eq!(r["oom_killed"], true, "{r}");
+        },
+    },
+    Attack {
+        name: "filling the tmpfs",
+        language: "bash",
+        code: "for i in 1 2 3; do head -c 40000000 /dev/zero > /tmp/fill$i || { echo \"full at $i\"; exit 3; }; done\necho never full\n",
+        stdin: None,
+        timeout_seconds: 20,
+        check: |r| {
+            status_is(r, "failed");
+            assert_eq!(r["exit_code"], 3, "{r}");
+            stdout_is(r, "full at 2\n");
+        },
+    },
+    Attack {
+        name: "one file larger than the tmpfs",
+        language: "bash",
+        code: "head -c 100000000 /dev/zero > /tmp/big\n",
+        stdin: None,
+        timeout_seconds: 20,
+        check: |r| {
+            status_is(r, "failed");
+            assert_eq!(r["exit_code"], 1, "{r}");
+            assert!(r["stderr"].as_str().is_some_and(|s| s.contains("No space left on device")), "{r}");
+        },
+    },
+    Attack {
+        name: "writing to the read-only root",
+        language: "bash",
+        code: "echo owned > /usr/bin/python3 || echo owned > /evil || exit 4\n",
+        stdin: None,
+        timeout_seconds: 10,
+        check: |r| {
+            status_is(r, "failed");
+            assert_eq!(r["exit_code"], 4, "{r}");
+            assert!(r["stderr"].as_str().is_some_and(|s| s.contains("Read-only file system")), "{r}");
+        },
+    },
+    Attack {
+        name: "printing gigabytes",
+        language: "python",
+        code: "import sys\nline = 'x' * 65535 + '\\n'\nwhile True:\n    sys.stdout.write(line)\n",
+        stdin: None,
+        timeout_seconds: 30,
+        check: |r| {
+            status_is(r, "failed");
+            assert_eq!(r["output_truncated"], true, "{r}");
+            assert!(r["error"].as_str().is_some_and(|e| e.contains("output")), "{r}");
+        },
+    },
+    Attack {
+        name: "an infinite loop",
+        language: "javascript",
+        code: "for (;;) {}\n",
+        stdin: None,
+        timeout_seconds: 3,
+        check: |r| status_is(r, "timeout"),
+    },
+    Attack {
+        name: "sleeping past the timeout",
+        language: "python",
+        code: "import time\nprint('going to sleep', flush=True)\ntime.sleep(3600)\n",
+        stdin: None,
+        timeout_seconds: 2,
+        check: |r| {
+            status_is(r, "timeout");
+            stdout_is(r, "going to sleep\n");
+        },
+    },
+    Attack {
+        name: "opening a connection and resolving a name",
+        language: "python",
+        code: r#"import socket
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=2)
+    print("connected")
+except OSError:
+    print("connect: blocked")
+try:
+    socket.getaddrinfo("example.com", 80)
+    print("resolved")
+except OSError:
+    print("dns: blocked")
+print(sorted(name for _, name in socket.if_nameindex()))
+"#,
+        stdin: None,
+        timeout_seconds: 10,
+        check: |r| {
+            status_is(r, "completed");
+            stdout_is(r, "connect: blocked\ndns: blocked\n['lo']\n");
+        },
+    },
+    Attack {
+        name: "reading the worker's environment and host files",
+        language: "bash",
+        code: "env\ntr '\\0' '\\n' < /proc/1/environ\ncat /etc/hostname /proc/1/cmdline 2>&1\nls /var/run/docker.sock /root 2>&1\nls /proc | grep -c '^[0-9]'\ntrue\n",
+        stdin: None,
+        timeout_seconds: 10,
+        check: |r| {
+            status_is(r, "completed");
+            let seen = format!("{}{}", r["stdout"], r["stderr"]);
+            for secret in ["VOIDRUNNER", "JWT", "DATABASE", "postgres", "NATS"] {
+                assert!(!seen.contains(secret), "{secret} leaked into the sandbox: {r}");
+            }
+            assert!(seen.contains("docker.sock': No such file"), "{r}");
+        },
+    },
+    Attack {
+        name: "setuid, mount, chroot and raw sockets",
+        language: "python",
+        code: r#"import ctypes, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+def attempt(name, action):
+    try:
+        ok = action()
+    except OSError:
+        ok = False
+    print(name, "allowed" if ok else "denied")
+attempt("setuid", lambda: os.setuid(0) or True)
+attempt("mount", lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) == 0)
+attempt("raw socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) and True)
+attempt("chroot", lambda: os.chroot("/tmp") or True)
+"#,
+        stdin: None,
+        timeout_seconds: 10,
+        check: |r| {
+            status_is(r, "completed");
+            stdout_is(r, "setuid denied\nmount denied\nraw socket denied\nchroot denied\n");
+        },
+    },
+    Attack {
+        name: "ptrace",
+        language: "python",
+        code: r#"import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+print("visible processes:", len(pids))
+# Only the sandbox's own processes exist in its PID namespace; attaching to the init
+# process (same user) stops it, which can only wedge this sandbox until its timeout.
+print("attach to init:", libc.ptrace(16, 1, None, None))
+"#,
+        stdin: None,
+        timeout_seconds: 4,
+        check: |r| {
+            status_is(r, "timeout");
+            let stdout = r["stdout"].as_str().unwrap_or_default();
+            let visible: usize = stdout
+                .lines()
+                .find_map(|line| line.strip_prefix("visible processes: "))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(usize::MAX);
+            assert!(visible <= 4, "the sandbox sees processes beyond its own: {r}");
+        },
+    },
+    Attack {
+        name: "killing PID 1 and everything else",
+        language: "bash",
+        code: "kill -9 1 && echo 'init ignored SIGKILL'\nkill -9 -1\nsleep 5\necho survived\n",
+        stdin: None,
+        timeout_seconds: 10,
+        check: |r| {
+            // Init shrugs off SIGKILL; `kill -9 -1` takes down the sandbox's own processes.
+            status_is(r, "failed");
+            assert_eq!(r["exit_code"], 137, "{r}");
+            assert_eq!(r["oom_killed"], false, "{r}");
+            assert!(r["stdout"].as_str().is_some_and(|s| s.starts_with("init ignored SIGKILL\n") && !s.contains("survived")), "{r}");
+        },
+    },
+    Attack {
+        name: "a huge stdin the program never reads",
+        language: "python",
+        code: "print('ignoring stdin')\n",
+        stdin: Some(1_900_000),
+        timeout_seconds: 10,
+        check: |r| {
+            status_is(r, "completed");
+            stdout_is(r, "ignoring stdin\n");
+        },
+    },
+    Attack {
+        name: "non-UTF-8 output",
+        language: "bash",
+        code: "printf '\\xc3\\x28\\xff'\nprintf '\\xfe' >&2\n",
+        stdin: None,
+        timeout_seconds: 10,
+        check: |r| {
+            status_is(r, "completed");
+            assert_eq!(r["stdout_encoding"], "base64", "{r}");
+            stdout_is(r, "wyj/");
+            assert_eq!(r["stderr_encoding"], "base64", "{r}");
+            assert_eq!(r["stderr"], "/g==", "{r}");
+        },
+    },
+];
+
+async fn launch(app: &TestApp, token: &str, attack: &Attack) -> Value {
+    let task = json!({
+        "name": attack.name,
+        "script_type": attack.language,
+        "script_content": attack.code,
+        "timeout_seconds": attack.timeout_seconds,
+    });
+    let (status, created) = app.create_task(token, &task).await;
+    assert_eq!(status, 201, "{}: {created}", attack.name);
+    let body = json!({ "stdin": "z".repeat(attack.stdin.unwrap_or(0)) });
+    let (status, execution) = send(
+        app.http
+            .post(app.url(&format!(
+                "/tasks/{}/executions",
+                created["id"].as_str().expect("id")
+            )))
+            .bearer_auth(token)
+            .json(&body),
+    )
+    .await;
+    assert_eq!(status, 202, "{}: {execution}", attack.name);
+    eprintln!("{}: execution {}", attack.name, execution["id"]);
+    wait_final(
+        &app.http,
+        &app.base_url,
+        token,
+        execution["id"].as_str().expect("id"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn hostile_programs_are_contained_and_the_worker_keeps_serving() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("VOIDRUNNER_WORKER_SLOTS", "4"),
+            ("VOIDRUNNER_MAX_STDIN_BYTES", "2000000"),
+        ],
+    )
+    .await;
+    let token = app.login_new_user().await;
+
+    let results =
+        futures::future::join_all(ATTACKS.iter().map(|attack| launch(&app, &token, attack))).await;
+    let mut failures = Vec::new();
+    for (attack, result) in ATTACKS.iter().zip(&results) {
+        if let Err(panic) = std::panic::catch_unwind(|| (attack.check)(result)) {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(format!("{}: {message}", attack.name));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "attacks not contained as expected:\n{}",
+        failures.join("\n")
+    );
+
+    // The worker still serves.
+    let after = app
+        .run_to_end(&token, json!({ "name": "after", "script_type": "python", "script_content": "print('still here')" }))
+        .await;
+    assert_eq!(after["status"], "completed", "{after}");
+    assert_eq!(after["stdout"], "still here\n");
+
+    let worker_id = app.worker_id.clone();
+    app.stop().await;
+    assert_eq!(
+        containers_of_worker(&worker_id).await,
+        0,
+        "sandbox containers outlived the worker"
+    );
+}
