@@ -194,14 +194,14 @@ attempt("chroot", lambda: os.chroot("/tmp") or True)
 libc = ctypes.CDLL(None, use_errno=True)
 pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
 print("visible processes:", len(pids))
-# Only the sandbox's own processes exist in its PID namespace; attaching to the init
-# process (same user) stops it, which can only wedge this sandbox until its timeout.
+# Only the sandbox's own processes exist in its PID namespace. Attaching to its init process
+# (same user) stops it; the worker does not wait for init, so that wedges nothing.
 print("attach to init:", libc.ptrace(16, 1, None, None))
 "#,
         stdin: None,
-        timeout_seconds: 4,
+        timeout_seconds: 10,
         check: |r| {
-            status_is(r, "timeout");
+            status_is(r, "completed");
             let stdout = r["stdout"].as_str().unwrap_or_default();
             let visible: usize = stdout
                 .lines()

@@ -102,8 +102,14 @@ impl Runner {
             return Outcome::Resulted;
         }
 
-        let started_at = Utc::now();
-        self.publish_started(&dispatch, attempt, started_at).await;
+        // Announced beside the run, not before it: the sandbox does not wait for the ack.
+        let announcement = {
+            let runner = self.clone();
+            let dispatch = dispatch.clone();
+            tokio::spawn(
+                async move { runner.publish_started(&dispatch, attempt, Utc::now()).await },
+            )
+        };
 
         // Tell JetStream the message is in progress so that a long run is not redelivered.
         let progress = {
@@ -153,6 +159,7 @@ impl Runner {
         };
         progress.abort();
         let _ = forwarder.await;
+        let _ = announcement.await;
 
         let result = match run {
             Err(refusal) => self.refused(&dispatch, attempt, refusal),

@@ -23,7 +23,7 @@ use voidrunner_shared::Language;
 
 use super::metrics::SandboxMetrics;
 use super::pool::Pool;
-use super::program::{bootstrap_command, take_peak_memory, TRAILER_ROOM};
+use super::program::{bootstrap_command, ending, strip_markers, MARKER_ROOM};
 use super::{ContainerLimits, Exit, OutputChunk, Program, RunLimits, RunReport};
 
 /// Label on every sandbox container; its value is the id of the worker that owns it.
@@ -359,15 +359,15 @@ impl DockerSandbox {
         let mut capture = Capture::new(limits.output_bytes);
         let deadline = tokio::time::sleep(limits.timeout);
         tokio::pin!(deadline);
-        let stopped_early = loop {
+        let end = loop {
             tokio::select! {
-                _ = &mut deadline => break Some(Exit::TimedOut),
-                _ = stop.cancelled() => break Some(Exit::Stopped),
+                _ = &mut deadline => break End::Early(Exit::TimedOut),
+                _ = stop.cancelled() => break End::Early(Exit::Stopped),
                 next = stream.next() => match next {
-                    None => break None,
+                    None => break End::Closed,
                     Some(Err(error)) => {
                         tracing::warn!(container = %id, error = %error, "output stream broke");
-                        break None;
+                        break End::Closed;
                     }
                     Some(Ok(log)) => {
                         let (name, bytes) = match log {
@@ -380,7 +380,15 @@ impl DockerSandbox {
                             let _ = output.try_send(OutputChunk { stream: name, bytes: bytes.clone() });
                         }
                         if capture.push(name, &bytes) {
-                            break Some(Exit::OutputFlood);
+                            break End::Early(Exit::OutputFlood);
+                        }
+                        // A SIGKILL may be the OOM killer's: only the container's state tells,
+                        // so that case waits for the container to stop.
+                        if bytes.ends_with(b"\n") {
+                            match ending(&capture.stdout, &capture.stderr) {
+                                Some(ending) if ending.exit_code != 137 => break End::Reported(ending.exit_code),
+                                _ => {}
+                            }
                         }
                     }
                 },
@@ -391,22 +399,27 @@ impl DockerSandbox {
         // output waits to be read by an attached client that no longer reads.
         drop(stream);
 
-        let exit = match stopped_early {
-            Some(reason) => {
+        let exit = match end {
+            End::Early(reason) => {
                 self.kill(&id).await;
                 reason
             }
-            None => self.exit_status(&id).await?,
+            // The program ended and all its output is here; the container goes in the background.
+            End::Reported(code) => Exit::Exited {
+                code,
+                oom_killed: false,
+            },
+            End::Closed => self.exit_status(&id).await?,
         };
         let finished_at = Utc::now();
-        let peak_memory_bytes = take_peak_memory(&mut capture.stderr);
+        let reported = strip_markers(&mut capture.stdout, &mut capture.stderr);
         let truncated = capture.finish();
         Ok(RunReport {
             exit,
             truncated,
             stdout: capture.stdout,
             stderr: capture.stderr,
-            peak_memory_bytes,
+            peak_memory_bytes: reported.and_then(|ending| ending.peak_memory_bytes),
             warm: false,
             started_at,
             finished_at,
@@ -593,7 +606,17 @@ impl DockerSandbox {
     }
 }
 
-/// Output kept so far: each stream capped at `limit` bytes (stderr with room for the trailer).
+/// How the output loop of a run ended.
+enum End {
+    /// The bootstrap reported the program's exit code and all output arrived.
+    Reported(i64),
+    /// The output stream closed: the container stopped.
+    Closed,
+    /// The worker stops the run.
+    Early(Exit),
+}
+
+/// Output kept so far: each stream capped at `limit` bytes, plus room for its end marker.
 struct Capture {
     limit: usize,
     stdout: Vec<u8>,
@@ -613,11 +636,11 @@ impl Capture {
 
     /// Appends what fits; returns true once a stream went past its cap.
     fn push(&mut self, stream: StreamName, bytes: &[u8]) -> bool {
-        let (buffer, cap) = match stream {
-            StreamName::Stdout => (&mut self.stdout, self.limit),
-            StreamName::Stderr => (&mut self.stderr, self.limit + TRAILER_ROOM),
+        let buffer = match stream {
+            StreamName::Stdout => &mut self.stdout,
+            StreamName::Stderr => &mut self.stderr,
         };
-        let room = cap - buffer.len();
+        let room = self.limit + MARKER_ROOM - buffer.len();
         if bytes.len() > room {
             buffer.extend_from_slice(&bytes[..room]);
             self.flooded = true;
@@ -627,11 +650,14 @@ impl Capture {
         self.flooded
     }
 
-    /// Cuts stderr back to the cap once the trailer is gone; true if anything was dropped.
+    /// Cuts both streams back to the cap once the markers are gone; true if anything was
+    /// dropped.
     fn finish(&mut self) -> bool {
-        if self.stderr.len() > self.limit {
-            self.stderr.truncate(self.limit);
-            self.flooded = true;
+        for buffer in [&mut self.stdout, &mut self.stderr] {
+            if buffer.len() > self.limit {
+                buffer.truncate(self.limit);
+                self.flooded = true;
+            }
         }
         self.flooded
     }
@@ -646,18 +672,23 @@ mod tests {
         let mut capture = Capture::new(4);
         assert!(!capture.push(StreamName::Stdout, b"ab"));
         assert!(!capture.push(StreamName::Stderr, b"wxyz"));
-        assert!(capture.push(StreamName::Stdout, b"cdef"));
-        assert_eq!(capture.stdout, b"abcd");
-        assert_eq!(capture.stderr, b"wxyz");
+        assert!(capture.push(StreamName::Stdout, &[b'c'; 100]));
         assert!(capture.finish());
+        assert_eq!(capture.stdout, b"abcc");
+        assert_eq!(capture.stderr, b"wxyz");
     }
 
     #[test]
-    fn stderr_may_hold_the_trailer_beyond_the_cap_but_not_more() {
+    fn the_markers_fit_beyond_the_cap_but_nothing_more() {
         let mut capture = Capture::new(4);
-        assert!(!capture.push(StreamName::Stderr, b"abcd\x1evoidrunner-peak-memory=1\n"));
-        assert_eq!(take_peak_memory(&mut capture.stderr), Some(1));
+        assert!(!capture.push(StreamName::Stdout, b"abcd\x1evoidrunner-end\n"));
+        assert!(!capture.push(
+            StreamName::Stderr,
+            b"wxyz\x1evoidrunner-end exit=0 peak=1\n"
+        ));
+        assert!(strip_markers(&mut capture.stdout, &mut capture.stderr).is_some());
         assert!(!capture.finish());
-        assert_eq!(capture.stderr, b"abcd");
+        assert_eq!(capture.stdout, b"abcd");
+        assert_eq!(capture.stderr, b"wxyz");
     }
 }

@@ -10,7 +10,8 @@ pub use docker::{
 };
 pub use metrics::{MetricsSnapshot, SandboxMetrics};
 pub use program::{
-    bootstrap_command, take_peak_memory, Program, BOOTSTRAP_FAILED_EXIT, COMPILE_FAILED_EXIT,
+    bootstrap_command, ending, strip_markers, Ending, Program, BOOTSTRAP_FAILED_EXIT,
+    COMPILE_FAILED_EXIT,
 };
 
 use std::time::Duration;

@@ -6,8 +6,10 @@
 //! sandbox's private tmpfs and runs it. The bootstrap does not depend on the program, which is
 //! what lets a container be started, and wait in the warm pool, before its program is known.
 //!
-//! When the program ends, the bootstrap appends one trailer line to stderr with the peak memory
-//! of the sandbox's cgroup; the worker strips it before anyone sees stderr.
+//! When the program ends, the bootstrap ends each stream with a marker; the one on stderr holds
+//! the exit code and the peak memory of the sandbox's cgroup. Once both have arrived, the worker
+//! has every byte of output and the exit code without waiting for the container to stop. It
+//! strips the markers before anyone sees the output.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,9 +20,12 @@ use voidrunner_shared::Language;
 pub const BOOTSTRAP_FAILED_EXIT: i64 = 240;
 /// Exit code of the bootstrap when a compiled language's program did not compile.
 pub const COMPILE_FAILED_EXIT: i64 = 242;
-const PEAK_MEMORY_TRAILER: &[u8] = b"\x1evoidrunner-peak-memory=";
-/// Room kept on stderr for the trailer, beyond the output cap.
-pub const TRAILER_ROOM: usize = 64;
+const STDOUT_MARKER: &[u8] = b"\x1evoidrunner-end\n";
+const STDERR_MARKER: &[u8] = b"\x1evoidrunner-end exit=";
+/// Room kept on each stream for its marker, beyond the output cap.
+pub const MARKER_ROOM: usize = 64;
+/// The directory of the program's files inside the sandbox.
+const WORK_DIR: &str = "work";
 
 /// A program to run, in the language of the image it will run in.
 #[derive(Debug, Clone)]
@@ -49,7 +54,8 @@ impl Program {
             header.set_mode(0o644);
             header.set_mtime(mtime);
             header.set_entry_type(tar::EntryType::Regular);
-            archive.append_data(&mut header, &file.path, file.content.as_bytes())?;
+            let path = format!("{WORK_DIR}/{}", file.path);
+            archive.append_data(&mut header, path, file.content.as_bytes())?;
         }
         let archive = archive.into_inner()?;
         let mut payload = format!("{}\n", archive.len()).into_bytes();
@@ -70,34 +76,61 @@ pub fn bootstrap_command(language: Language) -> Vec<String> {
         ),
     };
     // `head -c` reads no further than it must, leaving the rest of stdin to the program. The
-    // program runs as a child (not exec'd) so that its peak memory can be read afterwards.
+    // program runs as a child (not exec'd) so that the markers can follow it; only builtins
+    // run after it, so that the end is reported without another process start.
     let script = format!(
         "IFS= read -r size || exit {BOOTSTRAP_FAILED_EXIT}\n\
-         mkdir -p /tmp/work && cd /tmp/work || exit {BOOTSTRAP_FAILED_EXIT}\n\
+         cd /tmp || exit {BOOTSTRAP_FAILED_EXIT}\n\
          head -c \"$size\" | tar -xf - || exit {BOOTSTRAP_FAILED_EXIT}\n\
+         cd /tmp/{WORK_DIR} || exit {BOOTSTRAP_FAILED_EXIT}\n\
          {run}\n\
          code=$?\n\
-         peak=$(cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.peak 2>/dev/null)\n\
-         printf '\\036voidrunner-peak-memory=%s\\n' \"$peak\" >&2\n\
+         peak=\n\
+         read -r peak 2>/dev/null < /sys/fs/cgroup/memory/memory.max_usage_in_bytes || read -r peak 2>/dev/null < /sys/fs/cgroup/memory.peak\n\
+         printf '\\036voidrunner-end\\n'\n\
+         printf '\\036voidrunner-end exit=%s peak=%s\\n' \"$code\" \"$peak\" >&2\n\
          exit $code\n"
     );
     vec!["/bin/sh".into(), "-c".into(), script]
 }
 
-/// Removes the bootstrap's trailer from the end of stderr and returns the peak memory it holds.
-pub fn take_peak_memory(stderr: &mut Vec<u8>) -> Option<u64> {
+/// What the bootstrap reports once the program has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    pub exit_code: i64,
+    pub peak_memory_bytes: Option<u64>,
+}
+
+/// The ending reported on stderr, with where its marker starts, if stderr ends with one.
+fn stderr_ending(stderr: &[u8]) -> Option<(usize, Ending)> {
     let start = stderr
-        .windows(PEAK_MEMORY_TRAILER.len())
-        .rposition(|window| window == PEAK_MEMORY_TRAILER)?;
-    let value = std::str::from_utf8(&stderr[start + PEAK_MEMORY_TRAILER.len()..])
-        .ok()?
-        .trim_end_matches('\n')
-        .to_owned();
-    if !value.bytes().all(|b| b.is_ascii_digit()) {
+        .windows(STDERR_MARKER.len())
+        .rposition(|window| window == STDERR_MARKER)?;
+    let line = std::str::from_utf8(&stderr[start + STDERR_MARKER.len()..]).ok()?;
+    let (exit, peak) = line.strip_suffix('\n')?.split_once(" peak=")?;
+    let ending = Ending {
+        exit_code: exit.parse().ok()?,
+        peak_memory_bytes: peak.parse().ok(),
+    };
+    Some((start, ending))
+}
+
+/// The ending, once both streams carry their markers: then all output has arrived.
+pub fn ending(stdout: &[u8], stderr: &[u8]) -> Option<Ending> {
+    if !stdout.ends_with(STDOUT_MARKER) {
         return None;
     }
+    stderr_ending(stderr).map(|(_, ending)| ending)
+}
+
+/// Removes whatever markers the streams end with and returns the ending stderr reported.
+pub fn strip_markers(stdout: &mut Vec<u8>, stderr: &mut Vec<u8>) -> Option<Ending> {
+    if stdout.ends_with(STDOUT_MARKER) {
+        stdout.truncate(stdout.len() - STDOUT_MARKER.len());
+    }
+    let (start, ending) = stderr_ending(stderr)?;
     stderr.truncate(start);
-    value.parse().ok()
+    Some(ending)
 }
 
 #[cfg(test)]
@@ -139,18 +172,34 @@ mod tests {
                     .to_string()
             })
             .collect();
-        assert_eq!(paths, ["main.py", "lib/helper.py"]);
+        assert_eq!(paths, ["work/main.py", "work/lib/helper.py"]);
     }
 
     #[test]
-    fn the_trailer_is_stripped_from_stderr_and_read() {
-        let mut stderr = b"warning\n\x1evoidrunner-peak-memory=1048576\n".to_vec();
-        assert_eq!(take_peak_memory(&mut stderr), Some(1_048_576));
+    fn the_markers_are_recognised_only_when_both_streams_ended() {
+        let mut stdout = b"out\n\x1evoidrunner-end\n".to_vec();
+        let mut stderr = b"warning\n\x1evoidrunner-end exit=3 peak=1048576\n".to_vec();
+        let expected = Ending {
+            exit_code: 3,
+            peak_memory_bytes: Some(1_048_576),
+        };
+        assert_eq!(ending(&stdout, &stderr), Some(expected));
+        assert_eq!(ending(b"out\n", &stderr), None);
+        assert_eq!(
+            ending(&stdout, b"warning\n\x1evoidrunner-end exit=3 pe"),
+            None
+        );
+        assert_eq!(strip_markers(&mut stdout, &mut stderr), Some(expected));
+        assert_eq!(stdout, b"out\n");
         assert_eq!(stderr, b"warning\n");
-        let mut unmeasured = b"\x1evoidrunner-peak-memory=\n".to_vec();
-        assert_eq!(take_peak_memory(&mut unmeasured), None);
-        let mut plain = b"no trailer".to_vec();
-        assert_eq!(take_peak_memory(&mut plain), None);
-        assert_eq!(plain, b"no trailer");
+    }
+
+    #[test]
+    fn an_unmeasured_peak_still_ends_the_run() {
+        let mut stdout = b"\x1evoidrunner-end\n".to_vec();
+        let mut stderr = b"\x1evoidrunner-end exit=0 peak=\n".to_vec();
+        let found = strip_markers(&mut stdout, &mut stderr).expect("ending");
+        assert_eq!(found.peak_memory_bytes, None);
+        assert!(stdout.is_empty() && stderr.is_empty());
     }
 }

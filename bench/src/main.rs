@@ -1,0 +1,305 @@
+//! `cargo run --release -p voidrunner-bench [-- --samples N]`
+//!
+//! Measures, in one run on one machine: the latency of a trivial Python execution through a
+//! worker with its warm pool ready, through a worker without a pool, and of a plain hardened
+//! `docker run --rm` of the same program; then executions per second through a worker at
+//! several parallelisms. Latency through the worker runs from publishing the dispatch to
+//! receiving the result on the execution's reply subject. Prints a Markdown table.
+//!
+//! Needs what the tests need: Docker with the language images, and nats-server.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use async_nats::jetstream;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use voidrunner_shared::config::{NatsConfig, SandboxPolicy};
+use voidrunner_shared::events::{
+    Dispatch, DispatchV1, ExecutionResult, FinalStatus, RequestedLimits,
+};
+use voidrunner_shared::{headers, Lane, Language, Namespace};
+use voidrunner_worker::config::WorkerConfig;
+
+const PROGRAM: &str = "print('hello')";
+const IMAGE: &str = "voidrunner/python:3.11";
+const PARALLELISMS: [usize; 4] = [1, 2, 4, 8];
+const THROUGHPUT_EXECUTIONS: usize = 48;
+
+/// A worker running in this process against the benchmark's nats-server.
+struct BenchWorker {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    namespace: Namespace,
+    worker_id: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BenchWorker {
+    async fn start(nats_url: &str, slots: usize, pool: usize) -> anyhow::Result<BenchWorker> {
+        let prefix = voidrunner_testkit::unique_prefix();
+        let vars: Vec<(String, String)> = [
+            ("VOIDRUNNER_NATS_URL", nats_url.to_owned()),
+            ("VOIDRUNNER_NATS_PREFIX", prefix.clone()),
+            ("VOIDRUNNER_WORKER_SLOTS", slots.to_string()),
+            ("VOIDRUNNER_POOL_PYTHON", pool.to_string()),
+            ("VOIDRUNNER_POOL_JAVASCRIPT", "0".into()),
+            ("VOIDRUNNER_POOL_BASH", "0".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let nats = NatsConfig::from_env(vars.clone())?;
+        let worker = voidrunner_worker::Worker::build(
+            WorkerConfig::from_env(vars.clone())?,
+            SandboxPolicy::from_env(vars)?,
+            &nats,
+        )
+        .await?;
+        let worker_id = worker.worker_id().to_owned();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                if let Err(error) = worker.run(shutdown).await {
+                    eprintln!("worker failed: {error}");
+                }
+            }
+        });
+        let client = async_nats::connect(nats_url).await?;
+        Ok(BenchWorker {
+            jetstream: jetstream::new(client.clone()),
+            client,
+            namespace: Namespace::new(&prefix)?,
+            worker_id,
+            shutdown,
+            task,
+        })
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Warm Python sandboxes ready now, from the worker's status endpoint.
+    async fn warm_ready(&self) -> anyhow::Result<u64> {
+        let subject = format!(
+            "{}.workers.{}.status",
+            self.namespace.prefix(),
+            self.worker_id
+        );
+        let reply = self.client.request(subject, "".into()).await?;
+        let status: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+        Ok(status["warm_pool"]["python"].as_u64().unwrap_or(0))
+    }
+
+    async fn wait_for_pool(&self, size: u64) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.warm_ready().await? < size {
+            if Instant::now() > deadline {
+                bail!("the warm pool did not fill within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Publishes `count` dispatches and waits for all their results; returns each latency.
+    async fn run(&self, count: usize) -> anyhow::Result<Vec<Duration>> {
+        let ids: Vec<uuid::Uuid> = (0..count).map(|_| uuid::Uuid::now_v7()).collect();
+        let mut results = self
+            .client
+            .subscribe(format!("{}.results.*", self.namespace.prefix()))
+            .await?;
+        self.client.flush().await?;
+        let mut sent = std::collections::HashMap::new();
+        for id in &ids {
+            let dispatch = Dispatch::V1(DispatchV1 {
+                execution_id: *id,
+                task_id: *id,
+                language: Language::Python,
+                lane: Lane::Normal,
+                code: PROGRAM.into(),
+                files: Vec::new(),
+                stdin: String::new(),
+                timeout_seconds: 30,
+                limits: RequestedLimits::default(),
+                network: false,
+                submitted_at: chrono::Utc::now(),
+            });
+            let subject = self.namespace.task_subject(Lane::Normal, Language::Python);
+            let headers = headers::for_execution(&id.to_string(), *id, *id, 0);
+            sent.insert(*id, Instant::now());
+            self.jetstream
+                .publish_with_headers(subject, headers, serde_json::to_vec(&dispatch)?.into())
+                .await?
+                .await?;
+        }
+        let mut latencies = Vec::with_capacity(count);
+        while latencies.len() < count {
+            let message = tokio::time::timeout(Duration::from_secs(120), results.next())
+                .await
+                .context("no result within 120 s")?
+                .context("result subscription ended")?;
+            let ExecutionResult::V1(result) = serde_json::from_slice(&message.payload)?;
+            if let Some(started) = sent.remove(&result.execution_id) {
+                if result.status != FinalStatus::Completed || result.stdout.text != "hello\n" {
+                    bail!("unexpected result: {result:?}");
+                }
+                latencies.push(started.elapsed());
+            }
+        }
+        Ok(latencies)
+    }
+}
+
+/// The same program through a plain hardened `docker run --rm`.
+async fn docker_run_once() -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let output = tokio::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--read-only",
+            "--tmpfs",
+            "/tmp:rw,exec,nosuid,nodev,size=64m",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--memory",
+            "256m",
+            "--memory-swap",
+            "256m",
+            "--pids-limit",
+            "128",
+            "--cpus",
+            "1",
+            "--user",
+            "65534:65534",
+            "--init",
+            IMAGE,
+            "python3",
+            "-c",
+            PROGRAM,
+        ])
+        .output()
+        .await?;
+    let elapsed = started.elapsed();
+    if !output.status.success() || output.stdout != b"hello\n" {
+        bail!(
+            "docker run failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(elapsed)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.1}", duration.as_secs_f64() * 1000.0)
+}
+
+struct Latency {
+    name: &'static str,
+    samples: Vec<Duration>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let samples: usize = std::env::args()
+        .skip_while(|arg| arg != "--samples")
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(60);
+    let nats = voidrunner_testkit::start_nats().await;
+
+    eprintln!("warm pool: {samples} sequential executions, each with the pool ready");
+    let warm = BenchWorker::start(nats.url(), 1, 1).await?;
+    let mut warm_samples = Vec::new();
+    for _ in 0..samples {
+        warm.wait_for_pool(1).await?;
+        warm_samples.extend(warm.run(1).await?);
+    }
+    warm.stop().await;
+
+    eprintln!("no pool: {samples} sequential executions, each in a container created for it");
+    let cold = BenchWorker::start(nats.url(), 1, 0).await?;
+    let mut cold_samples = Vec::new();
+    for _ in 0..samples {
+        cold_samples.extend(cold.run(1).await?);
+    }
+    cold.stop().await;
+
+    eprintln!("docker run --rm: {samples} sequential runs");
+    let mut docker_samples = Vec::new();
+    for _ in 0..samples {
+        docker_samples.push(docker_run_once().await?);
+    }
+
+    let mut latencies = [
+        Latency {
+            name: "worker, warm pool",
+            samples: warm_samples,
+        },
+        Latency {
+            name: "worker, no pool",
+            samples: cold_samples,
+        },
+        Latency {
+            name: "plain `docker run --rm`",
+            samples: docker_samples,
+        },
+    ];
+    for latency in &mut latencies {
+        latency.samples.sort();
+    }
+    let docker_p50 = percentile(&latencies[2].samples, 50.0);
+
+    let mut throughput = Vec::new();
+    for parallelism in PARALLELISMS {
+        eprintln!("throughput: {THROUGHPUT_EXECUTIONS} executions at parallelism {parallelism}");
+        let worker = BenchWorker::start(nats.url(), parallelism, parallelism).await?;
+        worker.wait_for_pool(parallelism as u64).await?;
+        let started = Instant::now();
+        worker.run(THROUGHPUT_EXECUTIONS).await?;
+        let elapsed = started.elapsed();
+        worker.stop().await;
+        throughput.push((
+            parallelism,
+            THROUGHPUT_EXECUTIONS as f64 / elapsed.as_secs_f64(),
+        ));
+    }
+
+    println!("Trivial Python execution (`{PROGRAM}`), {samples} samples each, sequential:\n");
+    println!("| path | p50 ms | p99 ms | mean ms | p50 vs docker run |");
+    println!("|---|---:|---:|---:|---:|");
+    for latency in &latencies {
+        let sum: Duration = latency.samples.iter().sum();
+        let p50 = percentile(&latency.samples, 50.0);
+        println!(
+            "| {} | {} | {} | {} | {:.2}x |",
+            latency.name,
+            ms(p50),
+            ms(percentile(&latency.samples, 99.0)),
+            ms(sum / latency.samples.len() as u32),
+            p50.as_secs_f64() / docker_p50.as_secs_f64(),
+        );
+    }
+    println!("\nThroughput through one worker ({THROUGHPUT_EXECUTIONS} executions published at once, slots = pool size = parallelism):\n");
+    println!("| parallelism | executions/s |");
+    println!("|---:|---:|");
+    for (parallelism, rate) in throughput {
+        println!("| {parallelism} | {rate:.1} |");
+    }
+    Ok(())
+}
