@@ -16,7 +16,7 @@ base="http://$VOIDRUNNER_API_ADDR"
 
 vr_ensure_docker
 vr_ensure_nats_server
-vr_ensure_images python node bash
+vr_ensure_images python node bash go
 
 vr__log "building voidrunner (release)"
 cargo build --release --quiet --bin voidrunner

@@ -234,3 +234,45 @@ async fn the_api_refuses_an_unmigrated_database_and_says_how_to_fix_it() {
     shutdown.cancel();
     serving.await.expect("join").expect("api stopped cleanly");
 }
+
+#[tokio::test]
+async fn a_restarted_worker_removes_the_sandboxes_its_previous_run_left_behind() {
+    let worker_id = format!("restarted-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let docker = bollard::Docker::connect_with_defaults()
+        .expect("docker client")
+        .negotiate_version()
+        .await
+        .expect("docker reachable");
+    // What a crash leaves behind: a sandbox labelled with the worker's id that nobody runs.
+    let leftover = docker
+        .create_container(
+            None::<bollard::container::CreateContainerOptions<String>>,
+            bollard::container::Config {
+                image: Some("voidrunner/bash:5.2".to_owned()),
+                cmd: Some(vec!["true".to_owned()]),
+                labels: Some(std::collections::HashMap::from([(
+                    voidrunner_worker::sandbox::WORKER_LABEL.to_owned(),
+                    worker_id.clone(),
+                )])),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create leftover container");
+    assert_eq!(voidrunner_testkit::containers_of_worker(&worker_id).await, 1);
+
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("VOIDRUNNER_WORKER_ID", &worker_id),
+            ("VOIDRUNNER_POOL_PYTHON", "0"),
+            ("VOIDRUNNER_POOL_JAVASCRIPT", "0"),
+            ("VOIDRUNNER_POOL_BASH", "0"),
+        ],
+    )
+    .await;
+    let inspected = docker.inspect_container(&leftover.id, None).await;
+    assert!(inspected.is_err(), "the leftover sandbox survived the worker's start-up");
+    assert_eq!(voidrunner_testkit::containers_of_worker(&worker_id).await, 0);
+    app.stop().await;
+}

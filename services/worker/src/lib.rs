@@ -153,13 +153,13 @@ impl Worker {
         };
         // Seen in the fleet before it creates any sandbox, so no other worker takes them for orphans.
         fleet::beat(&worker.runner, slots, slots).await;
-        worker.remove_orphans().await;
+        worker.remove_orphans(true).await;
         Ok(worker)
     }
 
-    async fn remove_orphans(&self) {
+    async fn remove_orphans(&self, start_up: bool) {
         let live_workers = fleet::live_workers(&self.runner).await;
-        match self.runner.sandbox.remove_orphans(&live_workers).await {
+        match self.runner.sandbox.remove_orphans(&live_workers, start_up).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "removed sandboxes no live execution owns"),
             Err(error) => tracing::warn!(error = %error, "looking for orphaned sandboxes failed"),
@@ -211,7 +211,7 @@ impl Worker {
                     _ = wakeups.next() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
                     Some(_) = running.join_next(), if !running.is_empty() => {}
-                    _ = housekeeping.tick() => self.remove_orphans().await,
+                    _ = housekeeping.tick() => self.remove_orphans(false).await,
                 }
                 continue;
             }

@@ -561,10 +561,12 @@ impl DockerSandbox {
 
     /// Removes sandbox containers that no live execution owns: this worker's that it does not
     /// know (left by an earlier run under the same id), and those of workers not in
-    /// `live_workers` (dead ones). Young containers are spared: their owner may be creating them.
+    /// `live_workers` (dead ones). Young containers are spared, since their owner may be
+    /// creating them, except this worker's own at `start_up`, when it is creating none.
     pub async fn remove_orphans(
         &self,
         live_workers: &HashSet<String>,
+        start_up: bool,
     ) -> Result<usize, SandboxError> {
         let containers = self
             .inner
@@ -589,12 +591,12 @@ impl DockerSandbox {
                 continue;
             };
             let young = now - container.created.unwrap_or(now) < ORPHAN_MIN_AGE_SECONDS;
-            let owned = if &owner == own {
-                self.live().contains(&id)
+            let orphaned = if &owner == own {
+                !self.live().contains(&id) && (start_up || !young)
             } else {
-                live_workers.contains(&owner)
+                !live_workers.contains(&owner) && !young
             };
-            if !owned && !young {
+            if orphaned {
                 orphans.push(id);
             }
         }
