@@ -43,9 +43,14 @@ const ATTACKS: &[Attack] = &[
         stdin: None,
         timeout_seconds: 10,
         check: |r| {
-            // Bash gives up once fork keeps failing under the pids limit, and the bomb fizzles.
-            status_is(r, "completed");
-            assert!(r["stderr"].as_str().is_some_and(|s| s.contains("fork: retry: Resource temporarily unavailable")), "{r}");
+            // Bash gives up once fork keeps failing under the pids limit and the bomb fizzles
+            // out well inside its timeout; whether the last shell standing exits 0 or not
+            // depends on which fork failed last.
+            assert!(
+                r["status"] == "completed" || r["status"] == "failed",
+                "the bomb did not fizzle out: {r}"
+            );
+            assert!(r["duration_ms"].as_i64().is_some_and(|ms| ms < 9_000), "{r}");
         },
     },
     Attack {

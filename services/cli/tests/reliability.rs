@@ -237,7 +237,10 @@ async fn the_api_refuses_an_unmigrated_database_and_says_how_to_fix_it() {
 
 #[tokio::test]
 async fn a_restarted_worker_removes_the_sandboxes_its_previous_run_left_behind() {
-    let worker_id = format!("restarted-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let worker_id = format!(
+        "restarted-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let docker = bollard::Docker::connect_with_defaults()
         .expect("docker client")
         .negotiate_version()
@@ -259,7 +262,10 @@ async fn a_restarted_worker_removes_the_sandboxes_its_previous_run_left_behind()
         )
         .await
         .expect("create leftover container");
-    assert_eq!(voidrunner_testkit::containers_of_worker(&worker_id).await, 1);
+    assert_eq!(
+        voidrunner_testkit::containers_of_worker(&worker_id).await,
+        1
+    );
 
     let app = spawn_app_with(
         Backend::Sqlite,
@@ -272,7 +278,13 @@ async fn a_restarted_worker_removes_the_sandboxes_its_previous_run_left_behind()
     )
     .await;
     let inspected = docker.inspect_container(&leftover.id, None).await;
-    assert!(inspected.is_err(), "the leftover sandbox survived the worker's start-up");
-    assert_eq!(voidrunner_testkit::containers_of_worker(&worker_id).await, 0);
+    assert!(
+        inspected.is_err(),
+        "the leftover sandbox survived the worker's start-up"
+    );
+    assert_eq!(
+        voidrunner_testkit::containers_of_worker(&worker_id).await,
+        0
+    );
     app.stop().await;
 }

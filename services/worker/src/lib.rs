@@ -159,7 +159,12 @@ impl Worker {
 
     async fn remove_orphans(&self, start_up: bool) {
         let live_workers = fleet::live_workers(&self.runner).await;
-        match self.runner.sandbox.remove_orphans(&live_workers, start_up).await {
+        match self
+            .runner
+            .sandbox
+            .remove_orphans(&live_workers, start_up)
+            .await
+        {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "removed sandboxes no live execution owns"),
             Err(error) => tracing::warn!(error = %error, "looking for orphaned sandboxes failed"),
