@@ -85,11 +85,7 @@ impl BenchWorker {
 
     /// Warm Python sandboxes ready now, from the worker's status endpoint.
     async fn warm_ready(&self) -> anyhow::Result<u64> {
-        let subject = format!(
-            "{}.workers.{}.status",
-            self.namespace.prefix(),
-            self.worker_id
-        );
+        let subject = self.namespace.worker_status_subject(&self.worker_id);
         let reply = self.client.request(subject, "".into()).await?;
         let status: serde_json::Value = serde_json::from_slice(&reply.payload)?;
         Ok(status["warm_pool"]["python"].as_u64().unwrap_or(0))

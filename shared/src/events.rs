@@ -122,6 +122,17 @@ pub enum Encoding {
 }
 
 impl Captured {
+    /// The same bytes, base64-encoded (whose JSON size is bounded, unlike escaped text).
+    pub fn into_base64(self) -> Self {
+        match self.encoding {
+            Encoding::Base64 => self,
+            Encoding::Utf8 => Captured {
+                text: base64_encode(self.text.as_bytes()),
+                encoding: Encoding::Base64,
+            },
+        }
+    }
+
     pub fn from_bytes(bytes: &[u8]) -> Self {
         match std::str::from_utf8(bytes) {
             Ok(text) => Captured {
@@ -204,6 +215,28 @@ pub struct ResultV1 {
     pub attempt: u32,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
+}
+
+impl ResultV1 {
+    /// The result of an execution the fleet did not run, or gave up on, for `reason`.
+    pub fn fleet_error(execution_id: Uuid, worker_id: &str, attempt: u32, reason: String) -> Self {
+        ResultV1 {
+            execution_id,
+            status: FinalStatus::Error,
+            exit_code: None,
+            stdout: Captured::default(),
+            stderr: Captured::default(),
+            output_truncated: false,
+            oom_killed: false,
+            compile_error: false,
+            peak_memory_bytes: None,
+            error: Some(reason),
+            worker_id: worker_id.to_owned(),
+            attempt,
+            started_at: None,
+            finished_at: Utc::now(),
+        }
+    }
 }
 
 /// An execution the fleet gave up on, published on `<p>.dlq.<lane>.<language>`.

@@ -154,6 +154,24 @@ impl Namespace {
         format!("{}_cancellations", self.stream_prefix)
     }
 
+    /// `<p>.workers.<worker_id>.status`: a worker's status endpoint (service API request).
+    pub fn worker_status_subject(&self, worker_id: &str) -> String {
+        format!("{}.workers.{worker_id}.status", self.prefix)
+    }
+
+    /// JetStream's advisory that a lane consumer ran out of deliveries for a dispatch.
+    pub fn max_deliveries_advisory(&self) -> String {
+        format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.*",
+            self.tasks_stream()
+        )
+    }
+
+    /// Queue group of the api replicas, so that one of them handles each advisory.
+    pub fn api_queue_group(&self) -> String {
+        format!("{}-api", self.prefix)
+    }
+
     /// The name workers register under with the NATS service API (`nats micro ls`).
     pub fn worker_service_name(&self) -> String {
         format!("{}-worker", self.prefix)

@@ -165,14 +165,27 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts the services with extra `VOIDRUNNER_*` settings.
 pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    spawn(backend, overrides, true).await
+}
+
+/// Starts the api alone: the test plays the fleet.
+pub async fn spawn_api_only(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    spawn(backend, overrides, false).await
+}
+
+async fn spawn(backend: Backend, overrides: &[(&str, &str)], with_worker: bool) -> TestApp {
     // Service logs, when a failing test needs them: VOIDRUNNER_TEST_LOG=1 cargo test ...
     if std::env::var_os("VOIDRUNNER_TEST_LOG").is_some() {
         voidrunner_shared::telemetry::init(false);
     }
     let nats = start_nats().await;
     let db = fresh_database(backend).await;
-    let prefix = unique_prefix();
-    let vars = test_env(nats.url(), &db.url, &prefix, overrides);
+    let vars = test_env(nats.url(), &db.url, &unique_prefix(), overrides);
+    let prefix = vars
+        .iter()
+        .find(|(key, _)| key == "VOIDRUNNER_NATS_PREFIX")
+        .map(|(_, prefix)| prefix.clone())
+        .unwrap_or_default();
 
     let nats_config = NatsConfig::from_env(vars.clone()).expect("nats config");
     let api_config = ApiConfig::from_env(vars.clone()).expect("api config");
@@ -187,30 +200,39 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
     )
     .await
     .expect("api starts");
-    let worker = voidrunner_worker::Worker::build(worker_config, policy, &nats_config)
-        .await
-        .unwrap_or_else(|e| panic!("worker starts (tests need a Docker engine and the language images; scripts/test.sh provides both): {e}"));
-    let worker_id = worker.worker_id().to_owned();
+    let worker = if with_worker {
+        Some(
+            voidrunner_worker::Worker::build(worker_config, policy, &nats_config)
+                .await
+                .unwrap_or_else(|e| panic!("worker starts (tests need a Docker engine and the language images; scripts/test.sh provides both): {e}")),
+        )
+    } else {
+        None
+    };
+    let worker_id = worker
+        .as_ref()
+        .map(|worker| worker.worker_id().to_owned())
+        .unwrap_or_default();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind api");
     let base_url = format!("http://{}", listener.local_addr().expect("local addr"));
     let shutdown = CancellationToken::new();
-    let services = vec![
-        tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                api.run(listener, shutdown).await.expect("api runs");
-            }
-        }),
-        tokio::spawn({
+    let mut services = vec![tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            api.run(listener, shutdown).await.expect("api runs");
+        }
+    })];
+    if let Some(worker) = worker {
+        services.push(tokio::spawn({
             let shutdown = shutdown.clone();
             async move {
                 worker.run(shutdown).await.expect("worker runs");
             }
-        }),
-    ];
+        }));
+    }
     TestApp {
         base_url,
         db,

@@ -21,6 +21,7 @@ pub struct TokenKeys {
     encoding: Arc<EncodingKey>,
     decoding: Arc<DecodingKey>,
     ttl_seconds: u64,
+    decoy_hash: Arc<str>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,11 +33,23 @@ struct Claims {
 
 impl TokenKeys {
     pub fn new(secret: &[u8], ttl_seconds: u64) -> Self {
+        // A hash of a random password, checked when a login names no known user.
+        let salt = SaltString::generate(&mut OsRng);
+        let decoy_hash = Argon2::default()
+            .hash_password(uuid::Uuid::new_v4().as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .unwrap_or_default();
         TokenKeys {
             encoding: Arc::new(EncodingKey::from_secret(secret)),
             decoding: Arc::new(DecodingKey::from_secret(secret)),
             ttl_seconds,
+            decoy_hash: decoy_hash.into(),
         }
+    }
+
+    /// A password hash no password matches, for logins of unknown users.
+    pub fn decoy_hash(&self) -> &str {
+        &self.decoy_hash
     }
 
     pub fn ttl_seconds(&self) -> u64 {

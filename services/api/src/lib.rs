@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod dead_letters;
 pub mod entity;
 pub mod error;
 pub mod outbox;
@@ -106,6 +107,7 @@ impl Api {
             recorder::Feed::Started,
             shutdown.clone(),
         ));
+        jobs.spawn(dead_letters::run(state.clone(), shutdown.clone()));
         jobs.spawn(outbox::run_sweeper(
             state.clone(),
             sweep_every,

@@ -9,7 +9,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio_util::sync::CancellationToken;
 use voidrunner_shared::events::{Dispatch, DispatchV1, RequestedLimits, SourceFile};
-use voidrunner_shared::{headers, Lane};
+use voidrunner_shared::headers;
 
 use crate::entity::{execution, task};
 use crate::state::AppState;
@@ -34,7 +34,7 @@ pub fn dispatch_event(execution: &execution::Model, task: &task::Model) -> Dispa
         execution_id: execution.id,
         task_id: task.id,
         language: task.script_type.into(),
-        lane: Lane::for_priority(u8::try_from(task.priority).unwrap_or(0)),
+        lane: task.lane(),
         code: task.script_content.clone(),
         files: task
             .files
@@ -57,6 +57,12 @@ pub fn dispatch_event(execution: &execution::Model, task: &task::Model) -> Dispa
     }
 }
 
+/// The encoded dispatch of an execution of `task`.
+pub fn encode(execution: &execution::Model, task: &task::Model) -> Result<Vec<u8>, OutboxError> {
+    serde_json::to_vec(&Dispatch::V1(dispatch_event(execution, task)))
+        .map_err(|e| OutboxError::Publish(e.to_string()))
+}
+
 /// Publishes the execution to TASKS and marks it dispatched.
 #[tracing::instrument(skip_all, fields(execution_id = %execution.id))]
 pub async fn dispatch(
@@ -64,10 +70,10 @@ pub async fn dispatch(
     execution: &execution::Model,
     task: &task::Model,
 ) -> Result<(), OutboxError> {
-    let event = dispatch_event(execution, task);
-    let subject = state.namespace.task_subject(event.lane, event.language);
-    let payload = serde_json::to_vec(&Dispatch::V1(event))
-        .map_err(|e| OutboxError::Publish(e.to_string()))?;
+    let subject = state
+        .namespace
+        .task_subject(task.lane(), task.script_type.into());
+    let payload = encode(execution, task)?;
     let id = execution.id.to_string();
     let headers = headers::for_execution(&id, execution.id, task.id, 0);
     let ack = tokio::time::timeout(PUBLISH_TIMEOUT, async {
@@ -134,8 +140,13 @@ pub async fn sweep_once(state: &AppState) -> Result<usize, OutboxError> {
     let mut dispatched = 0;
     for (execution, task) in pending {
         let Some(task) = task else { continue };
-        dispatch(state, &execution, &task).await?;
-        dispatched += 1;
+        // One execution that cannot be published must not hold back the others.
+        match dispatch(state, &execution, &task).await {
+            Ok(()) => dispatched += 1,
+            Err(error) => {
+                tracing::warn!(execution_id = %execution.id, error = %error, "republishing failed")
+            }
+        }
     }
     Ok(dispatched)
 }

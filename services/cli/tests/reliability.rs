@@ -241,6 +241,7 @@ async fn a_restarted_worker_removes_the_sandboxes_its_previous_run_left_behind()
         "restarted-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
+    let prefix = unique_prefix();
     let docker = bollard::Docker::connect_with_defaults()
         .expect("docker client")
         .negotiate_version()
@@ -253,10 +254,16 @@ async fn a_restarted_worker_removes_the_sandboxes_its_previous_run_left_behind()
             bollard::container::Config {
                 image: Some("voidrunner/bash:5.2".to_owned()),
                 cmd: Some(vec!["true".to_owned()]),
-                labels: Some(std::collections::HashMap::from([(
-                    voidrunner_worker::sandbox::WORKER_LABEL.to_owned(),
-                    worker_id.clone(),
-                )])),
+                labels: Some(std::collections::HashMap::from([
+                    (
+                        voidrunner_worker::sandbox::WORKER_LABEL.to_owned(),
+                        worker_id.clone(),
+                    ),
+                    (
+                        voidrunner_worker::sandbox::INSTALLATION_LABEL.to_owned(),
+                        prefix.clone(),
+                    ),
+                ])),
                 ..Default::default()
             },
         )
@@ -271,6 +278,7 @@ async fn a_restarted_worker_removes_the_sandboxes_its_previous_run_left_behind()
         Backend::Sqlite,
         &[
             ("VOIDRUNNER_WORKER_ID", &worker_id),
+            ("VOIDRUNNER_NATS_PREFIX", &prefix),
             ("VOIDRUNNER_POOL_PYTHON", "0"),
             ("VOIDRUNNER_POOL_JAVASCRIPT", "0"),
             ("VOIDRUNNER_POOL_BASH", "0"),
@@ -286,5 +294,157 @@ async fn a_restarted_worker_removes_the_sandboxes_its_previous_run_left_behind()
         voidrunner_testkit::containers_of_worker(&worker_id).await,
         0
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_execution_whose_worker_dies_on_its_last_delivery_ends_in_error() {
+    let app = voidrunner_testkit::spawn_api_only(
+        Backend::Sqlite,
+        &[
+            ("VOIDRUNNER_NATS_MAX_DELIVER", "1"),
+            ("VOIDRUNNER_NATS_ACK_WAIT_SECONDS", "5"),
+        ],
+    )
+    .await;
+    let token = app.login_new_user().await;
+    let (status, task) = app
+        .create_task(
+            &token,
+            &json!({ "name": "t", "script_type": "bash", "script_content": "echo hi" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{task}");
+    let execution = voidrunner_testkit::start_execution(
+        &app.http,
+        &app.base_url,
+        &token,
+        task["id"].as_str().expect("id"),
+    )
+    .await;
+    let id = execution["id"].as_str().expect("id");
+
+    // A worker takes the dispatch and dies without a word.
+    let js = jetstream::new(async_nats::connect(app.nats.url()).await.expect("connect"));
+    let namespace = Namespace::new(&app.prefix).expect("prefix");
+    let tasks = js
+        .get_stream(namespace.tasks_stream())
+        .await
+        .expect("tasks stream");
+    let lane: jetstream::consumer::PullConsumer = tasks
+        .get_consumer(&namespace.lane_consumer(voidrunner_shared::Lane::Normal))
+        .await
+        .expect("lane consumer");
+    let mut batch = lane
+        .fetch()
+        .max_messages(1)
+        .messages()
+        .await
+        .expect("fetch");
+    let taken = futures::StreamExt::next(&mut batch)
+        .await
+        .expect("a dispatch")
+        .expect("message");
+    assert!(String::from_utf8_lossy(&taken.payload).contains(id));
+    drop(taken);
+
+    let result = wait_final(&app.http, &app.base_url, &token, id).await;
+    assert_eq!(result["status"], "error", "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("stopped responding")),
+        "{result}"
+    );
+    let mut dlq = js
+        .get_stream(namespace.dead_letter_stream())
+        .await
+        .expect("dlq");
+    assert_eq!(dlq.info().await.expect("info").state.messages, 1);
+    let mut tasks = js
+        .get_stream(namespace.tasks_stream())
+        .await
+        .expect("tasks stream");
+    assert_eq!(
+        tasks.info().await.expect("info").state.messages,
+        0,
+        "the dead dispatch stayed queued"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_refuses_network_its_deployment_does_not_allow_and_keeps_serving() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let token = app.login_new_user().await;
+    let (status, task) = app
+        .create_task(
+            &token,
+            &json!({ "name": "t", "script_type": "bash", "script_content": "echo hi" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{task}");
+    let task_id: uuid::Uuid = task["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("task id");
+
+    // A dispatch that asks for network, as an api with another policy would send it.
+    let js = jetstream::new(async_nats::connect(app.nats.url()).await.expect("connect"));
+    let namespace = Namespace::new(&app.prefix).expect("prefix");
+    let execution_id = uuid::Uuid::now_v7();
+    let dispatch = voidrunner_shared::events::Dispatch::V1(voidrunner_shared::events::DispatchV1 {
+        execution_id,
+        task_id,
+        language: voidrunner_shared::Language::Bash,
+        lane: voidrunner_shared::Lane::Normal,
+        code: "echo hi".into(),
+        files: Vec::new(),
+        stdin: String::new(),
+        timeout_seconds: 10,
+        limits: Default::default(),
+        network: true,
+        submitted_at: Utc::now(),
+    });
+    let mut results = async_nats::connect(app.nats.url())
+        .await
+        .expect("connect")
+        .subscribe(namespace.result_subject(execution_id))
+        .await
+        .expect("subscribe");
+    js.publish(
+        namespace.task_subject(
+            voidrunner_shared::Lane::Normal,
+            voidrunner_shared::Language::Bash,
+        ),
+        serde_json::to_vec(&dispatch).expect("json").into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("ack");
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures::StreamExt::next(&mut results),
+    )
+    .await
+    .expect("a result in time")
+    .expect("a result");
+    let result: serde_json::Value = serde_json::from_slice(&result.payload).expect("json");
+    assert_eq!(result["status"], "error", "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("network")),
+        "{result}"
+    );
+
+    let after = app
+        .run_to_end(
+            &token,
+            json!({ "name": "after", "script_type": "bash", "script_content": "echo still here" }),
+        )
+        .await;
+    assert_eq!(after["stdout"], "still here\n", "{after}");
     app.stop().await;
 }

@@ -165,13 +165,30 @@ async fn unknown_ids_and_other_users_resources_are_not_found() {
     let (status, task) = app.create_task(&owner, &valid_task()).await;
     assert_eq!(status, 201, "{task}");
     let task_id = task["id"].as_str().expect("task id");
-    let before = row_counts(&app).await;
 
     let start = |token: &str, id: &str| {
         app.http
             .post(app.url(&format!("/tasks/{id}/executions")))
             .bearer_auth(token.to_owned())
     };
+    // What the owner made, the stranger cannot see.
+    let execution =
+        voidrunner_testkit::start_execution(&app.http, &app.base_url, &owner, task_id).await;
+    let execution_id = execution["id"].as_str().expect("execution id");
+    for path in [
+        format!("/tasks/{task_id}"),
+        format!("/tasks/{task_id}/executions"),
+        format!("/executions/{execution_id}"),
+    ] {
+        let (status, body) = send(app.http.get(app.url(&path)).bearer_auth(&stranger)).await;
+        assert_error(status, &body, 404, "not_found", "no ");
+        let (status, _) = send(app.http.get(app.url(&path)).bearer_auth(&owner)).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    let (status, body) = send(app.http.get(app.url("/tasks")).bearer_auth(&stranger)).await;
+    assert_eq!((status, body), (200, json!([])));
+    let before = row_counts(&app).await;
+
     let (status, body) = send(start(&owner, &uuid::Uuid::new_v4().to_string())).await;
     assert_error(status, &body, 404, "not_found", "task");
     let (status, body) = send(start(&stranger, task_id)).await;

@@ -66,19 +66,20 @@ pub async fn beat(runner: &Runner, total: usize, free: usize) {
     }
 }
 
-/// The ids of workers whose heartbeat has not expired.
-pub async fn live_workers(runner: &Runner) -> HashSet<String> {
-    let Ok(bucket) = runner
+/// The ids of workers whose heartbeat has not expired; None when the bucket cannot be read
+/// (then nobody may be taken for dead).
+pub async fn live_workers(runner: &Runner) -> Option<HashSet<String>> {
+    let bucket = runner
         .jetstream
         .get_key_value(runner.namespace.heartbeat_bucket())
         .await
-    else {
-        return HashSet::new();
-    };
-    match bucket.keys().await {
-        Ok(keys) => keys.filter_map(|key| async { key.ok() }).collect().await,
-        Err(_) => HashSet::new(),
+        .ok()?;
+    let mut keys = bucket.keys().await.ok()?;
+    let mut live = HashSet::new();
+    while let Some(key) = keys.next().await {
+        live.insert(key.ok()?);
     }
+    Some(live)
 }
 
 /// Beats and answers status requests until `shutdown`, then removes its heartbeat.

@@ -79,6 +79,7 @@ impl Worker {
         let defaults = policy.defaults();
         let settings = SandboxSettings {
             worker_id: worker_id.clone(),
+            installation: namespace.prefix().to_owned(),
             images: voidrunner_shared::Language::ALL
                 .iter()
                 .map(|language| (*language, config.image(*language).to_owned()))
@@ -153,22 +154,8 @@ impl Worker {
         };
         // Seen in the fleet before it creates any sandbox, so no other worker takes them for orphans.
         fleet::beat(&worker.runner, slots, slots).await;
-        worker.remove_orphans(true).await;
+        remove_orphans(&worker.runner, true).await;
         Ok(worker)
-    }
-
-    async fn remove_orphans(&self, start_up: bool) {
-        let live_workers = fleet::live_workers(&self.runner).await;
-        match self
-            .runner
-            .sandbox
-            .remove_orphans(&live_workers, start_up)
-            .await
-        {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "removed sandboxes no live execution owns"),
-            Err(error) => tracing::warn!(error = %error, "looking for orphaned sandboxes failed"),
-        }
     }
 
     pub fn worker_id(&self) -> &str {
@@ -195,10 +182,22 @@ impl Worker {
             let shutdown = shutdown.clone();
             async move { sandbox.run_pools(shutdown).await }
         });
-        let mut housekeeping = tokio::time::interval_at(
-            tokio::time::Instant::now() + HOUSEKEEPING_EVERY,
-            HOUSEKEEPING_EVERY,
-        );
+        let housekeeping = tokio::spawn({
+            let runner = self.runner.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                let mut ticks = tokio::time::interval_at(
+                    tokio::time::Instant::now() + HOUSEKEEPING_EVERY,
+                    HOUSEKEEPING_EVERY,
+                );
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = ticks.tick() => remove_orphans(&runner, false).await,
+                    }
+                }
+            }
+        });
         tracing::info!(worker_id = %self.runner.worker_id, slots = self.slots, "worker pulling");
 
         let mut running = tokio::task::JoinSet::new();
@@ -216,7 +215,6 @@ impl Worker {
                     _ = wakeups.next() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
                     Some(_) = running.join_next(), if !running.is_empty() => {}
-                    _ = housekeeping.tick() => self.remove_orphans(false).await,
                 }
                 continue;
             }
@@ -240,6 +238,7 @@ impl Worker {
         tracing::info!(in_flight = running.len(), "worker stopping");
         while running.join_next().await.is_some() {}
         let _ = pools.await;
+        let _ = housekeeping.await;
         self.runner.sandbox.wait_for_removals().await;
         let _ = fleet.await;
         Ok(())
@@ -271,6 +270,20 @@ impl Worker {
             }
         }
         taken
+    }
+}
+
+/// Removes the sandboxes no live execution owns (see `DockerSandbox::remove_orphans`).
+async fn remove_orphans(runner: &Runner, start_up: bool) {
+    let live_workers = fleet::live_workers(runner).await;
+    match runner
+        .sandbox
+        .remove_orphans(live_workers.as_ref(), start_up)
+        .await
+    {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed sandboxes no live execution owns"),
+        Err(error) => tracing::warn!(error = %error, "looking for orphaned sandboxes failed"),
     }
 }
 

@@ -19,13 +19,28 @@ use voidrunner_shared::{headers, Language, Namespace};
 use crate::ack::Outcome;
 use crate::config::WorkerConfig;
 use crate::sandbox::{
-    ContainerLimits, DockerSandbox, Exit, OutputChunk, Program, RunLimits, RunReport, SandboxError,
+    ContainerLimits, DockerSandbox, Exit, OutputChunk, Program, RunLimits, RunReport,
     BOOTSTRAP_FAILED_EXIT, COMPILE_FAILED_EXIT,
 };
 
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// No execution runs longer than this, whatever its dispatch says.
 const MAX_TIMEOUT_SECONDS: u32 = 3600;
+
+/// Progress acks continue this long past a run's timeout before the message is let go.
+const PROGRESS_GRACE: Duration = Duration::from_secs(60);
+/// Results larger than this once encoded switch their output to base64 (NATS carries 8 MB).
+const MAX_RESULT_BYTES: usize = 6 * 1024 * 1024;
+
+/// How one attempt at an execution ended, before the ack policy has its say.
+enum Tried {
+    /// A result is on the reply subject.
+    Resulted,
+    /// The fleet could not run it or report it; another attempt may succeed.
+    Failed(String),
+    /// The worker is stopping; another worker may take it.
+    Interrupted(String),
+}
 
 /// Reasons a worker refuses to run an execution at all.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +116,38 @@ impl Runner {
             tracing::info!(%execution_id, "result already published; acknowledging the duplicate");
             return Outcome::Resulted;
         }
+        let tried = if dispatch.network && !self.policy.network_allowed() {
+            let refused = ResultV1::fleet_error(
+                execution_id,
+                &self.worker_id,
+                attempt,
+                Refusal::NetworkForbidden.to_string(),
+            );
+            self.report(&dispatch, &refused).await
+        } else {
+            self.run(message, &dispatch, attempt, stop).await
+        };
+        match tried {
+            Tried::Resulted => Outcome::Resulted,
+            // No delivery follows the last one: the execution ends here, in the DLQ.
+            Tried::Failed(reason) | Tried::Interrupted(reason) if attempt >= self.max_deliver => {
+                self.give_up(dispatch, attempt, &reason).await
+            }
+            Tried::Failed(_) => Outcome::FleetFailed { attempt },
+            Tried::Interrupted(_) => Outcome::Interrupted,
+        }
+    }
 
+    /// Runs the execution in a sandbox and publishes its result.
+    async fn run(
+        &self,
+        message: &jetstream::Message,
+        dispatch: &DispatchV1,
+        attempt: u32,
+        stop: &CancellationToken,
+    ) -> Tried {
+        let execution_id = dispatch.execution_id;
+        let (container, limits) = self.limits(dispatch);
         // Announced beside the run, not before it: the sandbox does not wait for the ack.
         let announcement = {
             let runner = self.clone();
@@ -110,16 +156,16 @@ impl Runner {
                 async move { runner.publish_started(&dispatch, attempt, Utc::now()).await },
             )
         };
-
-        // Tell JetStream the message is in progress so that a long run is not redelivered.
+        // Tell JetStream the message is in progress so that a long run is not redelivered, but
+        // not past the run's own limit: a wedged run must not hold its message forever.
         let progress = {
             let message = message.clone();
             let every = self.ack_wait / 3;
+            let until = tokio::time::Instant::now() + limits.timeout + PROGRESS_GRACE;
             tokio::spawn(async move {
                 let mut ticks =
                     tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                loop {
-                    ticks.tick().await;
+                while ticks.tick().await < until {
                     if message.ack_with(AckKind::Progress).await.is_err() {
                         tracing::debug!("progress ack failed");
                     }
@@ -141,49 +187,51 @@ impl Runner {
             files: dispatch.files.clone(),
             stdin: dispatch.stdin.clone().into_bytes(),
         };
-        let (container, limits) = self.limits(&dispatch);
-        let run = if dispatch.network && !self.policy.network_allowed() {
-            Err(Refusal::NetworkForbidden)
-        } else {
-            Ok(self
-                .sandbox
-                .run(
-                    &execution_id.to_string(),
-                    &program,
-                    container,
-                    limits,
-                    Some(output_sender),
-                    stop,
-                )
-                .await)
-        };
+        let run = self
+            .sandbox
+            .run(
+                &execution_id.to_string(),
+                &program,
+                container,
+                limits,
+                Some(output_sender),
+                stop,
+            )
+            .await;
         progress.abort();
         let _ = forwarder.await;
         let _ = announcement.await;
 
-        let result = match run {
-            Err(refusal) => self.refused(&dispatch, attempt, refusal),
-            Ok(Ok(report)) if report.exit == Exit::Stopped => return Outcome::Interrupted,
-            Ok(Ok(report)) => self.result_of(&dispatch, attempt, container, limits, report),
-            Ok(Err(error)) => {
+        match run {
+            Ok(report) if report.exit == Exit::Stopped => {
+                Tried::Interrupted("the worker stopped during the run".into())
+            }
+            Ok(report) => {
+                let result = self.result_of(dispatch, attempt, container, limits, report);
+                self.report(dispatch, &result).await
+            }
+            Err(error) => {
                 tracing::warn!(%execution_id, attempt, error = %error, "sandbox could not run the execution");
                 if stop.is_cancelled() {
-                    return Outcome::Interrupted;
+                    Tried::Interrupted(error.to_string())
+                } else {
+                    Tried::Failed(error.to_string())
                 }
-                if attempt < self.max_deliver {
-                    return Outcome::FleetFailed { attempt };
-                }
-                return self.give_up(dispatch, attempt, &error).await;
             }
-        };
-        match self.publish_result(&result).await {
+        }
+    }
+
+    /// Publishes a result on the execution's reply subject.
+    async fn report(&self, dispatch: &DispatchV1, result: &ResultV1) -> Tried {
+        let execution_id = result.execution_id;
+        match self.publish_result(dispatch, result).await {
             Ok(()) => {
                 tracing::info!(%execution_id, status = result.status.as_str(), exit_code = ?result.exit_code, "execution finished");
-                Outcome::Resulted
+                Tried::Resulted
             }
             Err(error) => {
                 tracing::warn!(%execution_id, error = %error, "publishing the result failed");
-                Outcome::FleetFailed { attempt }
+                Tried::Failed(format!("publishing the result failed: {error}"))
             }
         }
     }
@@ -269,68 +317,33 @@ impl Runner {
         }
     }
 
-    /// A result for an execution this worker will not run, for a reason retrying cannot fix.
-    fn refused(&self, dispatch: &DispatchV1, attempt: u32, refusal: Refusal) -> ResultV1 {
-        ResultV1 {
-            execution_id: dispatch.execution_id,
-            status: FinalStatus::Error,
-            exit_code: None,
-            stdout: Captured::default(),
-            stderr: Captured::default(),
-            output_truncated: false,
-            oom_killed: false,
-            compile_error: false,
-            peak_memory_bytes: None,
-            error: Some(refusal.to_string()),
-            worker_id: self.worker_id.clone(),
-            attempt,
-            started_at: None,
-            finished_at: Utc::now(),
-        }
-    }
-
-    /// Retries are exhausted: the dispatch goes to the DLQ and the execution ends in `error`.
-    async fn give_up(&self, dispatch: DispatchV1, attempt: u32, error: &SandboxError) -> Outcome {
+    /// The fleet gives up on the execution: the dispatch goes to the DLQ and the execution
+    /// ends in `error` with the reason.
+    async fn give_up(&self, dispatch: DispatchV1, attempt: u32, last_failure: &str) -> Outcome {
         let execution_id = dispatch.execution_id;
-        let reason = format!("gave up after {attempt} attempt(s): {error}");
-        let result = ResultV1 {
-            execution_id,
-            status: FinalStatus::Error,
-            exit_code: None,
-            stdout: Captured::default(),
-            stderr: Captured::default(),
-            output_truncated: false,
-            oom_killed: false,
-            compile_error: false,
-            peak_memory_bytes: None,
-            error: Some(reason.clone()),
-            worker_id: self.worker_id.clone(),
-            attempt,
-            started_at: None,
-            finished_at: Utc::now(),
-        };
+        let reason = format!("gave up after {attempt} attempt(s): {last_failure}");
+        let result = ResultV1::fleet_error(execution_id, &self.worker_id, attempt, reason.clone());
         let subject = self
             .namespace
             .dead_letter_subject(dispatch.lane, dispatch.language);
-        let task_id = dispatch.task_id;
+        let headers = headers::for_execution(
+            &format!("dlq-{execution_id}"),
+            execution_id,
+            dispatch.task_id,
+            attempt,
+        );
         let letter = DeadLetter::V1(DeadLetterV1 {
-            dispatch,
+            dispatch: dispatch.clone(),
             reason,
             attempts: attempt,
             worker_id: self.worker_id.clone(),
             failed_at: Utc::now(),
         });
-        let headers = headers::for_execution(
-            &format!("dlq-{execution_id}"),
-            execution_id,
-            task_id,
-            attempt,
-        );
         if let Err(error) = self.publish_acked(subject, headers, &letter).await {
             tracing::warn!(%execution_id, error = %error, "publishing the dead letter failed");
             return Outcome::FleetFailed { attempt };
         }
-        match self.publish_result(&result).await {
+        match self.publish_result(&dispatch, &result).await {
             Ok(()) => {
                 tracing::error!(%execution_id, attempt, "execution dead-lettered");
                 Outcome::GaveUp
@@ -368,19 +381,23 @@ impl Runner {
         }
     }
 
-    async fn publish_result(&self, result: &ResultV1) -> Result<(), String> {
+    async fn publish_result(&self, dispatch: &DispatchV1, result: &ResultV1) -> Result<(), String> {
         let subject = self.namespace.result_subject(result.execution_id);
         // Deduplicated per execution: a run that raced a redelivery cannot record twice.
-        let message_id = format!("result-{}", result.execution_id);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(headers::MESSAGE_ID, message_id.as_str());
-        headers.insert(
-            headers::EXECUTION_ID,
-            result.execution_id.to_string().as_str(),
+        let headers = headers::for_execution(
+            &format!("result-{}", result.execution_id),
+            result.execution_id,
+            dispatch.task_id,
+            result.attempt,
         );
-        headers.insert(headers::ATTEMPT, result.attempt.to_string().as_str());
-        self.publish_acked(subject, headers, &ExecutionResult::V1(result.clone()))
-            .await
+        let mut event = ExecutionResult::V1(result.clone());
+        if serde_json::to_vec(&event).map_err(|e| e.to_string())?.len() > MAX_RESULT_BYTES {
+            // JSON escapes can grow text sixfold; base64 grows it by a third at most.
+            let ExecutionResult::V1(result) = &mut event;
+            result.stdout = std::mem::take(&mut result.stdout).into_base64();
+            result.stderr = std::mem::take(&mut result.stderr).into_base64();
+        }
+        self.publish_acked(subject, headers, &event).await
     }
 
     async fn publish_acked<T: serde::Serialize>(

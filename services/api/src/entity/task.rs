@@ -84,4 +84,11 @@ impl Related<super::execution::Entity> for Entity {
     }
 }
 
+impl Model {
+    /// The lane the task's priority maps onto.
+    pub fn lane(&self) -> voidrunner_shared::Lane {
+        voidrunner_shared::Lane::for_priority(u8::try_from(self.priority).unwrap_or(0))
+    }
+}
+
 impl ActiveModelBehavior for ActiveModel {}

@@ -110,16 +110,20 @@ pub async fn login(
 ) -> Result<Json<TokenResponse>, ApiError> {
     const REFUSED: ApiError = ApiError::Unauthorized("wrong email or password");
     let email = credentials.email.trim().to_ascii_lowercase();
-    let Some(user) = user::Entity::find()
+    let user = user::Entity::find()
         .filter(user::Column::Email.eq(&email))
         .one(&state.db)
-        .await?
-    else {
+        .await?;
+    // An unknown email costs the same hash check as a wrong password, so that response times
+    // do not tell which emails are registered.
+    let stored_hash = user.as_ref().map_or_else(
+        || state.tokens.decoy_hash().to_owned(),
+        |user| user.password_hash.clone(),
+    );
+    let verified = verify_password(credentials.password, stored_hash).await?;
+    let Some(user) = user.filter(|_| verified) else {
         return Err(REFUSED);
     };
-    if !verify_password(credentials.password, user.password_hash).await? {
-        return Err(REFUSED);
-    }
     Ok(Json(TokenResponse {
         access_token: state.tokens.issue(user.id)?,
         token_type: "Bearer",

@@ -3,12 +3,9 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use chrono::Utc;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use voidrunner_shared::Lane;
 
 use crate::auth::AuthUser;
 use crate::entity::execution::{self, Status};
@@ -151,37 +148,52 @@ pub async fn create(
     let request = start_request(&request_headers, &body?, state.config.max_stdin_bytes)?;
     let task = find_owned(&state, user_id, task_id).await?;
     let now = Utc::now();
-    let lane = Lane::for_priority(u8::try_from(task.priority).unwrap_or(0));
+    let lane = task.lane();
+    let queued = execution::Model {
+        id: Uuid::now_v7(),
+        task_id: task.id,
+        user_id,
+        status: Status::Queued,
+        lane: lane.as_str().to_owned(),
+        exit_code: None,
+        stdout: String::new(),
+        stdout_encoding: "utf-8".into(),
+        stderr: String::new(),
+        stderr_encoding: "utf-8".into(),
+        output_truncated: false,
+        oom_killed: false,
+        compile_error: false,
+        peak_memory_bytes: None,
+        stdin: request.stdin,
+        error: None,
+        worker_id: None,
+        attempt: 0,
+        dispatched_at: None,
+        stream_sequence: None,
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        updated_at: now,
+    };
+    // Refused now rather than left in the outbox for good: JSON escapes can make a dispatch
+    // much larger than its script and stdin.
+    let max_payload = state.nats.server_info().max_payload;
+    let encoded = outbox::encode(&queued, &task).map_err(|e| ApiError::Internal(e.into()))?;
+    if encoded.len() > max_payload {
+        return Err(ApiError::invalid_field(
+            "stdin",
+            format!(
+                "the program with this stdin is {} bytes once encoded, more than the {max_payload} a NATS message carries here",
+                encoded.len()
+            ),
+        ));
+    }
     // The row with a null `dispatched_at` is the outbox entry: committed before anything is
     // published, so a crash between the two leaves work for the sweeper, never a lost execution.
-    let execution = execution::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        task_id: Set(task.id),
-        user_id: Set(user_id),
-        status: Set(Status::Queued),
-        lane: Set(lane.as_str().to_owned()),
-        exit_code: Set(None),
-        stdout: Set(String::new()),
-        stdout_encoding: Set("utf-8".into()),
-        stderr: Set(String::new()),
-        stderr_encoding: Set("utf-8".into()),
-        output_truncated: Set(false),
-        oom_killed: Set(false),
-        compile_error: Set(false),
-        peak_memory_bytes: Set(None),
-        stdin: Set(request.stdin),
-        error: Set(None),
-        worker_id: Set(None),
-        attempt: Set(0),
-        dispatched_at: Set(None),
-        stream_sequence: Set(None),
-        created_at: Set(now),
-        started_at: Set(None),
-        finished_at: Set(None),
-        updated_at: Set(now),
-    }
-    .insert(&state.db)
-    .await?;
+    let execution = execution::ActiveModel::from(queued)
+        .reset_all()
+        .insert(&state.db)
+        .await?;
 
     if let Err(error) = outbox::dispatch(&state, &execution, &task).await {
         tracing::warn!(execution_id = %execution.id, error = %error, "dispatch deferred to the outbox sweeper");

@@ -59,7 +59,7 @@ impl From<task::Model> for TaskResponse {
     fn from(task: task::Model) -> Self {
         TaskResponse {
             id: task.id,
-            lane: Lane::for_priority(u8::try_from(task.priority).unwrap_or(0)),
+            lane: task.lane(),
             name: task.name,
             script_type: task.script_type.into(),
             script_content: task.script_content,

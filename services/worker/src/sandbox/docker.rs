@@ -30,6 +30,9 @@ use super::{ContainerLimits, Exit, OutputChunk, Program, RunLimits, RunReport};
 pub const WORKER_LABEL: &str = "io.voidrunner.worker";
 /// Label with the execution a sandbox was created for (absent on warm-pool containers).
 pub const EXECUTION_LABEL: &str = "io.voidrunner.execution";
+/// Label with the installation (subject prefix) a sandbox belongs to: housekeeping never
+/// touches another installation's sandboxes on a shared Docker engine.
+pub const INSTALLATION_LABEL: &str = "io.voidrunner.installation";
 /// Label with the language of a warm-pool container.
 pub const POOL_LABEL: &str = "io.voidrunner.pool";
 const SANDBOX_USER: &str = "65534:65534";
@@ -55,6 +58,17 @@ pub enum SandboxError {
     Program(#[from] std::io::Error),
 }
 
+/// Awaits a Docker call for at most `DOCKER_CALL_TIMEOUT`.
+async fn bounded<T>(
+    operation: &'static str,
+    call: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, SandboxError> {
+    tokio::time::timeout(DOCKER_CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| SandboxError::Unreachable(format!("docker {operation} timed out")))?
+        .map_err(docker_error(operation))
+}
+
 fn docker_error(operation: &'static str) -> impl Fn(bollard::errors::Error) -> SandboxError {
     move |error| SandboxError::Docker {
         operation,
@@ -66,6 +80,8 @@ fn docker_error(operation: &'static str) -> impl Fn(bollard::errors::Error) -> S
 #[derive(Debug, Clone)]
 pub struct SandboxSettings {
     pub worker_id: String,
+    /// The installation's subject prefix.
+    pub installation: String,
     pub images: HashMap<Language, String>,
     pub pool_sizes: HashMap<Language, usize>,
     pub pids: i64,
@@ -106,14 +122,9 @@ impl DockerSandbox {
     /// Connects to the local Docker engine (or `DOCKER_HOST`) and negotiates the API version.
     pub async fn connect(settings: SandboxSettings) -> Result<Self, SandboxError> {
         let docker = Docker::connect_with_defaults()
-            .map_err(|e| SandboxError::Unreachable(e.to_string()))?
-            .negotiate_version()
-            .await
             .map_err(|e| SandboxError::Unreachable(e.to_string()))?;
-        docker
-            .ping()
-            .await
-            .map_err(|e| SandboxError::Unreachable(e.to_string()))?;
+        let docker = bounded("version negotiation", docker.negotiate_version()).await?;
+        bounded("ping", docker.ping()).await?;
         let pools = settings
             .pool_sizes
             .iter()
@@ -146,7 +157,9 @@ impl DockerSandbox {
 
     /// Whether `image` is present locally.
     pub async fn has_image(&self, image: &str) -> bool {
-        self.inner.docker.inspect_image(image).await.is_ok()
+        bounded("image inspect", self.inner.docker.inspect_image(image))
+            .await
+            .is_ok()
     }
 
     /// Warm containers ready right now, per language.
@@ -168,7 +181,8 @@ impl DockerSandbox {
         output: Option<mpsc::Sender<OutputChunk>>,
         stop: &CancellationToken,
     ) -> Result<RunReport, SandboxError> {
-        let payload = program.stdin_payload()?;
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let payload = program.stdin_payload(&nonce)?;
         let language = program.language;
         let pool = self.inner.pools.get(&language);
         let warm = match pool {
@@ -191,7 +205,9 @@ impl DockerSandbox {
             }
         };
         let id = started.id.clone();
-        let report = self.collect(started, payload, run, output, stop).await;
+        let report = self
+            .collect(started, payload, &nonce, run, output, stop)
+            .await;
         self.dispose(id);
         report.map(|report| RunReport {
             warm: was_warm,
@@ -247,7 +263,10 @@ impl DockerSandbox {
             init: Some(true),
             ..Default::default()
         };
-        let mut labels = HashMap::from([(WORKER_LABEL.to_owned(), settings.worker_id.clone())]);
+        let mut labels = HashMap::from([
+            (WORKER_LABEL.to_owned(), settings.worker_id.clone()),
+            (INSTALLATION_LABEL.to_owned(), settings.installation.clone()),
+        ]);
         match execution_id {
             Some(execution_id) => {
                 labels.insert(EXECUTION_LABEL.to_owned(), execution_id.to_owned())
@@ -307,10 +326,9 @@ impl DockerSandbox {
 
     async fn attach_and_start(&self, id: &str) -> Result<Started, SandboxError> {
         // Attached before it starts, so not a byte of output is missed.
-        let attached = self
-            .inner
-            .docker
-            .attach_container(
+        let attached = bounded(
+            "attach",
+            self.inner.docker.attach_container(
                 id,
                 Some(AttachContainerOptions::<String> {
                     stdin: Some(true),
@@ -320,14 +338,16 @@ impl DockerSandbox {
                     logs: Some(false),
                     detach_keys: None,
                 }),
-            )
-            .await
-            .map_err(docker_error("attach"))?;
-        self.inner
-            .docker
-            .start_container(id, None::<StartContainerOptions<String>>)
-            .await
-            .map_err(docker_error("start"))?;
+            ),
+        )
+        .await?;
+        bounded(
+            "start",
+            self.inner
+                .docker
+                .start_container(id, None::<StartContainerOptions<String>>),
+        )
+        .await?;
         Ok(Started {
             id: id.to_owned(),
             output: attached.output,
@@ -340,6 +360,7 @@ impl DockerSandbox {
         &self,
         started: Started,
         payload: Vec<u8>,
+        nonce: &str,
         limits: RunLimits,
         output: Option<mpsc::Sender<OutputChunk>>,
         stop: &CancellationToken,
@@ -385,7 +406,7 @@ impl DockerSandbox {
                         // A SIGKILL may be the OOM killer's: only the container's state tells,
                         // so that case waits for the container to stop.
                         if bytes.ends_with(b"\n") {
-                            match ending(&capture.stdout, &capture.stderr) {
+                            match ending(&capture.stdout, &capture.stderr, nonce) {
                                 Some(ending) if ending.exit_code != 137 => break End::Reported(ending.exit_code),
                                 _ => {}
                             }
@@ -412,7 +433,7 @@ impl DockerSandbox {
             End::Closed => self.exit_status(&id).await?,
         };
         let finished_at = Utc::now();
-        let reported = strip_markers(&mut capture.stdout, &mut capture.stderr);
+        let reported = strip_markers(&mut capture.stdout, &mut capture.stderr, nonce);
         let truncated = capture.finish();
         Ok(RunReport {
             exit,
@@ -447,10 +468,7 @@ impl DockerSandbox {
         };
         // Only a SIGKILL (137) can be the OOM killer's; skip the inspect round trip otherwise.
         let oom_killed = code == 137
-            && self
-                .inner
-                .docker
-                .inspect_container(id, None)
+            && bounded("inspect", self.inner.docker.inspect_container(id, None))
                 .await
                 .ok()
                 .and_then(|info| info.state)
@@ -559,24 +577,34 @@ impl DockerSandbox {
         self.inner.removals.reopen();
     }
 
-    /// Removes sandbox containers that no live execution owns: this worker's that it does not
-    /// know (left by an earlier run under the same id), and those of workers not in
-    /// `live_workers` (dead ones). Young containers are spared, since their owner may be
-    /// creating them, except this worker's own at `start_up`, when it is creating none.
+    /// Removes this installation's sandbox containers that no live execution owns: this
+    /// worker's that it does not know (left by an earlier run under the same id), and, when
+    /// the fleet is known, those of workers not in `live_workers` (dead ones). Young containers
+    /// are spared, since their owner may be creating them, except this worker's own at
+    /// `start_up`, when it is creating none.
     pub async fn remove_orphans(
         &self,
-        live_workers: &HashSet<String>,
+        live_workers: Option<&HashSet<String>>,
         start_up: bool,
     ) -> Result<usize, SandboxError> {
-        let containers = self
+        let settings = &self.inner.settings;
+        let listing = self
             .inner
             .docker
             .list_containers(Some(ListContainersOptions::<String> {
                 all: true,
-                filters: HashMap::from([("label".to_owned(), vec![WORKER_LABEL.to_owned()])]),
+                filters: HashMap::from([(
+                    "label".to_owned(),
+                    vec![
+                        WORKER_LABEL.to_owned(),
+                        format!("{INSTALLATION_LABEL}={}", settings.installation),
+                    ],
+                )]),
                 ..Default::default()
-            }))
+            }));
+        let containers = tokio::time::timeout(DOCKER_CALL_TIMEOUT, listing)
             .await
+            .map_err(|_| SandboxError::Unreachable("listing containers timed out".into()))?
             .map_err(docker_error("list"))?;
         let now = Utc::now().timestamp();
         let own = &self.inner.settings.worker_id;
@@ -594,7 +622,7 @@ impl DockerSandbox {
             let orphaned = if &owner == own {
                 !self.live().contains(&id) && (start_up || !young)
             } else {
-                !live_workers.contains(&owner) && !young
+                live_workers.is_some_and(|live| !live.contains(&owner)) && !young
             };
             if orphaned {
                 orphans.push(id);
@@ -674,7 +702,7 @@ mod tests {
         let mut capture = Capture::new(4);
         assert!(!capture.push(StreamName::Stdout, b"ab"));
         assert!(!capture.push(StreamName::Stderr, b"wxyz"));
-        assert!(capture.push(StreamName::Stdout, &[b'c'; 100]));
+        assert!(capture.push(StreamName::Stdout, &[b'c'; 1000]));
         assert!(capture.finish());
         assert_eq!(capture.stdout, b"abcc");
         assert_eq!(capture.stderr, b"wxyz");
@@ -683,12 +711,12 @@ mod tests {
     #[test]
     fn the_markers_fit_beyond_the_cap_but_nothing_more() {
         let mut capture = Capture::new(4);
-        assert!(!capture.push(StreamName::Stdout, b"abcd\x1evoidrunner-end\n"));
+        assert!(!capture.push(StreamName::Stdout, b"abcd\x1evoidrunner-end n\n"));
         assert!(!capture.push(
             StreamName::Stderr,
-            b"wxyz\x1evoidrunner-end exit=0 peak=1\n"
+            b"wxyz\x1evoidrunner-end n exit=0 peak=1\n"
         ));
-        assert!(strip_markers(&mut capture.stdout, &mut capture.stderr).is_some());
+        assert!(strip_markers(&mut capture.stdout, &mut capture.stderr, "n").is_some());
         assert!(!capture.finish());
         assert_eq!(capture.stdout, b"abcd");
         assert_eq!(capture.stderr, b"wxyz");

@@ -6,7 +6,8 @@ mod pool;
 mod program;
 
 pub use docker::{
-    DockerSandbox, SandboxError, SandboxSettings, EXECUTION_LABEL, POOL_LABEL, WORKER_LABEL,
+    DockerSandbox, SandboxError, SandboxSettings, EXECUTION_LABEL, INSTALLATION_LABEL, POOL_LABEL,
+    WORKER_LABEL,
 };
 pub use metrics::{MetricsSnapshot, SandboxMetrics};
 pub use program::{

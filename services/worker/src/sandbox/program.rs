@@ -20,10 +20,10 @@ use voidrunner_shared::Language;
 pub const BOOTSTRAP_FAILED_EXIT: i64 = 240;
 /// Exit code of the bootstrap when a compiled language's program did not compile.
 pub const COMPILE_FAILED_EXIT: i64 = 242;
-const STDOUT_MARKER: &[u8] = b"\x1evoidrunner-end\n";
-const STDERR_MARKER: &[u8] = b"\x1evoidrunner-end exit=";
+/// The markers start with this, then the run's nonce.
+const MARKER_PREFIX: &str = "\x1evoidrunner-end ";
 /// Room kept on each stream for its marker, beyond the output cap.
-pub const MARKER_ROOM: usize = 64;
+pub const MARKER_ROOM: usize = 128;
 /// The directory of the program's files inside the sandbox.
 const WORK_DIR: &str = "work";
 
@@ -37,8 +37,10 @@ pub struct Program {
 }
 
 impl Program {
-    /// What the worker writes to the sandbox's stdin: length line, archive, then the stdin.
-    pub fn stdin_payload(&self) -> std::io::Result<Vec<u8>> {
+    /// What the worker writes to the sandbox's stdin: a line with the archive's length and the
+    /// run's nonce (which the end markers repeat, so the program cannot guess them), the
+    /// archive, then the program's stdin.
+    pub fn stdin_payload(&self, nonce: &str) -> std::io::Result<Vec<u8>> {
         let mtime = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|elapsed| elapsed.as_secs().saturating_sub(1))
@@ -58,7 +60,7 @@ impl Program {
             archive.append_data(&mut header, path, file.content.as_bytes())?;
         }
         let archive = archive.into_inner()?;
-        let mut payload = format!("{}\n", archive.len()).into_bytes();
+        let mut payload = format!("{} {nonce}\n", archive.len()).into_bytes();
         payload.extend_from_slice(&archive);
         payload.extend_from_slice(&self.stdin);
         Ok(payload)
@@ -79,7 +81,7 @@ pub fn bootstrap_command(language: Language) -> Vec<String> {
     // program runs as a child (not exec'd) so that the markers can follow it; only builtins
     // run after it, so that the end is reported without another process start.
     let script = format!(
-        "IFS= read -r size || exit {BOOTSTRAP_FAILED_EXIT}\n\
+        "IFS=' ' read -r size nonce || exit {BOOTSTRAP_FAILED_EXIT}\n\
          cd /tmp || exit {BOOTSTRAP_FAILED_EXIT}\n\
          head -c \"$size\" | tar -xf - || exit {BOOTSTRAP_FAILED_EXIT}\n\
          cd /tmp/{WORK_DIR} || exit {BOOTSTRAP_FAILED_EXIT}\n\
@@ -87,8 +89,8 @@ pub fn bootstrap_command(language: Language) -> Vec<String> {
          code=$?\n\
          peak=\n\
          read -r peak 2>/dev/null < /sys/fs/cgroup/memory/memory.max_usage_in_bytes || read -r peak 2>/dev/null < /sys/fs/cgroup/memory.peak\n\
-         printf '\\036voidrunner-end\\n'\n\
-         printf '\\036voidrunner-end exit=%s peak=%s\\n' \"$code\" \"$peak\" >&2\n\
+         printf '\\036voidrunner-end %s\\n' \"$nonce\"\n\
+         printf '\\036voidrunner-end %s exit=%s peak=%s\\n' \"$nonce\" \"$code\" \"$peak\" >&2\n\
          exit $code\n"
     );
     vec!["/bin/sh".into(), "-c".into(), script]
@@ -101,12 +103,17 @@ pub struct Ending {
     pub peak_memory_bytes: Option<u64>,
 }
 
+fn stdout_marker(nonce: &str) -> Vec<u8> {
+    format!("{MARKER_PREFIX}{nonce}\n").into_bytes()
+}
+
 /// The ending reported on stderr, with where its marker starts, if stderr ends with one.
-fn stderr_ending(stderr: &[u8]) -> Option<(usize, Ending)> {
+fn stderr_ending(stderr: &[u8], nonce: &str) -> Option<(usize, Ending)> {
+    let marker = format!("{MARKER_PREFIX}{nonce} exit=").into_bytes();
     let start = stderr
-        .windows(STDERR_MARKER.len())
-        .rposition(|window| window == STDERR_MARKER)?;
-    let line = std::str::from_utf8(&stderr[start + STDERR_MARKER.len()..]).ok()?;
+        .windows(marker.len())
+        .rposition(|window| window == marker.as_slice())?;
+    let line = std::str::from_utf8(&stderr[start + marker.len()..]).ok()?;
     let (exit, peak) = line.strip_suffix('\n')?.split_once(" peak=")?;
     let ending = Ending {
         exit_code: exit.parse().ok()?,
@@ -115,20 +122,21 @@ fn stderr_ending(stderr: &[u8]) -> Option<(usize, Ending)> {
     Some((start, ending))
 }
 
-/// The ending, once both streams carry their markers: then all output has arrived.
-pub fn ending(stdout: &[u8], stderr: &[u8]) -> Option<Ending> {
-    if !stdout.ends_with(STDOUT_MARKER) {
+/// The ending, once both streams carry the run's markers: then all output has arrived.
+pub fn ending(stdout: &[u8], stderr: &[u8], nonce: &str) -> Option<Ending> {
+    if !stdout.ends_with(&stdout_marker(nonce)) {
         return None;
     }
-    stderr_ending(stderr).map(|(_, ending)| ending)
+    stderr_ending(stderr, nonce).map(|(_, ending)| ending)
 }
 
-/// Removes whatever markers the streams end with and returns the ending stderr reported.
-pub fn strip_markers(stdout: &mut Vec<u8>, stderr: &mut Vec<u8>) -> Option<Ending> {
-    if stdout.ends_with(STDOUT_MARKER) {
-        stdout.truncate(stdout.len() - STDOUT_MARKER.len());
+/// Removes the run's markers from the ends of the streams and returns the reported ending.
+pub fn strip_markers(stdout: &mut Vec<u8>, stderr: &mut Vec<u8>, nonce: &str) -> Option<Ending> {
+    let marker = stdout_marker(nonce);
+    if stdout.ends_with(&marker) {
+        stdout.truncate(stdout.len() - marker.len());
     }
-    let (start, ending) = stderr_ending(stderr)?;
+    let (start, ending) = stderr_ending(stderr, nonce)?;
     stderr.truncate(start);
     Some(ending)
 }
@@ -148,15 +156,15 @@ mod tests {
             }],
             stdin: b"hello\n".to_vec(),
         };
-        let payload = program.stdin_payload().expect("archive builds");
+        let payload = program.stdin_payload("n0nce").expect("archive builds");
         let newline = payload
             .iter()
             .position(|&b| b == b'\n')
             .expect("length line");
-        let size: usize = std::str::from_utf8(&payload[..newline])
-            .expect("ascii")
-            .parse()
-            .expect("number");
+        let line = std::str::from_utf8(&payload[..newline]).expect("ascii");
+        let (size, nonce) = line.split_once(' ').expect("size and nonce");
+        assert_eq!(nonce, "n0nce");
+        let size: usize = size.parse().expect("number");
         let archive = &payload[newline + 1..newline + 1 + size];
         assert_eq!(&payload[newline + 1 + size..], b"hello\n");
         let mut entries = tar::Archive::new(archive);
@@ -177,28 +185,40 @@ mod tests {
 
     #[test]
     fn the_markers_are_recognised_only_when_both_streams_ended() {
-        let mut stdout = b"out\n\x1evoidrunner-end\n".to_vec();
-        let mut stderr = b"warning\n\x1evoidrunner-end exit=3 peak=1048576\n".to_vec();
+        let mut stdout = b"out\n\x1evoidrunner-end n0nce\n".to_vec();
+        let mut stderr = b"warning\n\x1evoidrunner-end n0nce exit=3 peak=1048576\n".to_vec();
         let expected = Ending {
             exit_code: 3,
             peak_memory_bytes: Some(1_048_576),
         };
-        assert_eq!(ending(&stdout, &stderr), Some(expected));
-        assert_eq!(ending(b"out\n", &stderr), None);
+        assert_eq!(ending(&stdout, &stderr, "n0nce"), Some(expected));
+        assert_eq!(ending(b"out\n", &stderr, "n0nce"), None);
         assert_eq!(
-            ending(&stdout, b"warning\n\x1evoidrunner-end exit=3 pe"),
+            ending(&stdout, b"\x1evoidrunner-end n0nce exit=3 pe", "n0nce"),
             None
         );
-        assert_eq!(strip_markers(&mut stdout, &mut stderr), Some(expected));
+        assert_eq!(
+            strip_markers(&mut stdout, &mut stderr, "n0nce"),
+            Some(expected)
+        );
         assert_eq!(stdout, b"out\n");
         assert_eq!(stderr, b"warning\n");
     }
 
     #[test]
+    fn markers_without_the_runs_nonce_are_the_programs_own_output() {
+        let mut stdout = b"\x1evoidrunner-end guess\n".to_vec();
+        let mut stderr = b"\x1evoidrunner-end guess exit=0 peak=1\n".to_vec();
+        assert_eq!(ending(&stdout, &stderr, "n0nce"), None);
+        assert_eq!(strip_markers(&mut stdout, &mut stderr, "n0nce"), None);
+        assert_eq!(stdout, b"\x1evoidrunner-end guess\n");
+    }
+
+    #[test]
     fn an_unmeasured_peak_still_ends_the_run() {
-        let mut stdout = b"\x1evoidrunner-end\n".to_vec();
-        let mut stderr = b"\x1evoidrunner-end exit=0 peak=\n".to_vec();
-        let found = strip_markers(&mut stdout, &mut stderr).expect("ending");
+        let mut stdout = b"\x1evoidrunner-end n\n".to_vec();
+        let mut stderr = b"\x1evoidrunner-end n exit=0 peak=\n".to_vec();
+        let found = strip_markers(&mut stdout, &mut stderr, "n").expect("ending");
         assert_eq!(found.peak_memory_bytes, None);
         assert!(stdout.is_empty() && stderr.is_empty());
     }
