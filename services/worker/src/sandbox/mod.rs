@@ -1,6 +1,9 @@
 //! Running one program in a hardened, single-use container.
 
+mod collect;
+mod container;
 mod docker;
+mod housekeeping;
 mod metrics;
 mod pool;
 mod program;

@@ -1,0 +1,121 @@
+//! Keeping the warm pools full, and removing sandboxes that no live execution owns.
+
+use std::collections::{HashMap, HashSet};
+
+use bollard::container::ListContainersOptions;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use voidrunner_shared::Language;
+
+use super::docker::{
+    docker_error, DockerSandbox, DOCKER_CALL_TIMEOUT, INSTALLATION_LABEL, WORKER_LABEL,
+};
+use super::metrics::SandboxMetrics;
+use super::SandboxError;
+
+/// Containers younger than this are never taken for orphans: their owner may not have
+/// recorded them yet.
+const ORPHAN_MIN_AGE_SECONDS: i64 = 60;
+const REFILL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl DockerSandbox {
+    /// Keeps every pool full until `shutdown`, then removes what waits in them.
+    pub async fn run_pools(&self, shutdown: CancellationToken) {
+        let mut refillers = tokio::task::JoinSet::new();
+        for language in self.inner.pools.keys().copied() {
+            let sandbox = self.clone();
+            let shutdown = shutdown.clone();
+            refillers.spawn(async move { sandbox.refill(language, shutdown).await });
+        }
+        while refillers.join_next().await.is_some() {}
+        for pool in self.inner.pools.values() {
+            for started in pool.drain() {
+                self.dispose(started.id);
+            }
+        }
+    }
+
+    async fn refill(&self, language: Language, shutdown: CancellationToken) {
+        let Some(pool) = self.inner.pools.get(&language) else {
+            return;
+        };
+        let limits = self.inner.settings.pool_limits;
+        loop {
+            while pool.len() < pool.target && !shutdown.is_cancelled() {
+                match self.start(language, limits, None).await {
+                    Ok(started) => pool.put(started),
+                    Err(error) => {
+                        tracing::warn!(%language, error = %error, "cannot fill the warm pool; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            _ = tokio::time::sleep(REFILL_RETRY) => {}
+                        }
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = pool.refill.notified() => {}
+            }
+        }
+    }
+
+    /// Removes this installation's sandbox containers that no live execution owns: this
+    /// worker's that it does not know (left by an earlier run under the same id), and, when
+    /// the fleet is known, those of workers not in `live_workers` (dead ones). Young containers
+    /// are spared, since their owner may be creating them, except this worker's own at
+    /// `start_up`, when it is creating none.
+    pub async fn remove_orphans(
+        &self,
+        live_workers: Option<&HashSet<String>>,
+        start_up: bool,
+    ) -> Result<usize, SandboxError> {
+        let settings = &self.inner.settings;
+        let listing = self
+            .inner
+            .docker
+            .list_containers(Some(ListContainersOptions::<String> {
+                all: true,
+                filters: HashMap::from([(
+                    "label".to_owned(),
+                    vec![
+                        WORKER_LABEL.to_owned(),
+                        format!("{INSTALLATION_LABEL}={}", settings.installation),
+                    ],
+                )]),
+                ..Default::default()
+            }));
+        let containers = tokio::time::timeout(DOCKER_CALL_TIMEOUT, listing)
+            .await
+            .map_err(|_| SandboxError::Unreachable("listing containers timed out".into()))?
+            .map_err(docker_error("list"))?;
+        let now = Utc::now().timestamp();
+        let own = &self.inner.settings.worker_id;
+        let mut orphans = Vec::new();
+        for container in containers {
+            let (Some(id), Some(owner)) = (
+                container.id,
+                container
+                    .labels
+                    .and_then(|mut labels| labels.remove(WORKER_LABEL)),
+            ) else {
+                continue;
+            };
+            let young = now - container.created.unwrap_or(now) < ORPHAN_MIN_AGE_SECONDS;
+            let orphaned = if &owner == own {
+                !self.live().contains(&id) && (start_up || !young)
+            } else {
+                live_workers.is_some_and(|live| !live.contains(&owner)) && !young
+            };
+            if orphaned {
+                orphans.push(id);
+            }
+        }
+        for id in &orphans {
+            self.remove(id).await;
+        }
+        SandboxMetrics::add(&self.inner.metrics.orphans_removed, orphans.len() as u64);
+        Ok(orphans.len())
+    }
+}
