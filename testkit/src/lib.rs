@@ -278,6 +278,29 @@ impl TestApp {
     pub async fn run_to_end(&self, token: &str, task: Value) -> Value {
         run_to_end(&self.http, &self.base_url, token, task).await
     }
+
+    /// Creates a task and returns it, failing the test unless the api accepted it.
+    pub async fn create_task_ok(&self, token: &str, task: &Value) -> Value {
+        let (status, created) = self.create_task(token, task).await;
+        assert_eq!(status, 201, "create task: {created}");
+        created
+    }
+
+    /// Like `run_to_end`, with `stdin` for the program.
+    pub async fn run_with_stdin(&self, token: &str, task: Value, stdin: &str) -> Value {
+        let created = self.create_task_ok(token, &task).await;
+        let task_id = created["id"].as_str().expect("task id");
+        let (status, execution) = send(
+            self.http
+                .post(self.url(&format!("/tasks/{task_id}/executions")))
+                .bearer_auth(token)
+                .json(&json!({ "stdin": stdin })),
+        )
+        .await;
+        assert_eq!(status, 202, "start execution: {execution}");
+        let id = execution["id"].as_str().expect("execution id");
+        wait_final(&self.http, &self.base_url, token, id).await
+    }
 }
 
 /// Sends a request and returns status and JSON body (Null when the body is not JSON).

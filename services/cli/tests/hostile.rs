@@ -2,9 +2,7 @@
 //! serving afterwards, and no sandbox container is left behind.
 
 use serde_json::{json, Value};
-use voidrunner_testkit::{
-    containers_of_worker, send, spawn_app_with, wait_final, Backend, TestApp,
-};
+use voidrunner_testkit::{containers_of_worker, spawn_app_with, Backend, TestApp};
 
 /// One attack and what must become of it.
 struct Attack {
@@ -264,28 +262,8 @@ async fn launch(app: &TestApp, token: &str, attack: &Attack) -> Value {
         "script_content": attack.code,
         "timeout_seconds": attack.timeout_seconds,
     });
-    let (status, created) = app.create_task(token, &task).await;
-    assert_eq!(status, 201, "{}: {created}", attack.name);
-    let body = json!({ "stdin": "z".repeat(attack.stdin.unwrap_or(0)) });
-    let (status, execution) = send(
-        app.http
-            .post(app.url(&format!(
-                "/tasks/{}/executions",
-                created["id"].as_str().expect("id")
-            )))
-            .bearer_auth(token)
-            .json(&body),
-    )
-    .await;
-    assert_eq!(status, 202, "{}: {execution}", attack.name);
-    eprintln!("{}: execution {}", attack.name, execution["id"]);
-    wait_final(
-        &app.http,
-        &app.base_url,
-        token,
-        execution["id"].as_str().expect("id"),
-    )
-    .await
+    let stdin = "z".repeat(attack.stdin.unwrap_or(0));
+    app.run_with_stdin(token, task, &stdin).await
 }
 
 #[tokio::test]

@@ -1,30 +1,7 @@
 //! What a program can be: Go with its compile step, several files, stdin, and limits of its own.
 
 use serde_json::{json, Value};
-use voidrunner_testkit::{
-    send, spawn_app, spawn_app_with, start_execution, wait_final, Backend, TestApp,
-};
-
-async fn run_with_stdin(app: &TestApp, token: &str, task: Value, stdin: &str) -> Value {
-    let (status, created) = app.create_task(token, &task).await;
-    assert_eq!(status, 201, "create task: {created}");
-    let task_id = created["id"].as_str().expect("task id");
-    let (status, execution) = send(
-        app.http
-            .post(app.url(&format!("/tasks/{task_id}/executions")))
-            .bearer_auth(token)
-            .json(&json!({ "stdin": stdin })),
-    )
-    .await;
-    assert_eq!(status, 202, "start execution: {execution}");
-    wait_final(
-        &app.http,
-        &app.base_url,
-        token,
-        execution["id"].as_str().expect("id"),
-    )
-    .await
-}
+use voidrunner_testkit::{send, spawn_app, spawn_app_with, start_execution, wait_final, Backend};
 
 #[tokio::test]
 async fn go_programs_compile_and_run_and_compile_errors_are_reported_as_such() {
@@ -73,7 +50,7 @@ async fn every_language_reads_its_stdin() {
     let stdin = "two\nlines\n";
     for (language, code) in programs {
         let task = json!({ "name": language, "script_type": language, "script_content": code, "timeout_seconds": 120 });
-        let result = run_with_stdin(&app, &token, task, stdin).await;
+        let result = app.run_with_stdin(&token, task, stdin).await;
         assert_eq!(result["status"], "completed", "{language}: {result}");
         assert_eq!(result["stdout"], "10 TWO\nLINES\n", "{language}: {result}");
     }
@@ -194,7 +171,7 @@ async fn stdin_over_the_limit_is_refused_and_a_large_one_arrives_whole() {
     let token = app.login_new_user().await;
     let big = "x".repeat(1_500_000);
     let task = json!({ "name": "count", "script_type": "python", "script_content": "import sys\nprint(len(sys.stdin.buffer.read()))\n" });
-    let result = run_with_stdin(&app, &token, task.clone(), &big).await;
+    let result = app.run_with_stdin(&token, task.clone(), &big).await;
     assert_eq!(result["status"], "completed", "{result}");
     assert_eq!(result["stdout"], "1500000\n");
 

@@ -20,13 +20,12 @@ use voidrunner_testkit::{
 async fn an_execution_committed_but_never_published_is_dispatched_by_the_sweeper() {
     let app = spawn_app(Backend::Postgres).await;
     let token = app.login_new_user().await;
-    let (status, task) = app
-        .create_task(
+    let task = app
+        .create_task_ok(
             &token,
             &json!({ "name": "t", "script_type": "bash", "script_content": "echo swept" }),
         )
         .await;
-    assert_eq!(status, 201, "{task}");
     let task_id: uuid::Uuid = task["id"]
         .as_str()
         .and_then(|s| s.parse().ok())
@@ -308,13 +307,12 @@ async fn an_execution_whose_worker_dies_on_its_last_delivery_ends_in_error() {
     )
     .await;
     let token = app.login_new_user().await;
-    let (status, task) = app
-        .create_task(
+    let task = app
+        .create_task_ok(
             &token,
             &json!({ "name": "t", "script_type": "bash", "script_content": "echo hi" }),
         )
         .await;
-    assert_eq!(status, 201, "{task}");
     let execution = voidrunner_testkit::start_execution(
         &app.http,
         &app.base_url,
@@ -377,13 +375,12 @@ async fn an_execution_whose_worker_dies_on_its_last_delivery_ends_in_error() {
 async fn a_worker_refuses_network_its_deployment_does_not_allow_and_keeps_serving() {
     let app = spawn_app(Backend::Sqlite).await;
     let token = app.login_new_user().await;
-    let (status, task) = app
-        .create_task(
+    let task = app
+        .create_task_ok(
             &token,
             &json!({ "name": "t", "script_type": "bash", "script_content": "echo hi" }),
         )
         .await;
-    assert_eq!(status, 201, "{task}");
     let task_id: uuid::Uuid = task["id"]
         .as_str()
         .and_then(|s| s.parse().ok())
