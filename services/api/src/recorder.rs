@@ -218,14 +218,45 @@ async fn drain(
     }
 }
 
-async fn acknowledge(message: &jetstream::Message, disposition: Disposition) {
-    let kind = match disposition {
+/// The recorder's ack policy: what each disposition tells JetStream.
+fn ack_kind(disposition: Disposition) -> AckKind {
+    match disposition {
         Disposition::Ack => AckKind::Ack,
         Disposition::Retry => AckKind::Nak(Some(RETRY_DELAY)),
         Disposition::Reject => AckKind::Term,
-    };
-    if let Err(error) = message.ack_with(kind).await {
+    }
+}
+
+async fn acknowledge(message: &jetstream::Message, disposition: Disposition) {
+    if let Err(error) = message.ack_with(ack_kind(disposition)).await {
         // Redelivery will bring it back; applying it again is harmless.
         tracing::warn!(error = %error, "acknowledging recorder message failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_outage_is_retried_and_an_unreadable_payload_dropped() {
+        assert!(matches!(ack_kind(Disposition::Ack), AckKind::Ack));
+        assert!(matches!(
+            ack_kind(Disposition::Retry),
+            AckKind::Nak(Some(delay)) if delay == RETRY_DELAY
+        ));
+        assert!(matches!(ack_kind(Disposition::Reject), AckKind::Term));
+    }
+
+    #[tokio::test]
+    async fn a_payload_that_is_not_a_result_is_rejected_without_touching_the_database() {
+        let db = sea_orm::Database::connect("sqlite::memory:")
+            .await
+            .expect("in-memory sqlite");
+        assert_eq!(
+            record_result(&db, b"{\"schema\":\"voidrunner.result.v9\"}").await,
+            Disposition::Reject
+        );
+        assert_eq!(record_started(&db, b"not json").await, Disposition::Reject);
     }
 }
