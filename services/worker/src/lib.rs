@@ -3,6 +3,7 @@
 //! execution's reply subject, then acknowledges.
 
 pub mod ack;
+mod cancellations;
 pub mod config;
 mod fleet;
 pub mod runner;
@@ -135,6 +136,7 @@ impl Worker {
                 consumer: namespace.results_stream(),
                 message: e.to_string(),
             })?;
+        let cancellations = cancellations::Cancellations::new(&jetstream, &namespace).await;
         let slots = config.worker_slots;
         let worker = Worker {
             runner: Runner {
@@ -148,6 +150,7 @@ impl Worker {
                 results,
                 max_deliver: nats.nats_max_deliver,
                 ack_wait: nats.ack_wait(),
+                cancellations,
             },
             lanes,
             slots,
@@ -177,6 +180,8 @@ impl Worker {
             self.slots,
             shutdown.clone(),
         ));
+        let cancellation_watch =
+            tokio::spawn(std::sync::Arc::clone(&self.runner.cancellations).watch(shutdown.clone()));
         let pools = tokio::spawn({
             let sandbox = self.runner.sandbox.clone();
             let shutdown = shutdown.clone();
@@ -239,6 +244,7 @@ impl Worker {
         while running.join_next().await.is_some() {}
         let _ = pools.await;
         let _ = housekeeping.await;
+        let _ = cancellation_watch.await;
         self.runner.sandbox.wait_for_removals().await;
         let _ = fleet.await;
         Ok(())

@@ -17,10 +17,11 @@ use voidrunner_shared::subjects::EventKind;
 use voidrunner_shared::{headers, Language, Namespace};
 
 use crate::ack::Outcome;
+use crate::cancellations::Cancellations;
 use crate::config::WorkerConfig;
 use crate::sandbox::{
-    ContainerLimits, DockerSandbox, Exit, OutputChunk, Program, RunLimits, RunReport,
-    BOOTSTRAP_FAILED_EXIT, COMPILE_FAILED_EXIT,
+    ContainerLimits, DockerSandbox, Exit, Interruptions, OutputChunk, Program, RunLimits,
+    RunReport, BOOTSTRAP_FAILED_EXIT, COMPILE_FAILED_EXIT,
 };
 
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +66,7 @@ pub struct Runner {
     pub results: jetstream::stream::Stream,
     pub max_deliver: u32,
     pub ack_wait: Duration,
+    pub cancellations: std::sync::Arc<Cancellations>,
 }
 
 impl Runner {
@@ -116,7 +118,17 @@ impl Runner {
             tracing::info!(%execution_id, "result already published; acknowledging the duplicate");
             return Outcome::Resulted;
         }
-        let tried = if dispatch.network && !self.policy.network_allowed() {
+        let registration = self.cancellations.register(execution_id);
+        let tried = if self.cancellations.requested(execution_id).await {
+            let mut cancelled = ResultV1::fleet_error(
+                execution_id,
+                &self.worker_id,
+                attempt,
+                "cancelled on request before it started".into(),
+            );
+            cancelled.status = FinalStatus::Cancelled;
+            self.report(&dispatch, &cancelled).await
+        } else if dispatch.network && !self.policy.network_allowed() {
             let refused = ResultV1::fleet_error(
                 execution_id,
                 &self.worker_id,
@@ -125,8 +137,10 @@ impl Runner {
             );
             self.report(&dispatch, &refused).await
         } else {
-            self.run(message, &dispatch, attempt, stop).await
+            self.run(message, &dispatch, attempt, stop, &registration.token)
+                .await
         };
+        drop(registration);
         match tried {
             Tried::Resulted => Outcome::Resulted,
             // No delivery follows the last one: the execution ends here, in the DLQ.
@@ -145,6 +159,7 @@ impl Runner {
         dispatch: &DispatchV1,
         attempt: u32,
         stop: &CancellationToken,
+        cancel: &CancellationToken,
     ) -> Tried {
         let execution_id = dispatch.execution_id;
         let (container, limits) = self.limits(dispatch);
@@ -195,7 +210,10 @@ impl Runner {
                 container,
                 limits,
                 Some(output_sender),
-                stop,
+                Interruptions {
+                    shutdown: stop,
+                    cancel,
+                },
             )
             .await;
         progress.abort();
@@ -296,6 +314,12 @@ impl Runner {
                 None,
                 false,
                 Some(format!("killed: wrote more than {} bytes of output", limits.output_bytes)),
+            ),
+            Exit::Cancelled => (
+                FinalStatus::Cancelled,
+                None,
+                false,
+                Some("cancelled on request".into()),
             ),
             Exit::Stopped => (FinalStatus::Error, None, false, Some("worker stopped".into())),
         };

@@ -3,6 +3,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use chrono::Utc;
+use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -210,17 +211,87 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, headers, Json(execution.into())))
 }
 
+/// The execution with `execution_id` if it belongs to `user_id`.
+async fn find_owned_execution(
+    state: &AppState,
+    user_id: Uuid,
+    execution_id: Uuid,
+) -> Result<execution::Model, ApiError> {
+    execution::Entity::find_by_id(execution_id)
+        .filter(execution::Column::UserId.eq(user_id))
+        .one(&state.db)
+        .await?
+        .ok_or(ApiError::NotFound("no execution with this id"))
+}
+
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(execution_id): Path<Uuid>,
 ) -> Result<Json<ExecutionResponse>, ApiError> {
-    let execution = execution::Entity::find_by_id(execution_id)
-        .filter(execution::Column::UserId.eq(user_id))
-        .one(&state.db)
-        .await?
-        .ok_or(ApiError::NotFound("no execution with this id"))?;
-    Ok(Json(execution.into()))
+    Ok(Json(
+        find_owned_execution(&state, user_id, execution_id)
+            .await?
+            .into(),
+    ))
+}
+
+/// Cancels an execution. A queued one is taken off its lane and ends `cancelled` at once; a
+/// running one is killed by its worker, which reports it `cancelled`. 202 either way.
+#[tracing::instrument(skip_all, fields(user_id = %user_id, execution_id = %execution_id))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(execution_id): Path<Uuid>,
+) -> Result<(StatusCode, Json<ExecutionResponse>), ApiError> {
+    let execution = find_owned_execution(&state, user_id, execution_id).await?;
+    if execution.status.is_final() {
+        return Err(ApiError::Conflict(
+            "the execution has already ended and cannot be cancelled",
+        ));
+    }
+    // Recorded first: whichever worker holds the execution, or takes it later, sees it.
+    let bucket = state
+        .jetstream
+        .get_key_value(state.namespace.cancellation_bucket())
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let request = serde_json::json!({ "requested_at": Utc::now(), "user_id": user_id });
+    bucket
+        .put(execution_id.to_string(), request.to_string().into())
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+
+    if execution.status == Status::Queued {
+        if let Some(sequence) = execution.stream_sequence {
+            let removed = match state
+                .jetstream
+                .get_stream(state.namespace.tasks_stream())
+                .await
+            {
+                Ok(tasks) => tasks
+                    .delete_message(u64::try_from(sequence).unwrap_or_default())
+                    .await
+                    .unwrap_or(false),
+                Err(_) => false,
+            };
+            tracing::debug!(removed, "queued dispatch taken off its lane");
+        }
+        execution::Entity::update_many()
+            .col_expr(execution::Column::Status, Expr::value(Status::Cancelled))
+            .col_expr(
+                execution::Column::Error,
+                Expr::value("cancelled on request before it started"),
+            )
+            .col_expr(execution::Column::FinishedAt, Expr::value(Utc::now()))
+            .col_expr(execution::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(execution::Column::Id.eq(execution_id))
+            .filter(execution::Column::Status.eq(Status::Queued))
+            .exec(&state.db)
+            .await?;
+    }
+    let execution = find_owned_execution(&state, user_id, execution_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(execution.into())))
 }
 
 pub async fn list_for_task(

@@ -32,7 +32,11 @@ pub fn router(state: AppState) -> Router {
             "/tasks/{task_id}/executions",
             post(executions::create).get(executions::list_for_task),
         )
-        .route("/executions/{execution_id}", get(executions::get));
+        .route("/executions/{execution_id}", get(executions::get))
+        .route(
+            "/executions/{execution_id}/cancel",
+            post(executions::cancel),
+        );
     Router::new()
         .nest("/api/v1", api)
         .route("/health", get(health::health))

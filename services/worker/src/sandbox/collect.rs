@@ -5,12 +5,11 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use voidrunner_shared::events::StreamName;
 
 use super::docker::{bounded, docker_error, DockerSandbox, Started, DOCKER_CALL_TIMEOUT};
 use super::program::{ending, strip_markers, MARKER_ROOM};
-use super::{Exit, OutputChunk, RunLimits, RunReport, SandboxError};
+use super::{Exit, Interruptions, OutputChunk, RunLimits, RunReport, SandboxError};
 
 impl DockerSandbox {
     /// Feeds the program to a started sandbox and collects what it does until it ends.
@@ -21,7 +20,7 @@ impl DockerSandbox {
         nonce: &str,
         limits: RunLimits,
         output: Option<mpsc::Sender<OutputChunk>>,
-        stop: &CancellationToken,
+        interruptions: Interruptions<'_>,
     ) -> Result<RunReport, SandboxError> {
         let Started {
             id,
@@ -41,7 +40,8 @@ impl DockerSandbox {
         let end = loop {
             tokio::select! {
                 _ = &mut deadline => break End::Early(Exit::TimedOut),
-                _ = stop.cancelled() => break End::Early(Exit::Stopped),
+                _ = interruptions.shutdown.cancelled() => break End::Early(Exit::Stopped),
+                _ = interruptions.cancel.cancelled() => break End::Early(Exit::Cancelled),
                 next = stream.next() => match next {
                     None => break End::Closed,
                     Some(Err(error)) => {

@@ -13,14 +13,13 @@ use bollard::Docker;
 use futures::Stream;
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use voidrunner_shared::Language;
 
 use super::container;
 use super::metrics::SandboxMetrics;
 use super::pool::Pool;
-use super::{ContainerLimits, OutputChunk, Program, RunLimits, RunReport};
+use super::{ContainerLimits, Interruptions, OutputChunk, Program, RunLimits, RunReport};
 
 /// Label on every sandbox container; its value is the id of the worker that owns it.
 pub const WORKER_LABEL: &str = "io.voidrunner.worker";
@@ -172,7 +171,7 @@ impl DockerSandbox {
         container: ContainerLimits,
         run: RunLimits,
         output: Option<mpsc::Sender<OutputChunk>>,
-        stop: &CancellationToken,
+        interruptions: Interruptions<'_>,
     ) -> Result<RunReport, SandboxError> {
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let payload = program.stdin_payload(&nonce)?;
@@ -199,7 +198,7 @@ impl DockerSandbox {
         };
         let id = started.id.clone();
         let report = self
-            .collect(started, payload, &nonce, run, output, stop)
+            .collect(started, payload, &nonce, run, output, interruptions)
             .await;
         self.dispose(id);
         report.map(|report| RunReport {

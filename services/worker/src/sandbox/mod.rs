@@ -40,6 +40,15 @@ pub struct RunLimits {
     pub timeout: Duration,
 }
 
+/// What may end a run early from outside the sandbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Interruptions<'a> {
+    /// The worker is stopping.
+    pub shutdown: &'a tokio_util::sync::CancellationToken,
+    /// Someone asked to cancel this execution.
+    pub cancel: &'a tokio_util::sync::CancellationToken,
+}
+
 /// How a program run ended, as observed from outside the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -51,6 +60,8 @@ pub enum Exit {
     OutputFlood,
     /// The worker is shutting down and killed it; the execution will run again elsewhere.
     Stopped,
+    /// Its cancellation was requested and the worker killed it.
+    Cancelled,
 }
 
 /// Everything the worker learned from one run.

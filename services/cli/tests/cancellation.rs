@@ -1,0 +1,117 @@
+//! Cancelling executions: a queued one never runs, a running one is killed within moments.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use serde_json::json;
+use voidrunner_shared::Namespace;
+use voidrunner_testkit::{
+    execution_containers_gone, send, spawn_api_only, spawn_app_with, start_execution, wait_final,
+    Backend, TestApp,
+};
+
+async fn cancel(app: &TestApp, token: &str, execution_id: &str) -> (u16, serde_json::Value) {
+    send(
+        app.http
+            .post(app.url(&format!("/executions/{execution_id}/cancel")))
+            .bearer_auth(token),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_running_execution_is_killed_and_ends_cancelled() {
+    // No warm pool, so that the sandbox carries the execution's label.
+    let app = spawn_app_with(Backend::Sqlite, &[("VOIDRUNNER_POOL_BASH", "0")]).await;
+    let token = app.login_new_user().await;
+    let task = app
+        .create_task_ok(
+            &token,
+            &json!({ "name": "long", "script_type": "bash", "script_content": "echo started\nsleep 120\n", "timeout_seconds": 300 }),
+        )
+        .await;
+    // Cancelled once it has printed, as its live output events show.
+    let client = async_nats::connect(app.nats.url()).await.expect("connect");
+    let mut outputs = client
+        .subscribe(format!("{}.events.*.output", app.prefix))
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    let execution = start_execution(
+        &app.http,
+        &app.base_url,
+        &token,
+        task["id"].as_str().expect("id"),
+    )
+    .await;
+    let id = execution["id"].as_str().expect("id");
+    let first_output = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures::StreamExt::next(&mut outputs),
+    )
+    .await
+    .expect("output within a minute")
+    .expect("an output event");
+    assert!(first_output.subject.as_str().contains(id));
+
+    let requested = Instant::now();
+    let (status, body) = cancel(&app, &token, id).await;
+    assert_eq!(status, 202, "{body}");
+    let result = wait_final(&app.http, &app.base_url, &token, id).await;
+    assert_eq!(result["status"], "cancelled", "{result}");
+    assert!(
+        requested.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        requested.elapsed()
+    );
+    assert_eq!(result["stdout"], "started\n", "{result}");
+    assert!(
+        execution_containers_gone(id).await,
+        "the cancelled sandbox is still there"
+    );
+
+    let (status, body) = cancel(&app, &token, id).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_queued_execution_is_taken_off_its_lane_and_never_runs() {
+    let app = spawn_api_only(Backend::Sqlite, &[]).await;
+    let token = app.login_new_user().await;
+    let stranger = app.login_new_user().await;
+    let task = app
+        .create_task_ok(
+            &token,
+            &json!({ "name": "t", "script_type": "python", "script_content": "print(1)" }),
+        )
+        .await;
+    let execution = start_execution(
+        &app.http,
+        &app.base_url,
+        &token,
+        task["id"].as_str().expect("id"),
+    )
+    .await;
+    let id = execution["id"].as_str().expect("id");
+
+    let (status, body) = cancel(&app, &stranger, id).await;
+    assert_eq!(status, 404, "{body}");
+
+    let (status, body) = cancel(&app, &token, id).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "cancelled", "{body}");
+    let js = jetstream::new(async_nats::connect(app.nats.url()).await.expect("connect"));
+    let namespace = Namespace::new(&app.prefix).expect("prefix");
+    let mut tasks = js
+        .get_stream(namespace.tasks_stream())
+        .await
+        .expect("tasks");
+    assert_eq!(
+        tasks.info().await.expect("info").state.messages,
+        0,
+        "the dispatch is still queued"
+    );
+    app.stop().await;
+}
