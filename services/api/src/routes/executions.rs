@@ -212,7 +212,7 @@ pub async fn create(
 }
 
 /// The execution with `execution_id` if it belongs to `user_id`.
-async fn find_owned_execution(
+pub(super) async fn find_owned_execution(
     state: &AppState,
     user_id: Uuid,
     execution_id: Uuid,

@@ -1,6 +1,7 @@
 //! The REST API: `/api/v1/...`, plus `/health` and `/ready`.
 
 mod auth;
+mod events;
 mod executions;
 mod health;
 mod tasks;
@@ -36,7 +37,8 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/executions/{execution_id}/cancel",
             post(executions::cancel),
-        );
+        )
+        .route("/executions/{execution_id}/events", get(events::stream));
     Router::new()
         .nest("/api/v1", api)
         .route("/health", get(health::health))

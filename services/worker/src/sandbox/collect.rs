@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use voidrunner_shared::events::StreamName;
 
 use super::docker::{bounded, docker_error, DockerSandbox, Started, DOCKER_CALL_TIMEOUT};
-use super::program::{ending, strip_markers, MARKER_ROOM};
+use super::program::{before_marker, ending, strip_markers, MARKER_ROOM};
 use super::{Exit, Interruptions, OutputChunk, RunLimits, RunReport, SandboxError};
 
 impl DockerSandbox {
@@ -56,7 +56,11 @@ impl DockerSandbox {
                         };
                         if let Some(output) = &output {
                             // Live events are best effort; the result carries the full output.
-                            let _ = output.try_send(OutputChunk { stream: name, bytes: bytes.clone() });
+                            let visible = before_marker(&bytes, nonce);
+                            if !visible.is_empty() {
+                                let chunk = OutputChunk { stream: name, bytes: bytes.slice_ref(visible) };
+                                let _ = output.try_send(chunk);
+                            }
                         }
                         if capture.push(name, &bytes) {
                             break End::Early(Exit::OutputFlood);

@@ -130,6 +130,18 @@ pub fn ending(stdout: &[u8], stderr: &[u8], nonce: &str) -> Option<Ending> {
     stderr_ending(stderr, nonce).map(|(_, ending)| ending)
 }
 
+/// The part of an output chunk that is the program's: everything before the run's marker.
+pub fn before_marker<'a>(chunk: &'a [u8], nonce: &str) -> &'a [u8] {
+    let marker = format!("{MARKER_PREFIX}{nonce}").into_bytes();
+    match chunk
+        .windows(marker.len())
+        .position(|window| window == marker.as_slice())
+    {
+        Some(start) => &chunk[..start],
+        None => chunk,
+    }
+}
+
 /// Removes the run's markers from the ends of the streams and returns the reported ending.
 pub fn strip_markers(stdout: &mut Vec<u8>, stderr: &mut Vec<u8>, nonce: &str) -> Option<Ending> {
     let marker = stdout_marker(nonce);
@@ -212,6 +224,16 @@ mod tests {
         assert_eq!(ending(&stdout, &stderr, "n0nce"), None);
         assert_eq!(strip_markers(&mut stdout, &mut stderr, "n0nce"), None);
         assert_eq!(stdout, b"\x1evoidrunner-end guess\n");
+    }
+
+    #[test]
+    fn live_chunks_are_cut_before_the_marker() {
+        assert_eq!(
+            before_marker(b"tail\n\x1evoidrunner-end n exit=0 peak=1\n", "n"),
+            b"tail\n"
+        );
+        assert_eq!(before_marker(b"\x1evoidrunner-end n\n", "n"), b"");
+        assert_eq!(before_marker(b"plain output", "n"), b"plain output");
     }
 
     #[test]

@@ -1,0 +1,140 @@
+//! Live output: `GET /executions/{id}/events` as Server-Sent Events. It replays what the
+//! EVENTS stream holds for the execution (so a late subscriber misses nothing), follows it
+//! live, and ends with the result from the execution's reply subject.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+use voidrunner_shared::subjects::EventKind;
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, Path};
+use crate::routes::executions::find_owned_execution;
+use crate::state::AppState;
+
+/// The stream sequence of the newest event stored for an execution (0 for none).
+async fn last_stored(events: &async_nats::jetstream::stream::Stream, subjects: &[String]) -> u64 {
+    let mut last = 0;
+    for subject in subjects {
+        if let Ok(message) = events.direct_get_last_for_subject(subject).await {
+            last = last.max(message.sequence);
+        }
+    }
+    last
+}
+
+/// Time a stream of a finished execution whose result has expired waits for more events.
+const REPLAY_IDLE: Duration = Duration::from_secs(2);
+
+pub async fn stream(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(execution_id): Path<Uuid>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let execution = find_owned_execution(&state, user_id, execution_id).await?;
+    let (events, receiver) = mpsc::channel(64);
+    // Subscribed before anything is replayed, so the result cannot slip between the two.
+    let mut live_result = state
+        .nats
+        .subscribe(state.namespace.result_subject(execution_id))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let stored_result = state
+        .jetstream
+        .get_stream(state.namespace.results_stream())
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .direct_get_last_for_subject(state.namespace.result_subject(execution_id))
+        .await
+        .ok()
+        .map(|message| message.payload);
+    let consumer = state
+        .jetstream
+        .get_stream(state.namespace.events_stream())
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .create_consumer(OrderedConfig {
+            filter_subject: state.namespace.execution_events_filter(execution_id),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let mut replay = consumer
+        .messages()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let finished = execution.status.is_final();
+    let events_stream = state
+        .jetstream
+        .get_stream(state.namespace.events_stream())
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let event_subjects = [EventKind::Started, EventKind::Output]
+        .map(|kind| state.namespace.event_subject(execution_id, kind));
+
+    tokio::spawn(async move {
+        let mut result = stored_result;
+        let mut delivered = 0;
+        // Once the result is in, the events to send are those stored before it.
+        let mut last_event = None;
+        loop {
+            if let Some(payload) = &result {
+                let last = match last_event {
+                    Some(last) => last,
+                    None => {
+                        let last = last_stored(&events_stream, &event_subjects).await;
+                        last_event = Some(last);
+                        last
+                    }
+                };
+                if delivered >= last {
+                    let data = String::from_utf8_lossy(payload).into_owned();
+                    let _ = events
+                        .send(Event::default().event("result").data(data))
+                        .await;
+                    return;
+                }
+            }
+            let idle = async {
+                if finished && result.is_none() {
+                    tokio::time::sleep(REPLAY_IDLE).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = events.closed() => return,
+                _ = idle => return,
+                message = replay.next() => match message {
+                    Some(Ok(message)) => {
+                        delivered = message.info().map(|info| info.stream_sequence).unwrap_or(delivered);
+                        let kind = message.subject.rsplit('.').next().unwrap_or("event").to_owned();
+                        let data = String::from_utf8_lossy(&message.payload).into_owned();
+                        if events.send(Event::default().event(kind).data(data)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(%execution_id, error = %error, "replaying events failed");
+                        return;
+                    }
+                    None => return,
+                },
+                message = live_result.next(), if result.is_none() => match message {
+                    Some(message) => result = Some(message.payload),
+                    None => return,
+                },
+            }
+        }
+    });
+    let mut receiver = receiver;
+    let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).map(Ok);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
