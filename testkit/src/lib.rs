@@ -254,6 +254,33 @@ impl TestApp {
         }
     }
 
+    /// The names of this app's installation.
+    pub fn namespace(&self) -> voidrunner_shared::Namespace {
+        voidrunner_shared::Namespace::new(&self.prefix).expect("the test prefix is valid")
+    }
+
+    /// A JetStream client of the test's own, to look at what the services did.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(self.nats.url())
+            .await
+            .expect("connect to the test nats-server");
+        async_nats::jetstream::new(client)
+    }
+
+    /// Messages stored now in one of the installation's streams.
+    pub async fn messages_in(&self, stream: &str) -> u64 {
+        self.jetstream()
+            .await
+            .get_stream(stream)
+            .await
+            .expect("stream exists")
+            .info()
+            .await
+            .expect("stream info")
+            .state
+            .messages
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.base_url)
     }

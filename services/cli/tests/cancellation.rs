@@ -2,9 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
 use serde_json::json;
-use voidrunner_shared::Namespace;
 use voidrunner_testkit::{
     execution_containers_gone, send, spawn_api_only, spawn_app_with, start_execution, wait_final,
     Backend, TestApp,
@@ -102,14 +100,8 @@ async fn a_queued_execution_is_taken_off_its_lane_and_never_runs() {
     let (status, body) = cancel(&app, &token, id).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "cancelled", "{body}");
-    let js = jetstream::new(async_nats::connect(app.nats.url()).await.expect("connect"));
-    let namespace = Namespace::new(&app.prefix).expect("prefix");
-    let mut tasks = js
-        .get_stream(namespace.tasks_stream())
-        .await
-        .expect("tasks");
     assert_eq!(
-        tasks.info().await.expect("info").state.messages,
+        app.messages_in(&app.namespace().tasks_stream()).await,
         0,
         "the dispatch is still queued"
     );

@@ -10,7 +10,6 @@ use voidrunner_api::entity::execution::{self, Status};
 use voidrunner_api::recorder::{apply_result, apply_started};
 use voidrunner_shared::config::{NatsConfig, SandboxPolicy};
 use voidrunner_shared::events::{Captured, FinalStatus, ResultV1, StartedV1};
-use voidrunner_shared::Namespace;
 use voidrunner_testkit::{
     empty_database, send, spawn_app, spawn_app_with, start_nats, test_env, unique_prefix,
     wait_final, Backend,
@@ -166,15 +165,14 @@ async fn an_execution_the_fleet_cannot_run_ends_in_error_and_in_the_dead_letter_
         "{error}"
     );
 
-    let client = async_nats::connect(app.nats.url()).await.expect("connect");
-    let js = jetstream::new(client);
-    let namespace = Namespace::new(&app.prefix).expect("prefix");
-    let mut dlq = js
+    let namespace = app.namespace();
+    assert_eq!(app.messages_in(&namespace.dead_letter_stream()).await, 1);
+    let letter = app
+        .jetstream()
+        .await
         .get_stream(namespace.dead_letter_stream())
         .await
-        .expect("dlq stream");
-    assert_eq!(dlq.info().await.expect("info").state.messages, 1);
-    let letter = dlq
+        .expect("dlq stream")
         .direct_get_last_for_subject(namespace.dead_letter_subject(
             voidrunner_shared::Lane::Normal,
             voidrunner_shared::Language::Bash,
@@ -323,9 +321,10 @@ async fn an_execution_whose_worker_dies_on_its_last_delivery_ends_in_error() {
     let id = execution["id"].as_str().expect("id");
 
     // A worker takes the dispatch and dies without a word.
-    let js = jetstream::new(async_nats::connect(app.nats.url()).await.expect("connect"));
-    let namespace = Namespace::new(&app.prefix).expect("prefix");
-    let tasks = js
+    let namespace = app.namespace();
+    let tasks = app
+        .jetstream()
+        .await
         .get_stream(namespace.tasks_stream())
         .await
         .expect("tasks stream");
@@ -354,17 +353,9 @@ async fn an_execution_whose_worker_dies_on_its_last_delivery_ends_in_error() {
             .is_some_and(|e| e.contains("stopped responding")),
         "{result}"
     );
-    let mut dlq = js
-        .get_stream(namespace.dead_letter_stream())
-        .await
-        .expect("dlq");
-    assert_eq!(dlq.info().await.expect("info").state.messages, 1);
-    let mut tasks = js
-        .get_stream(namespace.tasks_stream())
-        .await
-        .expect("tasks stream");
+    assert_eq!(app.messages_in(&namespace.dead_letter_stream()).await, 1);
     assert_eq!(
-        tasks.info().await.expect("info").state.messages,
+        app.messages_in(&namespace.tasks_stream()).await,
         0,
         "the dead dispatch stayed queued"
     );
@@ -387,8 +378,8 @@ async fn a_worker_refuses_network_its_deployment_does_not_allow_and_keeps_servin
         .expect("task id");
 
     // A dispatch that asks for network, as an api with another policy would send it.
-    let js = jetstream::new(async_nats::connect(app.nats.url()).await.expect("connect"));
-    let namespace = Namespace::new(&app.prefix).expect("prefix");
+    let js = app.jetstream().await;
+    let namespace = app.namespace();
     let execution_id = uuid::Uuid::now_v7();
     let dispatch = voidrunner_shared::events::Dispatch::V1(voidrunner_shared::events::DispatchV1 {
         execution_id,
