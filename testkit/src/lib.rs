@@ -313,6 +313,13 @@ impl TestApp {
         created
     }
 
+    /// Starts an execution of a created `task`; returns the execution's id.
+    pub async fn start(&self, token: &str, task: &Value) -> String {
+        let task_id = task["id"].as_str().expect("task id");
+        let execution = start_execution(&self.http, &self.base_url, token, task_id).await;
+        execution["id"].as_str().expect("execution id").to_owned()
+    }
+
     /// Like `run_to_end`, with `stdin` for the program.
     pub async fn run_with_stdin(&self, token: &str, task: Value, stdin: &str) -> Value {
         let created = self.create_task_ok(token, &task).await;

@@ -4,8 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use voidrunner_testkit::{
-    execution_containers_gone, send, spawn_api_only, spawn_app_with, start_execution, wait_final,
-    Backend, TestApp,
+    execution_containers_gone, send, spawn_api_only, spawn_app_with, wait_final, Backend, TestApp,
 };
 
 async fn cancel(app: &TestApp, token: &str, execution_id: &str) -> (u16, serde_json::Value) {
@@ -35,14 +34,7 @@ async fn a_running_execution_is_killed_and_ends_cancelled() {
         .await
         .expect("subscribe");
     client.flush().await.expect("flush");
-    let execution = start_execution(
-        &app.http,
-        &app.base_url,
-        &token,
-        task["id"].as_str().expect("id"),
-    )
-    .await;
-    let id = execution["id"].as_str().expect("id");
+    let id = &app.start(&token, &task).await;
     let first_output = tokio::time::timeout(
         Duration::from_secs(60),
         futures::StreamExt::next(&mut outputs),
@@ -85,14 +77,7 @@ async fn a_queued_execution_is_taken_off_its_lane_and_never_runs() {
             &json!({ "name": "t", "script_type": "python", "script_content": "print(1)" }),
         )
         .await;
-    let execution = start_execution(
-        &app.http,
-        &app.base_url,
-        &token,
-        task["id"].as_str().expect("id"),
-    )
-    .await;
-    let id = execution["id"].as_str().expect("id");
+    let id = &app.start(&token, &task).await;
 
     let (status, body) = cancel(&app, &stranger, id).await;
     assert_eq!(status, 404, "{body}");

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use voidrunner_testkit::{spawn_app, start_execution, wait_final, Backend, TestApp};
+use voidrunner_testkit::{spawn_app, wait_final, Backend, TestApp};
 
 /// Reads a whole SSE response into (event, data) pairs.
 async fn read_events(app: &TestApp, token: &str, execution_id: &str) -> Vec<(String, Value)> {
@@ -71,14 +71,7 @@ async fn output_streams_live_and_is_replayed_to_late_subscribers() {
             &json!({ "name": "live", "script_type": "python", "script_content": code }),
         )
         .await;
-    let execution = start_execution(
-        &app.http,
-        &app.base_url,
-        &token,
-        task["id"].as_str().expect("id"),
-    )
-    .await;
-    let id = execution["id"].as_str().expect("id");
+    let id = &app.start(&token, &task).await;
 
     let live = read_events(&app, &token, id).await;
     check(&live);

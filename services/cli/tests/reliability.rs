@@ -311,14 +311,7 @@ async fn an_execution_whose_worker_dies_on_its_last_delivery_ends_in_error() {
             &json!({ "name": "t", "script_type": "bash", "script_content": "echo hi" }),
         )
         .await;
-    let execution = voidrunner_testkit::start_execution(
-        &app.http,
-        &app.base_url,
-        &token,
-        task["id"].as_str().expect("id"),
-    )
-    .await;
-    let id = execution["id"].as_str().expect("id");
+    let id = &app.start(&token, &task).await;
 
     // A worker takes the dispatch and dies without a word.
     let namespace = app.namespace();
