@@ -123,6 +123,7 @@ impl BenchWorker {
                 timeout_seconds: 30,
                 limits: RequestedLimits::default(),
                 network: false,
+                retry: Default::default(),
                 submitted_at: chrono::Utc::now(),
             });
             let subject = self.namespace.task_subject(Lane::Normal, Language::Python);

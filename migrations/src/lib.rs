@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_initial;
 mod m20261129_000002_sandbox_options;
+mod m20261129_000003_delivery;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261129_000001_initial::Migration),
             Box::new(m20261129_000002_sandbox_options::Migration),
+            Box::new(m20261129_000003_delivery::Migration),
         ]
     }
 }

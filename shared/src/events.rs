@@ -43,7 +43,36 @@ pub struct DispatchV1 {
     /// Whether the task asked for network access (granted only where the deployment allows it).
     #[serde(default)]
     pub network: bool,
+    /// Whether and how a failing program is run again (fleet failures are redelivered anyway).
+    #[serde(default, skip_serializing_if = "RetryPolicy::is_never")]
+    pub retry: RetryPolicy,
     pub submitted_at: DateTime<Utc>,
+}
+
+/// Runs of a program that failed or timed out, after the first; cancelled runs, compile errors
+/// and fleet errors are not retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    pub retries: u32,
+    /// Delay before the first retry; it doubles for each further one.
+    pub backoff_seconds: u32,
+}
+
+impl RetryPolicy {
+    /// The longest delay between two runs, whatever the policy asks for.
+    pub const MAX_BACKOFF_SECONDS: u32 = 300;
+
+    pub fn is_never(&self) -> bool {
+        self.retries == 0
+    }
+
+    /// The delay before run `next_run` (2 for the first retry).
+    pub fn delay_before(&self, next_run: u32) -> std::time::Duration {
+        let doublings = next_run.saturating_sub(2).min(16);
+        let seconds = u64::from(self.backoff_seconds.max(1)) << doublings;
+        std::time::Duration::from_secs(seconds.min(u64::from(Self::MAX_BACKOFF_SECONDS)))
+    }
 }
 
 /// A file of a program, by its path relative to the main file's directory.
@@ -213,8 +242,18 @@ pub struct ResultV1 {
     pub error: Option<String>,
     pub worker_id: String,
     pub attempt: u32,
+    /// How many times the program ran for this result, retries included.
+    #[serde(default = "one_run")]
+    pub runs: u32,
+    /// The fleet gave up on it: the dispatch is in the DLQ.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dead_lettered: bool,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
+}
+
+fn one_run() -> u32 {
+    1
 }
 
 impl ResultV1 {
@@ -233,6 +272,8 @@ impl ResultV1 {
             error: Some(reason),
             worker_id: worker_id.to_owned(),
             attempt,
+            runs: 0,
+            dead_lettered: false,
             started_at: None,
             finished_at: Utc::now(),
         }
@@ -324,6 +365,7 @@ mod tests {
             timeout_seconds: 5,
             limits: RequestedLimits::default(),
             network: false,
+            retry: RetryPolicy::default(),
             submitted_at: Utc::now(),
         });
         let json = serde_json::to_value(&dispatch).expect("serialises");
@@ -331,5 +373,15 @@ mod tests {
         assert_eq!(json["language"], "python");
         let back: Dispatch = serde_json::from_value(json).expect("round-trips");
         assert_eq!(back, dispatch);
+    }
+
+    #[test]
+    fn retry_delays_double_from_the_backoff_and_level_off() {
+        let policy = RetryPolicy {
+            retries: 20,
+            backoff_seconds: 2,
+        };
+        let delays: Vec<u64> = (2..=10).map(|run| policy.delay_before(run).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32, 64, 128, 256, 300]);
     }
 }

@@ -35,6 +35,13 @@ pub struct ApiConfig {
     /// `VOIDRUNNER_OUTBOX_SWEEP_SECONDS`: how often undispatched executions are republished.
     #[serde(default = "default_outbox_sweep_seconds")]
     pub outbox_sweep_seconds: u64,
+    /// `VOIDRUNNER_MAX_ACTIVE_PER_USER`: how many of one user's executions may be on the lanes or
+    /// running at once, across the fleet; the rest wait their turn in the database.
+    #[serde(default = "default_max_active_per_user")]
+    pub max_active_per_user: u32,
+    /// `VOIDRUNNER_DRAIN_SECONDS`: on shutdown, how long in-flight requests and recordings may take.
+    #[serde(default = "default_drain_seconds")]
+    pub drain_seconds: u64,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -56,6 +63,8 @@ impl std::fmt::Debug for ApiConfig {
             .field("max_script_bytes", &self.max_script_bytes)
             .field("max_stdin_bytes", &self.max_stdin_bytes)
             .field("outbox_sweep_seconds", &self.outbox_sweep_seconds)
+            .field("max_active_per_user", &self.max_active_per_user)
+            .field("drain_seconds", &self.drain_seconds)
             .finish()
     }
 }
@@ -92,6 +101,12 @@ fn default_max_stdin_bytes() -> usize {
 }
 fn default_outbox_sweep_seconds() -> u64 {
     5
+}
+fn default_max_active_per_user() -> u32 {
+    16
+}
+fn default_drain_seconds() -> u64 {
+    10
 }
 
 /// The shortest JWT secret accepted, in bytes.
@@ -146,6 +161,12 @@ impl ApiConfig {
         if self.max_script_bytes == 0 {
             return Err(ConfigError::invalid(
                 "MAX_SCRIPT_BYTES",
+                "must be at least 1",
+            ));
+        }
+        if self.max_active_per_user == 0 {
+            return Err(ConfigError::invalid(
+                "MAX_ACTIVE_PER_USER",
                 "must be at least 1",
             ));
         }

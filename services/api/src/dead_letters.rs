@@ -90,12 +90,10 @@ async fn give_up(state: &AppState, advisory: &MaxDeliveries) -> Result<(), async
         worker_id: REPORTER.into(),
         failed_at: chrono::Utc::now(),
     });
-    let result = ExecutionResult::V1(ResultV1::fleet_error(
-        execution_id,
-        REPORTER,
-        advisory.deliveries,
-        reason,
-    ));
+    let result = ExecutionResult::V1(ResultV1 {
+        dead_lettered: true,
+        ..ResultV1::fleet_error(execution_id, REPORTER, advisory.deliveries, reason)
+    });
     // The same message ids a worker uses: whichever reports first, it is reported once.
     let subjects = [
         (

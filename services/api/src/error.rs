@@ -18,10 +18,19 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(&'static str),
+    /// Well-formed, but at odds with what the server already holds (e.g. a reused idempotency key).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("the request body is larger than this server accepts (see VOIDRUNNER_MAX_SCRIPT_BYTES and VOIDRUNNER_MAX_STDIN_BYTES)")]
     PayloadTooLarge,
+    /// A dependency (database, NATS) is down: nothing was changed; try again after a while.
+    #[error("{message}")]
+    Unavailable {
+        message: &'static str,
+        retry_after_seconds: u64,
+    },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -43,18 +52,59 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 }
 
+/// Whether a database error means the database cannot be reached right now, rather than that
+/// the statement is wrong.
+pub fn database_unreachable(error: &sea_orm::DbErr) -> bool {
+    use sea_orm::{sqlx, DbErr, RuntimeErr};
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
+            match error {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // Class 08: connection exception; 57P0x: the server is shutting down or
+                // restarting; 53: out of resources. SQLite's 5 and 517: busy past its timeout.
+                sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+                    code.starts_with("08")
+                        || code.starts_with("57P")
+                        || code.starts_with("53")
+                        || code == "5"
+                        || code == "517"
+                }),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
 impl From<sea_orm::DbErr> for ApiError {
     fn from(error: sea_orm::DbErr) -> Self {
-        ApiError::Internal(error.into())
+        if database_unreachable(&error) {
+            tracing::warn!(error = %error, "database unreachable");
+            ApiError::Unavailable {
+                message: "the database is unreachable; nothing was changed, try again shortly",
+                retry_after_seconds: 5,
+            }
+        } else {
+            ApiError::Internal(error.into())
+        }
     }
 }
 
@@ -119,7 +169,18 @@ impl IntoResponse for ApiError {
         }
         let body =
             json!({ "error": { "code": code, "message": self.to_string(), "details": details } });
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let ApiError::Unavailable {
+            retry_after_seconds,
+            ..
+        } = &self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_seconds),
+            );
+        }
+        response
     }
 }
 

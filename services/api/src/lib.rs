@@ -1,6 +1,7 @@
 //! The VoidRunner api service: REST resources, the transactional outbox that dispatches
 //! executions to JetStream, and the recorder that writes results back.
 
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod db;

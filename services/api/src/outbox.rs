@@ -8,7 +8,7 @@ use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio_util::sync::CancellationToken;
-use voidrunner_shared::events::{Dispatch, DispatchV1, RequestedLimits, SourceFile};
+use voidrunner_shared::events::{Dispatch, DispatchV1, RequestedLimits, RetryPolicy, SourceFile};
 use voidrunner_shared::headers;
 
 use crate::entity::{execution, task};
@@ -53,6 +53,10 @@ pub fn dispatch_event(execution: &execution::Model, task: &task::Model) -> Dispa
                 .and_then(|bytes| u64::try_from(bytes).ok()),
         },
         network: task.network,
+        retry: RetryPolicy {
+            retries: u32::try_from(task.max_retries).unwrap_or(0),
+            backoff_seconds: u32::try_from(task.retry_backoff_seconds).unwrap_or(1),
+        },
         submitted_at: execution.created_at,
     }
 }
@@ -122,6 +126,11 @@ pub async fn run_sweeper(state: AppState, every: Duration, shutdown: Cancellatio
                 tracing::warn!(error = %error, "outbox sweep failed; retrying on the next tick")
             }
         }
+        match admit_held(&state).await {
+            Ok(0) => {}
+            Ok(admitted) => tracing::info!(admitted, "admitted held executions"),
+            Err(error) => tracing::warn!(error = %error, "admitting held executions failed"),
+        }
     }
 }
 
@@ -130,6 +139,7 @@ pub async fn sweep_once(state: &AppState) -> Result<usize, OutboxError> {
     let cutoff = Utc::now() - SWEEP_GRACE;
     let pending = execution::Entity::find()
         .filter(execution::Column::DispatchedAt.is_null())
+        .filter(execution::Column::Admitted.eq(true))
         .filter(execution::Column::Status.eq(execution::Status::Queued))
         .filter(execution::Column::CreatedAt.lt(cutoff))
         .order_by_asc(execution::Column::CreatedAt)
@@ -149,4 +159,13 @@ pub async fn sweep_once(state: &AppState) -> Result<usize, OutboxError> {
         }
     }
     Ok(dispatched)
+}
+
+/// Admits held executions of every user with room under the limit.
+async fn admit_held(state: &AppState) -> Result<usize, sea_orm::DbErr> {
+    let mut admitted = 0;
+    for user_id in crate::admission::users_with_held(&state.db).await? {
+        admitted += crate::admission::admit_and_dispatch(state, user_id).await?;
+    }
+    Ok(admitted)
 }

@@ -12,8 +12,10 @@ use futures::StreamExt;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 use voidrunner_shared::events::{Encoding, ExecutionEvent, ExecutionResult, ResultV1, StartedV1};
 
+use crate::admission;
 use crate::entity::execution::{self, Status};
 use crate::state::AppState;
 
@@ -78,9 +80,19 @@ pub async fn apply_result(db: &DatabaseConnection, result: &ResultV1) -> Result<
             execution::Column::FinishedAt,
             Expr::value(result.finished_at),
         )
+        .col_expr(
+            execution::Column::Runs,
+            Expr::value(i32::try_from(result.runs).unwrap_or(i32::MAX)),
+        )
         .col_expr(execution::Column::UpdatedAt, Expr::value(Utc::now()));
     if let Some(started_at) = result.started_at {
         update = update.col_expr(execution::Column::StartedAt, Expr::value(started_at));
+    }
+    if result.dead_lettered {
+        update = update.col_expr(
+            execution::Column::DeadLetteredAt,
+            Expr::value(result.finished_at),
+        );
     }
     let outcome = update
         .filter(execution::Column::Id.eq(result.execution_id))
@@ -124,21 +136,33 @@ enum Disposition {
     Reject,
 }
 
-async fn record_result(db: &DatabaseConnection, payload: &[u8]) -> Disposition {
+/// Records a result; also returns the execution's user when the result ended the execution,
+/// since that frees room under the user's limit.
+async fn record_result(db: &DatabaseConnection, payload: &[u8]) -> (Disposition, Option<Uuid>) {
     match serde_json::from_slice::<ExecutionResult>(payload) {
         Ok(ExecutionResult::V1(result)) => match apply_result(db, &result).await {
             Ok(changed) => {
                 tracing::info!(execution_id = %result.execution_id, status = result.status.as_str(), changed, "result recorded");
-                Disposition::Ack
+                let user = if changed {
+                    execution::Entity::find_by_id(result.execution_id)
+                        .one(db)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|execution| execution.user_id)
+                } else {
+                    None
+                };
+                (Disposition::Ack, user)
             }
             Err(error) => {
                 tracing::warn!(execution_id = %result.execution_id, error = %error, "recording result failed");
-                Disposition::Retry
+                (Disposition::Retry, None)
             }
         },
         Err(error) => {
             tracing::error!(error = %error, "result payload does not match voidrunner.result.v1");
-            Disposition::Reject
+            (Disposition::Reject, None)
         }
     }
 }
@@ -211,7 +235,16 @@ async fn drain(
             },
         };
         let disposition = match feed {
-            Feed::Results => record_result(&state.db, &message.payload).await,
+            Feed::Results => {
+                let (disposition, freed) = record_result(&state.db, &message.payload).await;
+                if let Some(user_id) = freed {
+                    // The sweeper catches up if this fails.
+                    if let Err(error) = admission::admit_and_dispatch(state, user_id).await {
+                        tracing::warn!(%user_id, error = %error, "admitting held executions failed");
+                    }
+                }
+                disposition
+            }
             Feed::Started => record_started(&state.db, &message.payload).await,
         };
         acknowledge(&message, disposition).await;
@@ -254,7 +287,9 @@ mod tests {
             .await
             .expect("in-memory sqlite");
         assert_eq!(
-            record_result(&db, b"{\"schema\":\"voidrunner.result.v9\"}").await,
+            record_result(&db, b"{\"schema\":\"voidrunner.result.v9\"}")
+                .await
+                .0,
             Disposition::Reject
         );
         assert_eq!(record_started(&db, b"not json").await, Disposition::Reject);

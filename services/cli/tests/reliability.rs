@@ -64,6 +64,11 @@ async fn an_execution_committed_but_never_published_is_dispatched_by_the_sweeper
         started_at: Set(None),
         finished_at: Set(None),
         updated_at: Set(now),
+        idempotency_key: Set(None),
+        admitted: Set(true),
+        dead_lettered_at: Set(None),
+        rerun_of: Set(None),
+        runs: Set(0),
     }
     .insert(&app.db.connection)
     .await
@@ -90,6 +95,8 @@ fn result_for(execution_id: uuid::Uuid, status: FinalStatus, stdout: &str) -> Re
         error: None,
         worker_id: "w".into(),
         attempt: 1,
+        runs: 1,
+        dead_lettered: false,
         started_at: Some(Utc::now()),
         finished_at: Utc::now(),
     }
@@ -385,6 +392,7 @@ async fn a_worker_refuses_network_its_deployment_does_not_allow_and_keeps_servin
         timeout_seconds: 10,
         limits: Default::default(),
         network: true,
+        retry: Default::default(),
         submitted_at: Utc::now(),
     });
     let mut results = async_nats::connect(app.nats.url())

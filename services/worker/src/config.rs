@@ -32,6 +32,10 @@ pub struct WorkerConfig {
     /// `VOIDRUNNER_SANDBOX_SECCOMP_PROFILE`: path of a seccomp profile (JSON) stricter than
     /// Docker's default, which applies when this is unset.
     pub sandbox_seccomp_profile: Option<std::path::PathBuf>,
+    /// `VOIDRUNNER_SHUTDOWN_GRACE_SECONDS`: on SIGTERM, how long running executions may take to
+    /// finish before they are stopped and handed back to the fleet.
+    #[serde(default = "default_shutdown_grace_seconds")]
+    pub shutdown_grace_seconds: u64,
     /// `VOIDRUNNER_POOL_PYTHON`: started Python sandboxes kept waiting for work.
     #[serde(default = "default_pool_python")]
     pub pool_python: usize,
@@ -48,6 +52,9 @@ pub struct WorkerConfig {
 
 fn default_slots() -> usize {
     4
+}
+fn default_shutdown_grace_seconds() -> u64 {
+    30
 }
 fn default_python_image() -> String {
     "voidrunner/python:3.11".into()

@@ -165,9 +165,15 @@ impl Worker {
         &self.runner.worker_id
     }
 
-    /// Pulls and runs executions until `shutdown`; running sandboxes are then stopped and their
-    /// dispatches handed back to the fleet.
+    /// Pulls and runs executions until `shutdown`. Then it stops pulling, lets running
+    /// executions finish for the configured grace period, and stops the rest, handing their
+    /// dispatches back to the fleet.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), async_nats::Error> {
+        // Cancelled once the running executions are done (or stopped): heartbeats and
+        // cancellation requests must go on while they drain.
+        let drained = CancellationToken::new();
+        // Cancelled when the grace period is over: running sandboxes are stopped.
+        let halt = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(self.slots));
         let mut wakeups = self
             .runner
@@ -178,10 +184,10 @@ impl Worker {
             self.runner.clone(),
             Arc::clone(&slots),
             self.slots,
-            shutdown.clone(),
+            drained.clone(),
         ));
         let cancellation_watch =
-            tokio::spawn(std::sync::Arc::clone(&self.runner.cancellations).watch(shutdown.clone()));
+            tokio::spawn(std::sync::Arc::clone(&self.runner.cancellations).watch(drained.clone()));
         let pools = tokio::spawn({
             let sandbox = self.runner.sandbox.clone();
             let shutdown = shutdown.clone();
@@ -206,13 +212,15 @@ impl Worker {
         tracing::info!(worker_id = %self.runner.worker_id, slots = self.slots, "worker pulling");
 
         let mut running = tokio::task::JoinSet::new();
+        let mut round = 0u64;
         'pull: loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break 'pull,
                 permit = Arc::clone(&slots).acquire_owned() => permit?,
             };
             let free = 1 + slots.available_permits();
-            let messages = self.fetch(free).await;
+            let messages = self.fetch(free, round).await;
+            round = round.wrapping_add(1);
             if messages.is_empty() {
                 drop(first);
                 tokio::select! {
@@ -230,7 +238,7 @@ impl Worker {
                     None => Arc::clone(&slots).acquire_owned().await?,
                 };
                 let runner = self.runner.clone();
-                let stop = shutdown.child_token();
+                let stop = halt.child_token();
                 running.spawn(async move {
                     runner.handle(message, stop).await;
                     drop(permit);
@@ -240,8 +248,21 @@ impl Worker {
             while running.try_join_next().is_some() {}
         }
 
-        tracing::info!(in_flight = running.len(), "worker stopping");
-        while running.join_next().await.is_some() {}
+        let grace = Duration::from_secs(self.runner.config.shutdown_grace_seconds);
+        tracing::info!(in_flight = running.len(), grace_seconds = grace.as_secs(), "worker stopping: no more pulls, letting running executions finish");
+        let finished = tokio::time::timeout(grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                stopped = running.len(),
+                "grace period over: stopping the remaining executions and handing them back"
+            );
+            halt.cancel();
+            while running.join_next().await.is_some() {}
+        }
+        drained.cancel();
         let _ = pools.await;
         let _ = housekeeping.await;
         let _ = cancellation_watch.await;
@@ -250,10 +271,13 @@ impl Worker {
         Ok(())
     }
 
-    /// Takes up to `free` dispatches, draining higher lanes first, without waiting.
-    async fn fetch(&self, free: usize) -> Vec<async_nats::jetstream::Message> {
+    /// Takes up to `free` dispatches without waiting, in the lane order of fetch `round`.
+    async fn fetch(&self, free: usize, round: u64) -> Vec<async_nats::jetstream::Message> {
         let mut taken = Vec::new();
-        for (lane, consumer) in &self.lanes {
+        for lane in lane_order(round) {
+            let Some((_, consumer)) = self.lanes.iter().find(|(l, _)| *l == lane) else {
+                continue;
+            };
             let wanted = free - taken.len();
             if wanted == 0 {
                 break;
@@ -276,6 +300,17 @@ impl Worker {
             }
         }
         taken
+    }
+}
+
+/// The order in which fetch `round` takes from the lanes: high first in eight rounds of ten,
+/// normal first in one and low first in one, so that a busy high lane never starves the others
+/// (each gets at least a tenth of the fleet's free slots while it has work).
+pub fn lane_order(round: u64) -> [Lane; 3] {
+    match round % 10 {
+        4 => [Lane::Normal, Lane::High, Lane::Low],
+        9 => [Lane::Low, Lane::High, Lane::Normal],
+        _ => [Lane::High, Lane::Normal, Lane::Low],
     }
 }
 
@@ -303,4 +338,26 @@ fn default_worker_id() -> String {
         .take(40)
         .collect();
     format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_high_lane_goes_first_most_of_the_time_and_no_lane_is_starved() {
+        let mut first = std::collections::HashMap::new();
+        for round in 0..1000 {
+            let order = lane_order(round);
+            let mut sorted = order.to_vec();
+            sorted.sort_by_key(|lane| lane.as_str());
+            assert_eq!(sorted.len(), 3, "every lane is visited in round {round}");
+            sorted.dedup();
+            assert_eq!(sorted.len(), 3, "no lane twice in round {round}");
+            *first.entry(order[0]).or_insert(0) += 1;
+        }
+        assert_eq!(first[&Lane::High], 800);
+        assert_eq!(first[&Lane::Normal], 100);
+        assert_eq!(first[&Lane::Low], 100);
+    }
 }

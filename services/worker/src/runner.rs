@@ -152,7 +152,8 @@ impl Runner {
         }
     }
 
-    /// Runs the execution in a sandbox and publishes its result.
+    /// Runs the execution in a sandbox, again after a failure when its retry policy asks for
+    /// it, and publishes the result of the last run.
     async fn run(
         &self,
         message: &jetstream::Message,
@@ -172,11 +173,11 @@ impl Runner {
             )
         };
         // Tell JetStream the message is in progress so that a long run is not redelivered, but
-        // not past the run's own limit: a wedged run must not hold its message forever.
+        // not past the runs' own limits: a wedged run must not hold its message forever.
         let progress = {
             let message = message.clone();
             let every = self.ack_wait / 3;
-            let until = tokio::time::Instant::now() + limits.timeout + PROGRESS_GRACE;
+            let until = tokio::time::Instant::now() + progress_budget(dispatch, limits.timeout);
             tokio::spawn(async move {
                 let mut ticks =
                     tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -202,40 +203,62 @@ impl Runner {
             files: dispatch.files.clone(),
             stdin: dispatch.stdin.clone().into_bytes(),
         };
-        let run = self
-            .sandbox
-            .run(
-                &execution_id.to_string(),
-                &program,
-                container,
-                limits,
-                Some(output_sender),
-                Interruptions {
-                    shutdown: stop,
-                    cancel,
-                },
-            )
-            .await;
+        let mut run_number = 1;
+        let ran = loop {
+            let run = self
+                .sandbox
+                .run(
+                    &execution_id.to_string(),
+                    &program,
+                    container,
+                    limits,
+                    Some(output_sender.clone()),
+                    Interruptions {
+                        shutdown: stop,
+                        cancel,
+                    },
+                )
+                .await;
+            let report = match run {
+                Ok(report) if report.exit == Exit::Stopped => {
+                    break Err(Tried::Interrupted("the worker stopped during the run".into()))
+                }
+                Ok(report) => report,
+                Err(error) => {
+                    tracing::warn!(%execution_id, attempt, error = %error, "sandbox could not run the execution");
+                    break Err(if stop.is_cancelled() {
+                        Tried::Interrupted(error.to_string())
+                    } else {
+                        Tried::Failed(error.to_string())
+                    });
+                }
+            };
+            let mut result = self.result_of(dispatch, attempt, container, limits, report);
+            result.runs = run_number;
+            if !retryable(&result) || run_number > dispatch.retry.retries {
+                break Ok(result);
+            }
+            let delay = dispatch.retry.delay_before(run_number + 1);
+            tracing::info!(%execution_id, run = run_number, status = result.status.as_str(), delay_ms = delay.as_millis() as u64, "run failed; retrying as the task asks");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => run_number += 1,
+                _ = cancel.cancelled() => {
+                    result.status = FinalStatus::Cancelled;
+                    result.error = Some(format!("cancelled on request while waiting to retry (after {run_number} run(s))"));
+                    break Ok(result);
+                }
+                _ = stop.cancelled() => {
+                    break Err(Tried::Interrupted("the worker stopped between retries".into()))
+                }
+            }
+        };
+        drop(output_sender);
         progress.abort();
         let _ = forwarder.await;
         let _ = announcement.await;
-
-        match run {
-            Ok(report) if report.exit == Exit::Stopped => {
-                Tried::Interrupted("the worker stopped during the run".into())
-            }
-            Ok(report) => {
-                let result = self.result_of(dispatch, attempt, container, limits, report);
-                self.report(dispatch, &result).await
-            }
-            Err(error) => {
-                tracing::warn!(%execution_id, attempt, error = %error, "sandbox could not run the execution");
-                if stop.is_cancelled() {
-                    Tried::Interrupted(error.to_string())
-                } else {
-                    Tried::Failed(error.to_string())
-                }
-            }
+        match ran {
+            Ok(result) => self.report(dispatch, &result).await,
+            Err(tried) => tried,
         }
     }
 
@@ -336,6 +359,8 @@ impl Runner {
             error,
             worker_id: self.worker_id.clone(),
             attempt,
+            runs: 1,
+            dead_lettered: false,
             started_at: Some(report.started_at),
             finished_at: report.finished_at,
         }
@@ -346,7 +371,10 @@ impl Runner {
     async fn give_up(&self, dispatch: DispatchV1, attempt: u32, last_failure: &str) -> Outcome {
         let execution_id = dispatch.execution_id;
         let reason = format!("gave up after {attempt} attempt(s): {last_failure}");
-        let result = ResultV1::fleet_error(execution_id, &self.worker_id, attempt, reason.clone());
+        let result = ResultV1 {
+            dead_lettered: true,
+            ..ResultV1::fleet_error(execution_id, &self.worker_id, attempt, reason.clone())
+        };
         let subject = self
             .namespace
             .dead_letter_subject(dispatch.lane, dispatch.language);
@@ -443,6 +471,26 @@ impl Runner {
         .map_err(|_| "no acknowledgement from JetStream in time".to_owned())?
         .map(|_| ())
     }
+}
+
+/// Whether the task's retry policy applies to a result: the program failed or timed out, for a
+/// reason another run might not meet (a compile error would only repeat itself).
+fn retryable(result: &ResultV1) -> bool {
+    match result.status {
+        FinalStatus::Timeout => true,
+        FinalStatus::Failed => !result.compile_error,
+        FinalStatus::Completed | FinalStatus::Cancelled | FinalStatus::Error => false,
+    }
+}
+
+/// How long a dispatch may be held in progress: every run it may make, the waits between them,
+/// and a grace period.
+fn progress_budget(dispatch: &DispatchV1, timeout: Duration) -> Duration {
+    let runs = dispatch.retry.retries + 1;
+    let waits: Duration = (2..=runs)
+        .map(|run| dispatch.retry.delay_before(run))
+        .sum();
+    timeout * runs + waits + PROGRESS_GRACE
 }
 
 /// Publishes output as `voidrunner.output.v1` events, coalescing small writes.

@@ -76,6 +76,17 @@ pub struct Model {
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
     pub updated_at: DateTimeUtc,
+    /// The client's `Idempotency-Key`: one execution per key and user.
+    pub idempotency_key: Option<String>,
+    /// Whether the execution counts against its user's limit of executions at once; held ones
+    /// wait in the database, not on a lane.
+    pub admitted: bool,
+    /// When the fleet gave up on it and its dispatch went to the DLQ.
+    pub dead_lettered_at: Option<DateTimeUtc>,
+    /// The dead-lettered execution this one re-runs.
+    pub rerun_of: Option<Uuid>,
+    /// How many times the program ran, retries included (0 until a result says).
+    pub runs: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -55,6 +55,10 @@ pub struct Model {
     pub cpu_millis: Option<i32>,
     pub output_limit_bytes: Option<i64>,
     pub network: bool,
+    /// Runs after the first when the program fails or times out.
+    pub max_retries: i32,
+    /// Delay before the first retry; doubles for each further one.
+    pub retry_backoff_seconds: i32,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

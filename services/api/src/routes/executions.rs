@@ -4,15 +4,19 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::entity::execution::{self, Status};
 use crate::error::{ApiError, Json, Path};
+use crate::entity::task;
 use crate::outbox;
 use crate::routes::tasks::find_owned;
+use crate::admission;
 use crate::state::AppState;
 
 #[derive(Serialize)]
@@ -39,6 +43,15 @@ pub struct ExecutionResponse {
     finished_at: Option<chrono::DateTime<Utc>>,
     /// Wall-clock run time in the sandbox, from start to finish.
     duration_ms: Option<i64>,
+    /// How many times the program ran, retries included.
+    runs: i32,
+    /// False while the execution waits for room under its user's limit of executions at once.
+    admitted: bool,
+    idempotency_key: Option<String>,
+    /// When the fleet gave up on it (its dispatch is in the dead-letter queue).
+    dead_lettered_at: Option<chrono::DateTime<Utc>>,
+    /// The dead-lettered execution this one re-runs.
+    rerun_of: Option<Uuid>,
 }
 
 fn status_name(status: Status) -> &'static str {
@@ -81,6 +94,11 @@ impl From<execution::Model> for ExecutionResponse {
             started_at: execution.started_at,
             finished_at: execution.finished_at,
             duration_ms,
+            runs: execution.runs,
+            admitted: execution.admitted,
+            idempotency_key: execution.idempotency_key,
+            dead_lettered_at: execution.dead_lettered_at,
+            rerun_of: execution.rerun_of,
         }
     }
 }
@@ -137,25 +155,108 @@ fn start_request(
     Ok(request)
 }
 
-/// Starts an execution of a task. 202: it is queued and will reach a final state.
-#[tracing::instrument(skip_all, fields(user_id = %user_id, task_id = %task_id))]
-pub async fn create(
-    State(state): State<AppState>,
-    AuthUser(user_id): AuthUser,
-    Path(task_id): Path<Uuid>,
-    request_headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, HeaderMap, Json<ExecutionResponse>), ApiError> {
-    let request = start_request(&request_headers, &body?, state.config.max_stdin_bytes)?;
-    let task = find_owned(&state, user_id, task_id).await?;
+/// The header a client sends to make a submission safe to retry.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+/// Set on a response that returns the execution an earlier request with the same key created.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The request's idempotency key, if it sent one: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key)
+            if !key.is_empty()
+                && key.len() <= MAX_IDEMPOTENCY_KEY_CHARS
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::BadRequest {
+            code: "invalid_idempotency_key",
+            message: format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters (a UUID is a good choice)"
+            ),
+        }),
+    }
+}
+
+/// What a new execution is made of.
+pub(crate) struct NewExecution {
+    pub task: task::Model,
+    pub stdin: String,
+    pub idempotency_key: Option<String>,
+    pub rerun_of: Option<Uuid>,
+}
+
+/// How a submission was taken.
+pub(crate) enum Enqueued {
+    /// A new execution, committed, admitted and dispatched as the user's limit allows.
+    New(execution::Model),
+    /// The execution an earlier request with the same idempotency key created.
+    Replayed(execution::Model),
+}
+
+/// NATS must be reachable before anything is written: an execution accepted while it is down
+/// would wait for the sweeper with nobody told why.
+fn ensure_nats_connected(state: &AppState) -> Result<(), ApiError> {
+    if state.nats.connection_state() == async_nats::connection::State::Connected {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable {
+            message: "the message broker (NATS) is unreachable; nothing was changed, try again shortly",
+            retry_after_seconds: 2,
+        })
+    }
+}
+
+async fn find_by_idempotency_key(
+    state: &AppState,
+    user_id: Uuid,
+    key: &str,
+) -> Result<Option<execution::Model>, ApiError> {
+    Ok(execution::Entity::find()
+        .filter(execution::Column::UserId.eq(user_id))
+        .filter(execution::Column::IdempotencyKey.eq(key))
+        .one(&state.db)
+        .await?)
+}
+
+/// The earlier execution with the same key, if it was for the same request.
+fn replay(earlier: execution::Model, new: &NewExecution) -> Result<Enqueued, ApiError> {
+    if earlier.task_id == new.task.id && earlier.stdin == new.stdin {
+        Ok(Enqueued::Replayed(earlier))
+    } else {
+        Err(ApiError::Unprocessable {
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was used for a different request (another task or stdin); use a new key".into(),
+        })
+    }
+}
+
+/// Commits a new execution (the outbox entry), then admits and dispatches what the user's
+/// limit allows. A 2xx after this means the execution will reach a final state.
+pub(crate) async fn enqueue(
+    state: &AppState,
+    user_id: Uuid,
+    new: NewExecution,
+) -> Result<Enqueued, ApiError> {
+    if let Some(key) = &new.idempotency_key {
+        if let Some(earlier) = find_by_idempotency_key(state, user_id, key).await? {
+            return replay(earlier, &new);
+        }
+    }
+    ensure_nats_connected(state)?;
     let now = Utc::now();
-    let lane = task.lane();
+    let task = &new.task;
     let queued = execution::Model {
         id: Uuid::now_v7(),
         task_id: task.id,
         user_id,
         status: Status::Queued,
-        lane: lane.as_str().to_owned(),
+        lane: task.lane().as_str().to_owned(),
         exit_code: None,
         stdout: String::new(),
         stdout_encoding: "utf-8".into(),
@@ -165,7 +266,7 @@ pub async fn create(
         oom_killed: false,
         compile_error: false,
         peak_memory_bytes: None,
-        stdin: request.stdin,
+        stdin: new.stdin.clone(),
         error: None,
         worker_id: None,
         attempt: 0,
@@ -175,11 +276,16 @@ pub async fn create(
         started_at: None,
         finished_at: None,
         updated_at: now,
+        idempotency_key: new.idempotency_key.clone(),
+        admitted: false,
+        dead_lettered_at: None,
+        rerun_of: new.rerun_of,
+        runs: 0,
     };
     // Refused now rather than left in the outbox for good: JSON escapes can make a dispatch
     // much larger than its script and stdin.
     let max_payload = state.nats.server_info().max_payload;
-    let encoded = outbox::encode(&queued, &task).map_err(|e| ApiError::Internal(e.into()))?;
+    let encoded = outbox::encode(&queued, task).map_err(|e| ApiError::Internal(e.into()))?;
     if encoded.len() > max_payload {
         return Err(ApiError::invalid_field(
             "stdin",
@@ -191,24 +297,78 @@ pub async fn create(
     }
     // The row with a null `dispatched_at` is the outbox entry: committed before anything is
     // published, so a crash between the two leaves work for the sweeper, never a lost execution.
-    let execution = execution::ActiveModel::from(queued)
+    let inserted = execution::ActiveModel::from(queued)
         .reset_all()
         .insert(&state.db)
-        .await?;
-
-    if let Err(error) = outbox::dispatch(&state, &execution, &task).await {
-        tracing::warn!(execution_id = %execution.id, error = %error, "dispatch deferred to the outbox sweeper");
+        .await;
+    let execution = match inserted {
+        Ok(execution) => execution,
+        Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            // A concurrent request with the same key, or a second re-run, won the race.
+            if let Some(key) = &new.idempotency_key {
+                if let Some(earlier) = find_by_idempotency_key(state, user_id, key).await? {
+                    return replay(earlier, &new);
+                }
+            }
+            return Err(ApiError::Conflict("this dead letter has already been re-run"));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if let Err(error) = admission::admit_and_dispatch(state, user_id).await {
+        // Committed and held: the sweeper admits it once the database answers again.
+        tracing::warn!(execution_id = %execution.id, error = %error, "admission deferred to the sweeper");
     }
     let execution = execution::Entity::find_by_id(execution.id)
         .one(&state.db)
-        .await?
+        .await
+        .ok()
+        .flatten()
         .unwrap_or(execution);
+    Ok(Enqueued::New(execution))
+}
 
+/// The 202 for an enqueued execution, with its location.
+pub(crate) fn accepted(
+    enqueued: Enqueued,
+) -> (StatusCode, HeaderMap, Json<ExecutionResponse>) {
     let mut headers = HeaderMap::new();
+    let execution = match enqueued {
+        Enqueued::New(execution) => execution,
+        Enqueued::Replayed(execution) => {
+            headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            execution
+        }
+    };
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/executions/{}", execution.id)) {
         headers.insert(header::LOCATION, location);
     }
-    Ok((StatusCode::ACCEPTED, headers, Json(execution.into())))
+    (StatusCode::ACCEPTED, headers, Json(execution.into()))
+}
+
+/// Starts an execution of a task. 202: it is queued and will reach a final state.
+#[tracing::instrument(skip_all, fields(user_id = %user_id, task_id = %task_id))]
+pub async fn create(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(task_id): Path<Uuid>,
+    request_headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, HeaderMap, Json<ExecutionResponse>), ApiError> {
+    let request = start_request(&request_headers, &body?, state.config.max_stdin_bytes)?;
+    let idempotency_key = idempotency_key(&request_headers)?;
+    let task = find_owned(&state, user_id, task_id).await?;
+    let enqueued = enqueue(
+        &state,
+        user_id,
+        NewExecution {
+            task,
+            stdin: request.stdin,
+            idempotency_key,
+            rerun_of: None,
+        },
+    )
+    .await?;
+    Ok(accepted(enqueued))
 }
 
 /// The execution with `execution_id` if it belongs to `user_id`.
@@ -289,6 +449,10 @@ pub async fn cancel(
             .filter(execution::Column::Status.eq(Status::Queued))
             .exec(&state.db)
             .await?;
+        // Its place under the user's limit goes to the next held execution.
+        if execution.admitted {
+            admission::admit_and_dispatch(&state, user_id).await?;
+        }
     }
     let execution = find_owned_execution(&state, user_id, execution_id).await?;
     Ok((StatusCode::ACCEPTED, Json(execution.into())))
@@ -307,4 +471,53 @@ pub async fn list_for_task(
         .all(&state.db)
         .await?;
     Ok(Json(executions.into_iter().map(Into::into).collect()))
+}
+
+/// The caller's executions the fleet gave up on, newest first.
+pub async fn list_dead_letters(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+) -> Result<Json<Vec<ExecutionResponse>>, ApiError> {
+    let executions = execution::Entity::find()
+        .filter(execution::Column::UserId.eq(user_id))
+        .filter(execution::Column::DeadLetteredAt.is_not_null())
+        .order_by_desc(execution::Column::DeadLetteredAt)
+        .limit(100)
+        .all(&state.db)
+        .await?;
+    Ok(Json(executions.into_iter().map(Into::into).collect()))
+}
+
+/// Runs a dead-lettered execution again, as a new execution of the same task with the same
+/// stdin. Each dead letter is re-run at most once (409 after that).
+#[tracing::instrument(skip_all, fields(user_id = %user_id, execution_id = %execution_id))]
+pub async fn rerun_dead_letter(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(execution_id): Path<Uuid>,
+) -> Result<(StatusCode, HeaderMap, Json<ExecutionResponse>), ApiError> {
+    let dead = find_owned_execution(&state, user_id, execution_id).await?;
+    if dead.dead_lettered_at.is_none() {
+        return Err(ApiError::NotFound("no dead letter with this execution id"));
+    }
+    let already = execution::Entity::find()
+        .filter(execution::Column::RerunOf.eq(dead.id))
+        .one(&state.db)
+        .await?;
+    if already.is_some() {
+        return Err(ApiError::Conflict("this dead letter has already been re-run"));
+    }
+    let task = find_owned(&state, user_id, dead.task_id).await?;
+    let enqueued = enqueue(
+        &state,
+        user_id,
+        NewExecution {
+            task,
+            stdin: dead.stdin,
+            idempotency_key: None,
+            rerun_of: Some(dead.id),
+        },
+    )
+    .await?;
+    Ok(accepted(enqueued))
 }

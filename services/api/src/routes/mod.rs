@@ -33,12 +33,20 @@ pub fn router(state: AppState) -> Router {
             "/tasks/{task_id}/executions",
             post(executions::create).get(executions::list_for_task),
         )
-        .route("/executions/{execution_id}", get(executions::get))
+        .route(
+            "/executions/{execution_id}",
+            get(executions::get).delete(executions::cancel),
+        )
         .route(
             "/executions/{execution_id}/cancel",
             post(executions::cancel),
         )
-        .route("/executions/{execution_id}/events", get(events::stream));
+        .route("/executions/{execution_id}/events", get(events::stream))
+        .route("/dead-letters", get(executions::list_dead_letters))
+        .route(
+            "/dead-letters/{execution_id}/rerun",
+            post(executions::rerun_dead_letter),
+        );
     Router::new()
         .nest("/api/v1", api)
         .route("/health", get(health::health))

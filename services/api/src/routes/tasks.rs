@@ -6,7 +6,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use voidrunner_shared::events::{RequestedLimits, SourceFile};
+use voidrunner_shared::events::{RequestedLimits, RetryPolicy, SourceFile};
 use voidrunner_shared::{Lane, Language};
 
 use crate::auth::AuthUser;
@@ -21,6 +21,8 @@ const MAX_PATH_CHARS: usize = 128;
 const MIN_MEMORY_MB: i64 = 16;
 const MIN_CPUS: f64 = 0.01;
 const MIN_OUTPUT_LIMIT_BYTES: u64 = 1024;
+const MAX_RETRIES: i64 = 10;
+const DEFAULT_RETRY_BACKOFF_SECONDS: i64 = 1;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +37,10 @@ pub struct CreateTask {
     cpus: Option<f64>,
     output_limit_bytes: Option<u64>,
     network: Option<bool>,
+    /// Runs after the first when the program fails or times out.
+    max_retries: Option<i64>,
+    /// Delay before the first retry, doubling for each further one.
+    retry_backoff_seconds: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -51,6 +57,8 @@ pub struct TaskResponse {
     cpus: Option<f64>,
     output_limit_bytes: Option<i64>,
     network: bool,
+    max_retries: i32,
+    retry_backoff_seconds: i32,
     created_at: chrono::DateTime<Utc>,
     updated_at: chrono::DateTime<Utc>,
 }
@@ -73,6 +81,8 @@ impl From<task::Model> for TaskResponse {
             cpus: task.cpu_millis.map(|millis| f64::from(millis) / 1000.0),
             output_limit_bytes: task.output_limit_bytes,
             network: task.network,
+            max_retries: task.max_retries,
+            retry_backoff_seconds: task.retry_backoff_seconds,
             created_at: task.created_at,
             updated_at: task.updated_at,
         }
@@ -89,6 +99,8 @@ struct ValidTask {
     files: Vec<SourceFile>,
     limits: RequestedLimits,
     network: bool,
+    max_retries: i32,
+    retry_backoff_seconds: i32,
 }
 
 /// A relative path inside the work directory: no `..`, no absolute paths, plain characters.
@@ -238,7 +250,26 @@ fn validate(mut request: CreateTask, state: &AppState) -> Result<ValidTask, ApiE
             format!("must be between 1 and {max_timeout}, got {timeout}"),
         ));
     }
+    let max_retries = request.max_retries.unwrap_or(0);
+    if !(0..=MAX_RETRIES).contains(&max_retries) {
+        return Err(ApiError::invalid_field(
+            "max_retries",
+            format!("must be between 0 and {MAX_RETRIES}, got {max_retries}"),
+        ));
+    }
+    let max_backoff = i64::from(RetryPolicy::MAX_BACKOFF_SECONDS);
+    let retry_backoff = request
+        .retry_backoff_seconds
+        .unwrap_or(DEFAULT_RETRY_BACKOFF_SECONDS);
+    if !(1..=max_backoff).contains(&retry_backoff) {
+        return Err(ApiError::invalid_field(
+            "retry_backoff_seconds",
+            format!("must be between 1 and {max_backoff}, got {retry_backoff}"),
+        ));
+    }
     Ok(ValidTask {
+        max_retries: i32::try_from(max_retries).unwrap_or(0),
+        retry_backoff_seconds: i32::try_from(retry_backoff).unwrap_or(1),
         name,
         language,
         script_content: request.script_content,
@@ -280,6 +311,8 @@ pub async fn create(
             .output_bytes
             .and_then(|bytes| i64::try_from(bytes).ok())),
         network: Set(valid.network),
+        max_retries: Set(valid.max_retries),
+        retry_backoff_seconds: Set(valid.retry_backoff_seconds),
         created_at: Set(now),
         updated_at: Set(now),
     }
