@@ -52,7 +52,10 @@ impl MigrationTrait for Migration {
                 Executions::Table.into_iden(),
                 timestamp_with_time_zone_null(Executions::DeadLetteredAt),
             ),
-            (Executions::Table.into_iden(), uuid_null(Executions::RerunOf)),
+            (
+                Executions::Table.into_iden(),
+                uuid_null(Executions::RerunOf),
+            ),
             (
                 Executions::Table.into_iden(),
                 integer(Executions::Runs).default(0).to_owned(),
@@ -111,7 +114,12 @@ impl MigrationTrait for Migration {
             "idx_executions_user_status",
         ] {
             manager
-                .drop_index(Index::drop().name(index).table(Executions::Table).to_owned())
+                .drop_index(
+                    Index::drop()
+                        .name(index)
+                        .table(Executions::Table)
+                        .to_owned(),
+                )
                 .await?;
         }
         let columns = [
@@ -124,12 +132,18 @@ impl MigrationTrait for Migration {
                 Executions::Table.into_iden(),
                 Executions::IdempotencyKey.into_iden(),
             ),
-            (Executions::Table.into_iden(), Executions::Admitted.into_iden()),
+            (
+                Executions::Table.into_iden(),
+                Executions::Admitted.into_iden(),
+            ),
             (
                 Executions::Table.into_iden(),
                 Executions::DeadLetteredAt.into_iden(),
             ),
-            (Executions::Table.into_iden(), Executions::RerunOf.into_iden()),
+            (
+                Executions::Table.into_iden(),
+                Executions::RerunOf.into_iden(),
+            ),
             (Executions::Table.into_iden(), Executions::Runs.into_iden()),
         ];
         for (table, column) in columns {

@@ -381,7 +381,9 @@ mod tests {
             retries: 20,
             backoff_seconds: 2,
         };
-        let delays: Vec<u64> = (2..=10).map(|run| policy.delay_before(run).as_secs()).collect();
+        let delays: Vec<u64> = (2..=10)
+            .map(|run| policy.delay_before(run).as_secs())
+            .collect();
         assert_eq!(delays, [2, 4, 8, 16, 32, 64, 128, 256, 300]);
     }
 }

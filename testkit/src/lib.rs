@@ -15,18 +15,42 @@ use voidrunner_api::config::ApiConfig;
 use voidrunner_shared::config::{NatsConfig, SandboxPolicy};
 use voidrunner_worker::config::WorkerConfig;
 
+pub mod processes;
+
 /// How long a test waits for an execution to reach a final state.
 pub const FINAL_STATE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A nats-server with JetStream in a temporary directory, stopped on drop.
+/// A nats-server with JetStream (file storage) in a temporary directory, stopped on drop.
 pub struct Nats {
-    server: NatsServer,
-    _dir: TempDir,
+    server: Option<NatsServer>,
+    url: String,
+    dir: TempDir,
 }
 
 impl Nats {
     pub fn url(&self) -> &str {
-        self.server.url()
+        &self.url
+    }
+
+    /// `kill -9` of the server; its JetStream store stays on disk.
+    pub async fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+
+    /// Starts the server again on the same port and store, as after a crash.
+    pub async fn start_again(&mut self) {
+        assert!(self.server.is_none(), "nats-server is still running");
+        let port = self
+            .url
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .expect("the nats URL ends with a port");
+        let server = NatsServer::start(&nats_server_bin(), self.dir.path(), port)
+            .await
+            .expect("nats-server starts again");
+        self.server = Some(server);
     }
 }
 
@@ -42,7 +66,11 @@ pub async fn start_nats() -> Nats {
         .unwrap_or_else(|e| {
             panic!("tests need nats-server >= 2.11 (scripts/test.sh installs it): {e}")
         });
-    Nats { server, _dir: dir }
+    Nats {
+        url: server.url().to_owned(),
+        server: Some(server),
+        dir,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,8 +183,38 @@ pub struct TestApp {
     pub prefix: String,
     pub http: reqwest::Client,
     pub worker_id: String,
+    /// The environment the services were started with.
+    pub vars: Vec<(String, String)>,
     shutdown: CancellationToken,
     services: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A further worker in the test process, stopped on request (as SIGTERM would stop it).
+pub struct WorkerHandle {
+    pub id: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Asks the worker to stop and waits until it has.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Asks the worker to stop without waiting; `stopped` then waits.
+    pub fn request_stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -190,7 +248,7 @@ async fn spawn(backend: Backend, overrides: &[(&str, &str)], with_worker: bool) 
     let nats_config = NatsConfig::from_env(vars.clone()).expect("nats config");
     let api_config = ApiConfig::from_env(vars.clone()).expect("api config");
     let worker_config = WorkerConfig::from_env(vars.clone()).expect("worker config");
-    let policy = SandboxPolicy::from_env(vars).expect("sandbox policy");
+    let policy = SandboxPolicy::from_env(vars.clone()).expect("sandbox policy");
 
     let api = voidrunner_api::Api::build_with_db(
         api_config,
@@ -240,6 +298,7 @@ async fn spawn(backend: Backend, overrides: &[(&str, &str)], with_worker: bool) 
         prefix,
         http: reqwest::Client::new(),
         worker_id,
+        vars,
         shutdown,
         services,
     }
@@ -252,6 +311,30 @@ impl TestApp {
         for service in self.services {
             let _ = service.await;
         }
+    }
+
+    /// Starts another worker on the same installation, with `overrides` on top of its settings.
+    pub async fn spawn_worker(&self, overrides: &[(&str, &str)]) -> WorkerHandle {
+        let mut vars = self.vars.clone();
+        for (key, value) in overrides {
+            vars.retain(|(k, _)| k != key);
+            vars.push((key.to_string(), value.to_string()));
+        }
+        let nats_config = NatsConfig::from_env(vars.clone()).expect("nats config");
+        let worker_config = WorkerConfig::from_env(vars.clone()).expect("worker config");
+        let policy = SandboxPolicy::from_env(vars).expect("sandbox policy");
+        let worker = voidrunner_worker::Worker::build(worker_config, policy, &nats_config)
+            .await
+            .unwrap_or_else(|e| panic!("worker starts: {e}"));
+        let id = worker.worker_id().to_owned();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                worker.run(shutdown).await.expect("worker runs");
+            }
+        });
+        WorkerHandle { id, shutdown, task }
     }
 
     /// The names of this app's installation.
@@ -318,6 +401,39 @@ impl TestApp {
         let task_id = task["id"].as_str().expect("task id");
         let execution = start_execution(&self.http, &self.base_url, token, task_id).await;
         execution["id"].as_str().expect("execution id").to_owned()
+    }
+
+    /// The execution as the api shows it now.
+    pub async fn execution(&self, token: &str, execution_id: &str) -> Value {
+        let (status, body) = send(
+            self.http
+                .get(self.url(&format!("/executions/{execution_id}")))
+                .bearer_auth(token),
+        )
+        .await;
+        assert_eq!(status, 200, "get execution: {body}");
+        body
+    }
+
+    /// Waits until the execution is running (or already final), and returns it.
+    pub async fn wait_running(&self, token: &str, execution_id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + FINAL_STATE_TIMEOUT;
+        loop {
+            let execution = self.execution(token, execution_id).await;
+            if execution["status"] != "queued" {
+                return execution;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "execution {execution_id} still queued after {FINAL_STATE_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for the execution's final state.
+    pub async fn wait_final(&self, token: &str, execution_id: &str) -> Value {
+        wait_final(&self.http, &self.base_url, token, execution_id).await
     }
 
     /// Like `run_to_end`, with `stdin` for the program.

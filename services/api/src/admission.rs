@@ -19,11 +19,7 @@ use crate::state::AppState;
 
 /// Admits as many of the user's held executions as the limit leaves room for, oldest first;
 /// returns the ones it admitted, which the caller dispatches.
-pub async fn admit(
-    db: &DatabaseConnection,
-    user_id: Uuid,
-    limit: u32,
-) -> Result<Vec<Uuid>, DbErr> {
+pub async fn admit(db: &DatabaseConnection, user_id: Uuid, limit: u32) -> Result<Vec<Uuid>, DbErr> {
     let txn = db.begin().await?;
     // Touching the user's row serialises admission per user: a row lock on PostgreSQL, the
     // write lock on SQLite (taken before anything is read, so no lock upgrade can fail).

@@ -10,7 +10,7 @@ use voidrunner_testkit::{
 async fn cancel(app: &TestApp, token: &str, execution_id: &str) -> (u16, serde_json::Value) {
     send(
         app.http
-            .post(app.url(&format!("/executions/{execution_id}/cancel")))
+            .delete(app.url(&format!("/executions/{execution_id}")))
             .bearer_auth(token),
     )
     .await

@@ -249,7 +249,11 @@ impl Worker {
         }
 
         let grace = Duration::from_secs(self.runner.config.shutdown_grace_seconds);
-        tracing::info!(in_flight = running.len(), grace_seconds = grace.as_secs(), "worker stopping: no more pulls, letting running executions finish");
+        tracing::info!(
+            in_flight = running.len(),
+            grace_seconds = grace.as_secs(),
+            "worker stopping: no more pulls, letting running executions finish"
+        );
         let finished = tokio::time::timeout(grace, async {
             while running.join_next().await.is_some() {}
         })

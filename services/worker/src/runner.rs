@@ -221,7 +221,9 @@ impl Runner {
                 .await;
             let report = match run {
                 Ok(report) if report.exit == Exit::Stopped => {
-                    break Err(Tried::Interrupted("the worker stopped during the run".into()))
+                    break Err(Tried::Interrupted(
+                        "the worker stopped during the run".into(),
+                    ))
                 }
                 Ok(report) => report,
                 Err(error) => {
@@ -487,9 +489,7 @@ fn retryable(result: &ResultV1) -> bool {
 /// and a grace period.
 fn progress_budget(dispatch: &DispatchV1, timeout: Duration) -> Duration {
     let runs = dispatch.retry.retries + 1;
-    let waits: Duration = (2..=runs)
-        .map(|run| dispatch.retry.delay_before(run))
-        .sum();
+    let waits: Duration = (2..=runs).map(|run| dispatch.retry.delay_before(run)).sum();
     timeout * runs + waits + PROGRESS_GRACE
 }
 

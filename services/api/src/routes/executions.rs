@@ -10,13 +10,13 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::admission;
 use crate::auth::AuthUser;
 use crate::entity::execution::{self, Status};
-use crate::error::{ApiError, Json, Path};
 use crate::entity::task;
+use crate::error::{ApiError, Json, Path};
 use crate::outbox;
 use crate::routes::tasks::find_owned;
-use crate::admission;
 use crate::state::AppState;
 
 #[derive(Serialize)]
@@ -206,7 +206,8 @@ fn ensure_nats_connected(state: &AppState) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::Unavailable {
-            message: "the message broker (NATS) is unreachable; nothing was changed, try again shortly",
+            message:
+                "the message broker (NATS) is unreachable; nothing was changed, try again shortly",
             retry_after_seconds: 2,
         })
     }
@@ -310,7 +311,9 @@ pub(crate) async fn enqueue(
                     return replay(earlier, &new);
                 }
             }
-            return Err(ApiError::Conflict("this dead letter has already been re-run"));
+            return Err(ApiError::Conflict(
+                "this dead letter has already been re-run",
+            ));
         }
         Err(error) => return Err(error.into()),
     };
@@ -328,9 +331,7 @@ pub(crate) async fn enqueue(
 }
 
 /// The 202 for an enqueued execution, with its location.
-pub(crate) fn accepted(
-    enqueued: Enqueued,
-) -> (StatusCode, HeaderMap, Json<ExecutionResponse>) {
+pub(crate) fn accepted(enqueued: Enqueued) -> (StatusCode, HeaderMap, Json<ExecutionResponse>) {
     let mut headers = HeaderMap::new();
     let execution = match enqueued {
         Enqueued::New(execution) => execution,
@@ -505,7 +506,9 @@ pub async fn rerun_dead_letter(
         .one(&state.db)
         .await?;
     if already.is_some() {
-        return Err(ApiError::Conflict("this dead letter has already been re-run"));
+        return Err(ApiError::Conflict(
+            "this dead letter has already been re-run",
+        ));
     }
     let task = find_owned(&state, user_id, dead.task_id).await?;
     let enqueued = enqueue(
