@@ -24,8 +24,9 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbStartError> {
     options
         .max_connections(20)
         .min_connections(1)
-        .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        // A request waits this long for a connection before it answers 503.
+        .acquire_timeout(Duration::from_secs(5))
         .sqlx_logging(false);
     let db = Database::connect(options)
         .await

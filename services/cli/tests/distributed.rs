@@ -2,16 +2,14 @@
 //! and PostgreSQL.
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
-use tokio::process::{Child, Command};
 use voidrunner_api::entity::execution::{self, Status};
 use voidrunner_shared::Namespace;
+use voidrunner_testkit::processes::{free_port, Processes};
 use voidrunner_testkit::{
     empty_database, login_new_user, send, start_execution, start_nats, test_env, unique_prefix,
     wait_final, Backend,
@@ -19,64 +17,6 @@ use voidrunner_testkit::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_voidrunner");
 const BURST: usize = 10;
-
-fn spawn(command: &str, vars: &[(String, String)], extra: &[(&str, &str)], log: &Path) -> Child {
-    let log = std::fs::File::create(log).expect("log file");
-    Command::new(BIN)
-        .arg(command)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .envs(extra.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn voidrunner")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
-}
-
-async fn wait_ready(http: &reqwest::Client, base_url: &str, api: &mut Child) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(response) = http.get(format!("{base_url}/ready")).send().await {
-            if response.status().is_success() {
-                return;
-            }
-        }
-        assert!(
-            api.try_wait().expect("api status").is_none(),
-            "api exited during start-up"
-        );
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "api not ready within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn logs(dir: &Path) -> String {
-    ["api-1.log", "api-2.log", "worker-1.log", "worker-2.log"]
-        .iter()
-        .map(|name| {
-            let text = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            format!(
-                "--- {name}\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 #[tokio::test]
 async fn two_worker_processes_share_a_burst_and_survive_the_api_dying_mid_burst() {
@@ -91,45 +31,22 @@ async fn two_worker_processes_share_a_burst_and_survive_the_api_dying_mid_burst(
         &prefix,
         &[("VOIDRUNNER_API_ADDR", &addr), ("RUST_LOG", "info")],
     );
-    let logs_dir = tempfile::TempDir::new().expect("log dir");
-    let log = |name: &str| logs_dir.path().join(name);
-
-    let migrate = Command::new(BIN)
-        .arg("migrate")
-        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .await
-        .expect("run migrate");
-    assert!(
-        migrate.status.success(),
-        "migrate: {}",
-        String::from_utf8_lossy(&migrate.stderr)
-    );
-
-    let mut api = spawn("api", &vars, &[], &log("api-1.log"));
-    let mut workers = [
-        spawn(
+    let mut processes = Processes::new(BIN, vars);
+    processes.run_to_completion("migrate").await;
+    processes.start("api-1", "api", &[]);
+    for id in ["dist-w1", "dist-w2"] {
+        processes.start(
+            id,
             "worker",
-            &vars,
             &[
-                ("VOIDRUNNER_WORKER_ID", "dist-w1"),
+                ("VOIDRUNNER_WORKER_ID", id),
                 ("VOIDRUNNER_WORKER_SLOTS", "2"),
             ],
-            &log("worker-1.log"),
-        ),
-        spawn(
-            "worker",
-            &vars,
-            &[
-                ("VOIDRUNNER_WORKER_ID", "dist-w2"),
-                ("VOIDRUNNER_WORKER_SLOTS", "2"),
-            ],
-            &log("worker-2.log"),
-        ),
-    ];
+        );
+    }
     let http = reqwest::Client::new();
     let base_url = format!("http://{addr}");
-    wait_ready(&http, &base_url, &mut api).await;
+    processes.wait_ready("api-1", &http, &base_url).await;
 
     let token = login_new_user(&http, &base_url).await;
     let task = json!({
@@ -152,7 +69,7 @@ async fn two_worker_processes_share_a_burst_and_survive_the_api_dying_mid_burst(
         accepted.push(execution["id"].as_str().expect("id").to_owned());
     }
     // The api dies while the workers are in the middle of the burst.
-    api.kill().await.expect("kill api");
+    processes.kill("api-1").await;
     let refused = http
         .post(format!("{base_url}/api/v1/tasks/{task_id}/executions"))
         .bearer_auth(&token)
@@ -172,21 +89,17 @@ async fn two_worker_processes_share_a_burst_and_survive_the_api_dying_mid_burst(
         assert!(
             tokio::time::Instant::now() < deadline,
             "workers did not finish the burst\n{}",
-            logs(logs_dir.path())
+            processes.logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for worker in &mut workers {
-        assert!(
-            worker.try_wait().expect("worker status").is_none(),
-            "a worker stopped when the api died\n{}",
-            logs(logs_dir.path())
-        );
-    }
+    // Neither worker stopped when the api died.
+    processes.assert_running("dist-w1");
+    processes.assert_running("dist-w2");
 
     // A new api records everything the fleet did while it was away.
-    let mut api = spawn("api", &vars, &[], &log("api-2.log"));
-    wait_ready(&http, &base_url, &mut api).await;
+    processes.start("api-2", "api", &[]);
+    processes.wait_ready("api-2", &http, &base_url).await;
     let mut ran_on = HashSet::new();
     for id in &accepted {
         let execution = wait_final(&http, &base_url, &token, id).await;
@@ -194,7 +107,7 @@ async fn two_worker_processes_share_a_burst_and_survive_the_api_dying_mid_burst(
             execution["status"],
             "completed",
             "{execution}\n{}",
-            logs(logs_dir.path())
+            processes.logs()
         );
         assert_eq!(execution["stdout"], "done\n");
         ran_on.insert(
@@ -223,9 +136,4 @@ async fn two_worker_processes_share_a_burst_and_survive_the_api_dying_mid_burst(
         unfinished.is_empty(),
         "unfinished executions: {unfinished:?}"
     );
-
-    api.kill().await.expect("stop api");
-    for worker in &mut workers {
-        worker.kill().await.expect("stop worker");
-    }
 }
