@@ -13,6 +13,7 @@ pub mod recorder;
 pub mod routes;
 pub mod state;
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,12 +117,27 @@ impl Api {
         ));
 
         tracing::info!(addr = %listener.local_addr()?, "api listening");
+        let drain = Duration::from_secs(state.config.drain_seconds);
         let app = routes::router(state);
-        let served = axum::serve(listener, app)
+        let serve = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+            .into_future();
+        // In-flight requests finish, within the drain period: live-output streams could
+        // otherwise hold the replica open for as long as their executions run.
+        let served = tokio::select! {
+            served = serve => served,
+            _ = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(drain).await;
+            } => {
+                tracing::warn!(drain_seconds = drain.as_secs(), "requests still open after the drain period; closing them");
+                Ok(())
+            }
+        };
         shutdown.cancel();
+        // The recorders finish the batch in hand, ack it and stop.
         while jobs.join_next().await.is_some() {}
+        tracing::info!("api stopped");
         served
     }
 }

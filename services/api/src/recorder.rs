@@ -20,6 +20,9 @@ use crate::entity::execution::{self, Status};
 use crate::state::AppState;
 
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Messages pulled at a time, and how long a pull waits for them to arrive.
+const RECORD_BATCH: usize = 32;
+const BATCH_WAIT: Duration = Duration::from_millis(500);
 
 fn encoding_name(encoding: Encoding) -> &'static str {
     match encoding {
@@ -225,30 +228,34 @@ async fn drain(
         .await?
         .get_consumer(consumer_name)
         .await?;
-    let mut messages = consumer.messages().await?;
-    loop {
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            next = messages.next() => match next {
-                Some(message) => message?,
-                None => return Err("consumer stream ended".into()),
-            },
-        };
-        let disposition = match feed {
-            Feed::Results => {
-                let (disposition, freed) = record_result(&state.db, &message.payload).await;
-                if let Some(user_id) = freed {
-                    // The sweeper catches up if this fails.
-                    if let Err(error) = admission::admit_and_dispatch(state, user_id).await {
-                        tracing::warn!(%user_id, error = %error, "admitting held executions failed");
+    // Pulled in small batches, each handled to the end before shutdown is looked at: a stopping
+    // replica leaves no message taken but unacknowledged, waiting out ack_wait.
+    while !shutdown.is_cancelled() {
+        let mut batch = consumer
+            .batch()
+            .max_messages(RECORD_BATCH)
+            .expires(BATCH_WAIT)
+            .messages()
+            .await?;
+        while let Some(message) = batch.next().await {
+            let message = message?;
+            let disposition = match feed {
+                Feed::Results => {
+                    let (disposition, freed) = record_result(&state.db, &message.payload).await;
+                    if let Some(user_id) = freed {
+                        // The sweeper catches up if this fails.
+                        if let Err(error) = admission::admit_and_dispatch(state, user_id).await {
+                            tracing::warn!(%user_id, error = %error, "admitting held executions failed");
+                        }
                     }
+                    disposition
                 }
-                disposition
-            }
-            Feed::Started => record_started(&state.db, &message.payload).await,
-        };
-        acknowledge(&message, disposition).await;
+                Feed::Started => record_started(&state.db, &message.payload).await,
+            };
+            acknowledge(&message, disposition).await;
+        }
     }
+    Ok(())
 }
 
 /// The recorder's ack policy: what each disposition tells JetStream.

@@ -705,3 +705,81 @@ async fn postgres_stopped_for_10_s_under_load_answers_503_and_records_everything
     }
     cluster.processes.assert_running("api");
 }
+
+#[tokio::test]
+async fn sigterm_drains_the_api_and_lets_the_worker_finish_what_it_runs() {
+    let nats = start_nats().await;
+    let (database_url, _dir) = empty_database(Backend::Postgres).await;
+    let mut cluster = Cluster::new(
+        &nats,
+        &database_url,
+        &[
+            ("VOIDRUNNER_DRAIN_SECONDS", "2"),
+            ("VOIDRUNNER_SHUTDOWN_GRACE_SECONDS", "30"),
+        ],
+    )
+    .await;
+    cluster.start_api("api-1").await;
+    cluster.start_worker("w1", "2");
+    let client = cluster.client.clone();
+    let token = login_new_user(&client.http, &client.base_url).await;
+    let task = client.task(&token, "echo begun; sleep 3; echo ended").await;
+    let (status, body) = client.submit(&token, &task).await.expect("api answers");
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+
+    // A live-output stream stays open while the api is told to stop: the drain period bounds it.
+    let events = client
+        .http
+        .get(format!("{}/api/v1/executions/{id}/events", client.base_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("events stream");
+    assert_eq!(events.status().as_u16(), 200);
+    loop {
+        let execution = client.get(&token, &id).await;
+        if execution["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let asked = Instant::now();
+    assert!(
+        cluster
+            .processes
+            .terminate("api-1", Duration::from_secs(10))
+            .await,
+        "the api did not exit cleanly on SIGTERM\n{}",
+        cluster.processes.logs()
+    );
+    let api_stopped = asked.elapsed();
+    drop(events);
+
+    // The worker, told to stop mid-run, finishes the run first and reports it.
+    let asked = Instant::now();
+    assert!(
+        cluster
+            .processes
+            .terminate("w1", Duration::from_secs(40))
+            .await,
+        "the worker did not exit cleanly on SIGTERM\n{}",
+        cluster.processes.logs()
+    );
+    let worker_stopped = asked.elapsed();
+    cluster.start_api("api-2").await;
+    let (finished, lost) = settle(&client, &token, &[id], Duration::from_secs(30)).await;
+    println!(
+        "FAULT REPORT sigterm: api_exit={:.1}s worker_exit={:.1}s lost={lost}",
+        api_stopped.as_secs_f64(),
+        worker_stopped.as_secs_f64()
+    );
+    assert_eq!(lost, 0);
+    assert_eq!(finished[0]["status"], "completed", "{}", finished[0]);
+    assert_eq!(finished[0]["stdout"], "begun\nended\n");
+    assert_eq!(finished[0]["worker_id"], "w1");
+    assert_eq!(
+        finished[0]["attempt"], 1,
+        "finished by the stopping worker, not redelivered"
+    );
+}
