@@ -45,10 +45,26 @@ async fn a_running_execution_is_killed_and_ends_cancelled() {
     assert!(first_output.subject.as_str().contains(id));
 
     let requested = Instant::now();
+    let requested_at = chrono::Utc::now();
     let (status, body) = cancel(&app, &token, id).await;
     assert_eq!(status, 202, "{body}");
     let result = wait_final(&app.http, &app.base_url, &token, id).await;
     assert_eq!(result["status"], "cancelled", "{result}");
+    // The worker stopped the run (its `finished_at`) within a second of the request.
+    let finished_at: chrono::DateTime<chrono::Utc> = result["finished_at"]
+        .as_str()
+        .expect("finished_at")
+        .parse()
+        .expect("timestamp");
+    let kill_latency = finished_at - requested_at;
+    println!(
+        "cancel: run stopped {} ms after DELETE",
+        kill_latency.num_milliseconds()
+    );
+    assert!(
+        kill_latency < chrono::TimeDelta::seconds(1),
+        "the run was stopped {kill_latency} after the request"
+    );
     assert!(
         requested.elapsed() < Duration::from_secs(10),
         "took {:?}",

@@ -556,3 +556,59 @@ async fn forward_output(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use voidrunner_shared::events::RetryPolicy;
+
+    fn result(status: FinalStatus, compile_error: bool) -> ResultV1 {
+        ResultV1 {
+            status,
+            compile_error,
+            ..ResultV1::fleet_error(uuid::Uuid::nil(), "w", 1, String::new())
+        }
+    }
+
+    #[test]
+    fn failures_and_timeouts_are_retried_but_not_compile_errors_cancellations_or_successes() {
+        assert!(retryable(&result(FinalStatus::Failed, false)));
+        assert!(retryable(&result(FinalStatus::Timeout, false)));
+        assert!(!retryable(&result(FinalStatus::Failed, true)));
+        assert!(!retryable(&result(FinalStatus::Completed, false)));
+        assert!(!retryable(&result(FinalStatus::Cancelled, false)));
+        assert!(!retryable(&result(FinalStatus::Error, false)));
+    }
+
+    #[test]
+    fn progress_covers_every_run_and_every_wait_between_them() {
+        let mut dispatch = DispatchV1 {
+            execution_id: uuid::Uuid::nil(),
+            task_id: uuid::Uuid::nil(),
+            language: Language::Bash,
+            lane: voidrunner_shared::Lane::Normal,
+            code: String::new(),
+            files: Vec::new(),
+            stdin: String::new(),
+            timeout_seconds: 10,
+            limits: Default::default(),
+            network: false,
+            retry: RetryPolicy::default(),
+            submitted_at: Utc::now(),
+        };
+        let timeout = Duration::from_secs(10);
+        assert_eq!(
+            progress_budget(&dispatch, timeout),
+            timeout + PROGRESS_GRACE
+        );
+        dispatch.retry = RetryPolicy {
+            retries: 2,
+            backoff_seconds: 3,
+        };
+        // Three runs, then waits of 3 s and 6 s.
+        assert_eq!(
+            progress_budget(&dispatch, timeout),
+            Duration::from_secs(30 + 9) + PROGRESS_GRACE
+        );
+    }
+}
