@@ -298,6 +298,51 @@ pub struct DeadLetterV1 {
     pub failed_at: DateTime<Utc>,
 }
 
+/// A worker's heartbeat (the value under its id in the `<P>_workers` bucket) and its answer on
+/// `<p>.workers.<id>.status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "schema")]
+pub enum WorkerStatus {
+    #[serde(rename = "voidrunner.worker_status.v1")]
+    V1(WorkerStatusV1),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerStatusV1 {
+    pub worker_id: String,
+    pub host: String,
+    pub version: String,
+    /// Executions it runs at once.
+    pub slots: u32,
+    /// Of those, the ones running now.
+    pub busy: u32,
+    /// Languages whose image this worker has.
+    pub languages: Vec<Language>,
+    /// Warm sandboxes waiting, per language.
+    pub warm_pool: std::collections::BTreeMap<String, u32>,
+    pub sandbox: SandboxCounters,
+    /// Told to stop: it takes no more work and finishes what it runs.
+    #[serde(default)]
+    pub draining: bool,
+    pub seen_at: DateTime<Utc>,
+}
+
+/// Counters of a worker's sandbox runtime since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxCounters {
+    /// Executions that ran in a warm container.
+    pub warm_hits: u64,
+    /// Executions that ran in a container created for them.
+    pub cold_starts: u64,
+    /// Of the cold starts, those whose language has a pool that was empty at the time.
+    pub pool_empty: u64,
+    pub containers_created: u64,
+    pub containers_removed: u64,
+    pub orphans_removed: u64,
+}
+
 /// The JSON Schema of every event, by file name under `nats/schemas/`.
 pub fn json_schemas() -> Vec<(&'static str, schemars::schema::RootSchema)> {
     vec![
@@ -308,6 +353,7 @@ pub fn json_schemas() -> Vec<(&'static str, schemars::schema::RootSchema)> {
         ),
         ("result.json", schemars::schema_for!(ExecutionResult)),
         ("dead-letter.json", schemars::schema_for!(DeadLetter)),
+        ("worker-status.json", schemars::schema_for!(WorkerStatus)),
     ]
 }
 

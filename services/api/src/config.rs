@@ -42,6 +42,14 @@ pub struct ApiConfig {
     /// `VOIDRUNNER_DRAIN_SECONDS`: on shutdown, how long in-flight requests and recordings may take.
     #[serde(default = "default_drain_seconds")]
     pub drain_seconds: u64,
+    /// `VOIDRUNNER_REQUEST_TIMEOUT_SECONDS`: the longest a request may take to be answered
+    /// (live-output streams are answered at once and then stream for as long as they need).
+    #[serde(default = "default_request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
+    /// `VOIDRUNNER_CORS_ORIGINS`: origins browsers may call the API from, comma separated, or `*`;
+    /// empty (the default) sends no CORS headers.
+    #[serde(default)]
+    pub cors_origins: String,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -65,6 +73,8 @@ impl std::fmt::Debug for ApiConfig {
             .field("outbox_sweep_seconds", &self.outbox_sweep_seconds)
             .field("max_active_per_user", &self.max_active_per_user)
             .field("drain_seconds", &self.drain_seconds)
+            .field("request_timeout_seconds", &self.request_timeout_seconds)
+            .field("cors_origins", &self.cors_origins)
             .finish()
     }
 }
@@ -107,6 +117,9 @@ fn default_max_active_per_user() -> u32 {
 }
 fn default_drain_seconds() -> u64 {
     10
+}
+fn default_request_timeout_seconds() -> u64 {
+    60
 }
 
 /// The shortest JWT secret accepted, in bytes.
@@ -164,6 +177,20 @@ impl ApiConfig {
                 "must be at least 1",
             ));
         }
+        if self.request_timeout_seconds == 0 {
+            return Err(ConfigError::invalid(
+                "REQUEST_TIMEOUT_SECONDS",
+                "must be at least 1",
+            ));
+        }
+        for origin in self.cors_origin_list() {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    "CORS_ORIGINS",
+                    format_args!("{origin:?} is not an origin like https://app.example.com (or *)"),
+                ));
+            }
+        }
         if self.max_active_per_user == 0 {
             return Err(ConfigError::invalid(
                 "MAX_ACTIVE_PER_USER",
@@ -177,6 +204,15 @@ impl ApiConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The configured CORS origins, trimmed, without empty entries.
+    pub fn cors_origin_list(&self) -> Vec<&str> {
+        self.cors_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .collect()
     }
 
     /// The database URL, or an error naming the variable, for the distributed `api` command.

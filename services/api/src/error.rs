@@ -31,6 +31,9 @@ pub enum ApiError {
         message: &'static str,
         retry_after_seconds: u64,
     },
+    /// The request was not answered within `VOIDRUNNER_REQUEST_TIMEOUT_SECONDS`.
+    #[error("the request took longer than {0} s to answer; it may still complete, so check before retrying without an Idempotency-Key")]
+    Timeout(u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -60,6 +63,7 @@ impl ApiError {
             ApiError::Unavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
             }
+            ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -320,8 +320,8 @@ async fn a_worker_killed_with_executions_in_flight_loses_none_of_them() {
     let nats = start_nats().await;
     let (database_url, _dir) = empty_database(Backend::Postgres).await;
     let mut cluster = Cluster::new(&nats, &database_url, &[("VOIDRUNNER_POOL_BASH", "0")]).await;
-    cluster.start_api("api").await;
     cluster.start_worker("doomed", "4");
+    cluster.start_api("api").await;
     let client = cluster.client.clone();
     let token = login_new_user(&client.http, &client.base_url).await;
     let task = client.task(&token, "sleep 3; echo survived").await;
@@ -396,8 +396,8 @@ async fn the_api_killed_during_a_burst_of_200_loses_no_accepted_execution() {
     let nats = start_nats().await;
     let (database_url, _dir) = empty_database(Backend::Postgres).await;
     let mut cluster = Cluster::new(&nats, &database_url, &[]).await;
-    cluster.start_api("api-1").await;
     cluster.start_worker("w1", "4");
+    cluster.start_api("api-1").await;
     let client = cluster.client.clone();
     let token = login_new_user(&client.http, &client.base_url).await;
     let task = client.task(&token, "echo burst").await;
@@ -525,8 +525,8 @@ async fn nats_killed_and_restarted_under_load_loses_no_accepted_execution() {
     let mut nats = start_nats().await;
     let (database_url, _dir) = empty_database(Backend::Postgres).await;
     let mut cluster = Cluster::new(&nats, &database_url, &[]).await;
-    cluster.start_api("api").await;
     cluster.start_worker("w1", "4");
+    cluster.start_api("api").await;
     let client = cluster.client.clone();
     let token = login_new_user(&client.http, &client.base_url).await;
     let task = client.task(&token, "sleep 0.2; echo kept").await;
@@ -610,8 +610,8 @@ async fn postgres_stopped_for_10_s_under_load_answers_503_and_records_everything
     let nats = start_nats().await;
     let postgres = OwnPostgres::start().await;
     let mut cluster = Cluster::new(&nats, &postgres.url(), &[]).await;
-    cluster.start_api("api").await;
     cluster.start_worker("w1", "4");
+    cluster.start_api("api").await;
     let client = cluster.client.clone();
     let token = login_new_user(&client.http, &client.base_url).await;
     let task = client.task(&token, "sleep 1; echo recorded").await;
@@ -719,8 +719,8 @@ async fn sigterm_drains_the_api_and_lets_the_worker_finish_what_it_runs() {
         ],
     )
     .await;
-    cluster.start_api("api-1").await;
     cluster.start_worker("w1", "2");
+    cluster.start_api("api-1").await;
     let client = cluster.client.clone();
     let token = login_new_user(&client.http, &client.base_url).await;
     let task = client.task(&token, "echo begun; sleep 3; echo ended").await;
@@ -767,6 +767,8 @@ async fn sigterm_drains_the_api_and_lets_the_worker_finish_what_it_runs() {
         cluster.processes.logs()
     );
     let worker_stopped = asked.elapsed();
+    // The api is ready once some worker is alive.
+    cluster.start_worker("w2", "2");
     cluster.start_api("api-2").await;
     let (finished, lost) = settle(&client, &token, &[id], Duration::from_secs(30)).await;
     println!(

@@ -1,61 +1,60 @@
 //! The worker's presence in the fleet: heartbeats in a KV bucket (they expire when the worker
 //! stops) and a registration with the NATS service API, so `nats micro ls` lists every worker.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::service::ServiceExt;
 use chrono::Utc;
 use futures::StreamExt;
-use serde::Serialize;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use voidrunner_shared::events::{WorkerStatus, WorkerStatusV1};
 
 use crate::runner::Runner;
-use crate::sandbox::MetricsSnapshot;
 
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// What a worker reports about itself, in its heartbeat and on its status endpoint.
-#[derive(Serialize)]
-struct Status<'a> {
-    worker_id: &'a str,
-    version: &'static str,
-    slots: usize,
-    busy: usize,
-    warm_pool: HashMap<String, usize>,
-    sandbox: MetricsSnapshot,
-    seen_at: chrono::DateTime<Utc>,
-}
-
-fn status(runner: &Runner, total: usize, free: usize) -> Vec<u8> {
-    serde_json::to_vec(&Status {
-        worker_id: &runner.worker_id,
-        version: env!("CARGO_PKG_VERSION"),
-        slots: total,
-        busy: total.saturating_sub(free),
+fn status(runner: &Runner, total: usize, busy: usize, draining: bool) -> Vec<u8> {
+    serde_json::to_vec(&WorkerStatus::V1(WorkerStatusV1 {
+        worker_id: runner.worker_id.clone(),
+        host: runner.host.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        slots: u32::try_from(total).unwrap_or(u32::MAX),
+        busy: u32::try_from(busy).unwrap_or(u32::MAX),
+        languages: runner.languages.clone(),
         warm_pool: runner
             .sandbox
             .pool_levels()
             .into_iter()
-            .map(|(language, ready)| (language.to_string(), ready))
+            .map(|(language, ready)| {
+                (
+                    language.to_string(),
+                    u32::try_from(ready).unwrap_or(u32::MAX),
+                )
+            })
             .collect(),
         sandbox: runner.sandbox.metrics().snapshot(),
+        draining,
         seen_at: Utc::now(),
-    })
+    }))
     .unwrap_or_default()
 }
 
 /// Puts one heartbeat.
-pub async fn beat(runner: &Runner, total: usize, free: usize) {
+pub async fn beat(runner: &Runner, total: usize, busy: usize, draining: bool) {
     let bucket = runner
         .jetstream
         .get_key_value(runner.namespace.heartbeat_bucket())
         .await;
     let result = match bucket {
         Ok(bucket) => bucket
-            .put(&runner.worker_id, status(runner, total, free).into())
+            .put(
+                &runner.worker_id,
+                status(runner, total, busy, draining).into(),
+            )
             .await
             .map(|_| ())
             .map_err(|e| e.to_string()),
@@ -85,8 +84,9 @@ pub async fn live_workers(runner: &Runner) -> Option<HashSet<String>> {
 /// Beats and answers status requests until `shutdown`, then removes its heartbeat.
 pub async fn register(
     runner: Runner,
-    slots: Arc<Semaphore>,
+    busy: Arc<AtomicUsize>,
     total: usize,
+    stopping: CancellationToken,
     shutdown: CancellationToken,
 ) {
     let service = runner
@@ -100,11 +100,7 @@ pub async fn register(
         .await;
     let mut status_requests = match &service {
         Ok(service) => {
-            let subject = format!(
-                "{}.workers.{}.status",
-                runner.namespace.prefix(),
-                runner.worker_id
-            );
+            let subject = runner.namespace.worker_status_subject(&runner.worker_id);
             match service.endpoint_builder().name("status").add(subject).await {
                 Ok(endpoint) => Some(endpoint),
                 Err(error) => {
@@ -123,14 +119,14 @@ pub async fn register(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = ticks.tick() => beat(&runner, total, slots.available_permits()).await,
+            _ = ticks.tick() => beat(&runner, total, busy.load(Ordering::Relaxed), stopping.is_cancelled()).await,
             Some(request) = async {
                 match status_requests.as_mut() {
                     Some(endpoint) => endpoint.next().await,
                     None => std::future::pending().await,
                 }
             } => {
-                let body = status(&runner, total, slots.available_permits());
+                let body = status(&runner, total, busy.load(Ordering::Relaxed), stopping.is_cancelled());
                 let _ = request.respond(Ok(body.into())).await;
             }
         }

@@ -102,9 +102,12 @@ impl Worker {
             },
         };
         let sandbox = DockerSandbox::connect(settings).await?;
+        let mut languages = Vec::new();
         for language in voidrunner_shared::Language::ALL {
             let image = config.image(language);
-            if !sandbox.has_image(image).await {
+            if sandbox.has_image(image).await {
+                languages.push(language);
+            } else {
                 tracing::warn!(%language, image, "image missing: executions in this language will fail here until it is built (scripts/build-images.sh)");
             }
         }
@@ -147,6 +150,8 @@ impl Worker {
                 config,
                 policy,
                 worker_id,
+                host: host_name(),
+                languages,
                 results,
                 max_deliver: nats.nats_max_deliver,
                 ack_wait: nats.ack_wait(),
@@ -156,7 +161,7 @@ impl Worker {
             slots,
         };
         // Seen in the fleet before it creates any sandbox, so no other worker takes them for orphans.
-        fleet::beat(&worker.runner, slots, slots).await;
+        fleet::beat(&worker.runner, slots, 0, false).await;
         remove_orphans(&worker.runner, true).await;
         Ok(worker)
     }
@@ -180,10 +185,13 @@ impl Worker {
             .nats
             .subscribe(self.runner.namespace.wakeup_filter())
             .await?;
+        // Executions being handled now, for the fleet view.
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let fleet = tokio::spawn(fleet::register(
             self.runner.clone(),
-            Arc::clone(&slots),
+            Arc::clone(&busy),
             self.slots,
+            shutdown.clone(),
             drained.clone(),
         ));
         let cancellation_watch =
@@ -239,8 +247,11 @@ impl Worker {
                 };
                 let runner = self.runner.clone();
                 let stop = halt.child_token();
+                let busy = Arc::clone(&busy);
+                busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 running.spawn(async move {
                     runner.handle(message, stop).await;
+                    busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     drop(permit);
                 });
             }
@@ -332,11 +343,14 @@ async fn remove_orphans(runner: &Runner, start_up: bool) {
     }
 }
 
-fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
-        .unwrap_or_else(|_| "worker".into());
-    let host: String = host
+        .unwrap_or_else(|_| "worker".into())
+}
+
+fn default_worker_id() -> String {
+    let host: String = host_name()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .take(40)

@@ -63,6 +63,10 @@ pub struct Runner {
     pub config: WorkerConfig,
     pub policy: SandboxPolicy,
     pub worker_id: String,
+    /// The machine it runs on, as the fleet view shows it.
+    pub host: String,
+    /// Languages whose image is present here.
+    pub languages: Vec<Language>,
     pub results: jetstream::stream::Stream,
     pub max_deliver: u32,
     pub ack_wait: Duration,

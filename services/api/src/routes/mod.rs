@@ -5,13 +5,84 @@ mod events;
 mod executions;
 mod health;
 mod tasks;
+mod workers;
 
-use axum::extract::DefaultBodyLimit;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::error::ApiError;
 use crate::state::AppState;
+
+/// The header that carries a request's id, given by the client or made up here.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Headers a browser client may send and read across origins.
+const CORS_REQUEST_HEADERS: [HeaderName; 5] = [
+    header::AUTHORIZATION,
+    header::CONTENT_TYPE,
+    HeaderName::from_static("idempotency-key"),
+    HeaderName::from_static("last-event-id"),
+    HeaderName::from_static("x-api-key"),
+];
+const CORS_RESPONSE_HEADERS: [HeaderName; 8] = [
+    header::LOCATION,
+    header::RETRY_AFTER,
+    REQUEST_ID,
+    HeaderName::from_static("idempotent-replayed"),
+    HeaderName::from_static("ratelimit-limit"),
+    HeaderName::from_static("ratelimit-remaining"),
+    HeaderName::from_static("ratelimit-reset"),
+    HeaderName::from_static("ratelimit-policy"),
+];
+
+/// Answers 503 `timeout` when a handler takes longer than the configured request timeout.
+async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.config.request_timeout_seconds;
+    match tokio::time::timeout(Duration::from_secs(limit), next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(limit).into_response(),
+    }
+}
+
+/// CORS for the configured origins; none configured, no CORS headers.
+fn cors(origins: &[&str]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers(CORS_REQUEST_HEADERS)
+            .expose_headers(CORS_RESPONSE_HEADERS)
+            .max_age(Duration::from_secs(3600)),
+    )
+}
 
 /// Room for JSON syntax and escapes around the largest script or stdin a request may carry.
 const BODY_LIMIT_SLACK: usize = 64 * 1024;
@@ -43,24 +114,58 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/executions/{execution_id}/events", get(events::stream))
         .route("/dead-letters", get(executions::list_dead_letters))
+        .route("/workers", get(workers::list))
         .route(
             "/dead-letters/{execution_id}/rerun",
             post(executions::rerun_dead_letter),
         );
-    Router::new()
+    let cors = cors(&state.config.cors_origin_list());
+    let security_headers = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    let mut router = Router::new()
         .nest("/api/v1", api)
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .fallback(health::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            time_limit,
+        ));
+    for (name, value) in security_headers {
+        // Pages that need another policy (the API docs) set their own.
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    if let Some(cors) = cors {
+        router = router.layer(cors);
+    }
+    router
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
                 let path = request
                     .extensions()
                     .get::<axum::extract::MatchedPath>()
                     .map_or(request.uri().path(), |p| p.as_str());
-                tracing::info_span!("http", method = %request.method(), path)
+                let request_id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|id| id.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("http", method = %request.method(), path, request_id)
             }),
         )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }

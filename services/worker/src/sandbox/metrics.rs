@@ -2,8 +2,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
-
 #[derive(Debug, Default)]
 pub struct SandboxMetrics {
     pub warm_hits: AtomicU64,
@@ -15,18 +13,7 @@ pub struct SandboxMetrics {
 }
 
 /// A point-in-time copy of the counters.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct MetricsSnapshot {
-    /// Executions that ran in a warm container.
-    pub warm_hits: u64,
-    /// Executions that ran in a container created for them.
-    pub cold_starts: u64,
-    /// Of the cold starts, those whose language has a pool that was empty at the time.
-    pub pool_empty: u64,
-    pub containers_created: u64,
-    pub containers_removed: u64,
-    pub orphans_removed: u64,
-}
+pub type MetricsSnapshot = voidrunner_shared::events::SandboxCounters;
 
 impl SandboxMetrics {
     pub fn add(counter: &AtomicU64, n: u64) {
