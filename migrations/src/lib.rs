@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261129_000001_initial;
 mod m20261129_000002_sandbox_options;
 mod m20261129_000003_delivery;
+mod m20261129_000004_accounts;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000001_initial::Migration),
             Box::new(m20261129_000002_sandbox_options::Migration),
             Box::new(m20261129_000003_delivery::Migration),
+            Box::new(m20261129_000004_accounts::Migration),
         ]
     }
 }

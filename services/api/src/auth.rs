@@ -12,6 +12,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+use crate::entity::{api_key, session};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -27,8 +31,29 @@ pub struct TokenKeys {
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: Uuid,
+    /// The session (login) the token belongs to: logging out revokes it.
+    sid: Uuid,
     iat: u64,
     exp: u64,
+}
+
+/// The prefix of API keys; bearer tokens that start with it are looked up as keys.
+pub const API_KEY_PREFIX: &str = "vrk_";
+/// The prefix of refresh tokens.
+pub const REFRESH_TOKEN_PREFIX: &str = "vrr_";
+
+/// A new secret: `prefix` and 32 random bytes in hex.
+pub fn new_secret(prefix: &str) -> String {
+    use argon2::password_hash::rand_core::RngCore;
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// How secrets are stored: SHA-256 in hex (they carry 256 bits of entropy; no slow hash needed).
+pub fn digest(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
 impl TokenKeys {
@@ -56,13 +81,14 @@ impl TokenKeys {
         self.ttl_seconds
     }
 
-    pub fn issue(&self, user_id: Uuid) -> Result<String, ApiError> {
+    pub fn issue(&self, user_id: Uuid, session_id: Uuid) -> Result<String, ApiError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|e| ApiError::Internal(e.into()))?
             .as_secs();
         let claims = Claims {
             sub: user_id,
+            sid: session_id,
             iat: now,
             exp: now + self.ttl_seconds,
         };
@@ -70,11 +96,12 @@ impl TokenKeys {
             .map_err(|e| ApiError::Internal(e.into()))
     }
 
-    fn verify(&self, token: &str) -> Option<Uuid> {
+    /// The user and session of a valid, unexpired token.
+    fn verify(&self, token: &str) -> Option<(Uuid, Uuid)> {
         let validation = Validation::new(Algorithm::HS256);
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .ok()
-            .map(|data| data.claims.sub)
+            .map(|data| (data.claims.sub, data.claims.sid))
     }
 }
 
@@ -104,7 +131,16 @@ pub async fn verify_password(password: String, stored_hash: String) -> Result<bo
     .map_err(|e| ApiError::Internal(e.into()))?
 }
 
-/// The user a request's bearer token belongs to.
+/// Who is calling: the user, and the session or API key the credentials belong to.
+#[derive(Debug, Clone, Copy)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub session_id: Option<Uuid>,
+    pub api_key_id: Option<Uuid>,
+}
+
+/// The user a request's credentials belong to: `Authorization: Bearer <access token>`, or an
+/// API key as `Authorization: Bearer vrk_...` or `X-API-Key: vrk_...`.
 pub struct AuthUser(pub Uuid);
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -114,28 +150,100 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header =
-            parts
-                .headers
-                .get(axum::http::header::AUTHORIZATION)
-                .ok_or(ApiError::Unauthorized(
-                "missing `Authorization: Bearer <token>` header: log in at POST /api/v1/auth/login",
-            ))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized(
-                "the Authorization header must be `Bearer <token>`",
-            ))?;
-        state
-            .tokens
-            .verify(token.trim())
-            .map(AuthUser)
-            .ok_or(ApiError::Unauthorized(
-                "the token is invalid or expired: log in again",
-            ))
+        Principal::from_request_parts(parts, state)
+            .await
+            .map(|principal| AuthUser(principal.user_id))
     }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(*principal);
+        }
+        let principal = authenticate(parts, state).await?;
+        parts.extensions.insert(principal);
+        Ok(principal)
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let api_key_header = parts
+        .headers
+        .get("x-api-key")
+        .map(|value| value.to_str().unwrap_or_default().trim().to_owned());
+    let bearer = match parts.headers.get(axum::http::header::AUTHORIZATION) {
+        Some(header) => Some(
+            header
+                .to_str()
+                .ok()
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .map(|token| token.trim().to_owned())
+                .ok_or(ApiError::Unauthorized(
+                    "the Authorization header must be `Bearer <token>`",
+                ))?,
+        ),
+        None => None,
+    };
+    let credential = api_key_header.or(bearer).ok_or(ApiError::Unauthorized(
+        "missing credentials: send `Authorization: Bearer <token>` (log in at POST /api/v1/auth/login) or `X-API-Key: <key>`",
+    ))?;
+    if credential.starts_with(API_KEY_PREFIX) {
+        return api_key_principal(state, &credential).await;
+    }
+    let (user_id, session_id) = state
+        .tokens
+        .verify(&credential)
+        .ok_or(ApiError::Unauthorized(
+            "the token is invalid or expired: refresh it or log in again",
+        ))?;
+    let live = session::Entity::find_by_id(session_id)
+        .filter(session::Column::UserId.eq(user_id))
+        .filter(session::Column::RevokedAt.is_null())
+        .one(&state.db)
+        .await?
+        .is_some();
+    if !live {
+        return Err(ApiError::Unauthorized(
+            "the session has ended (logged out or revoked): log in again",
+        ));
+    }
+    Ok(Principal {
+        user_id,
+        session_id: Some(session_id),
+        api_key_id: None,
+    })
+}
+
+async fn api_key_principal(state: &AppState, key: &str) -> Result<Principal, ApiError> {
+    let found = api_key::Entity::find()
+        .filter(api_key::Column::KeyHash.eq(digest(key)))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .one(&state.db)
+        .await?
+        .ok_or(ApiError::Unauthorized("the API key is unknown or revoked"))?;
+    // Recorded at most once a minute, so that busy keys do not write on every request.
+    let now = chrono::Utc::now();
+    if found
+        .last_used_at
+        .is_none_or(|used| now - used > chrono::TimeDelta::minutes(1))
+    {
+        let _ = api_key::Entity::update_many()
+            .col_expr(api_key::Column::LastUsedAt, Expr::value(now))
+            .filter(api_key::Column::Id.eq(found.id))
+            .exec(&state.db)
+            .await;
+    }
+    Ok(Principal {
+        user_id: found.user_id,
+        session_id: None,
+        api_key_id: Some(found.id),
+    })
 }
 
 #[cfg(test)]
@@ -146,9 +254,26 @@ mod tests {
     fn a_token_verifies_only_with_the_key_that_signed_it() {
         let keys = TokenKeys::new(&[7; 32], 3600);
         let user = Uuid::new_v4();
-        let token = keys.issue(user).expect("token issued");
-        assert_eq!(keys.verify(&token), Some(user));
+        let session = Uuid::new_v4();
+        let token = keys.issue(user, session).expect("token issued");
+        assert_eq!(keys.verify(&token), Some((user, session)));
         assert_eq!(TokenKeys::new(&[8; 32], 3600).verify(&token), None);
         assert_eq!(keys.verify("not.a.token"), None);
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_long_random_and_stored_only_as_digests() {
+        let a = new_secret(API_KEY_PREFIX);
+        let b = new_secret(API_KEY_PREFIX);
+        assert_ne!(a, b);
+        assert!(a.starts_with(API_KEY_PREFIX) && a.len() == API_KEY_PREFIX.len() + 64);
+        assert_eq!(digest(&a), digest(&a));
+        assert_eq!(digest(&a).len(), 64);
+        assert!(!digest(&a).contains(&a[4..]));
     }
 }

@@ -17,6 +17,9 @@ pub struct ApiConfig {
     /// `VOIDRUNNER_JWT_TTL_SECONDS`: lifetime of an access token.
     #[serde(default = "default_jwt_ttl_seconds")]
     pub jwt_ttl_seconds: u64,
+    /// `VOIDRUNNER_REFRESH_TTL_SECONDS`: lifetime of a refresh token (each use rotates it).
+    #[serde(default = "default_refresh_ttl_seconds")]
+    pub refresh_ttl_seconds: u64,
     /// `VOIDRUNNER_AUTO_MIGRATE`: apply pending migrations at start-up instead of refusing to start.
     #[serde(default)]
     pub auto_migrate: bool,
@@ -65,6 +68,7 @@ impl std::fmt::Debug for ApiConfig {
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("jwt_ttl_seconds", &self.jwt_ttl_seconds)
+            .field("refresh_ttl_seconds", &self.refresh_ttl_seconds)
             .field("auto_migrate", &self.auto_migrate)
             .field("default_timeout_seconds", &self.default_timeout_seconds)
             .field("max_timeout_seconds", &self.max_timeout_seconds)
@@ -95,7 +99,10 @@ fn default_api_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 fn default_jwt_ttl_seconds() -> u64 {
-    24 * 3600
+    15 * 60
+}
+fn default_refresh_ttl_seconds() -> u64 {
+    30 * 24 * 3600
 }
 fn default_timeout_seconds() -> u32 {
     30

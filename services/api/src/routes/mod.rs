@@ -98,6 +98,17 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/me", get(auth::me))
+        .route(
+            "/auth/api-keys",
+            post(auth::create_api_key).get(auth::list_api_keys),
+        )
+        .route(
+            "/auth/api-keys/{key_id}",
+            axum::routing::delete(auth::revoke_api_key),
+        )
         .route("/tasks", post(tasks::create).get(tasks::list))
         .route("/tasks/{task_id}", get(tasks::get))
         .route(
