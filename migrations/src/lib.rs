@@ -9,6 +9,7 @@ mod m20261129_000001_initial;
 mod m20261129_000002_sandbox_options;
 mod m20261129_000003_delivery;
 mod m20261129_000004_accounts;
+mod m20261129_000005_task_details;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000002_sandbox_options::Migration),
             Box::new(m20261129_000003_delivery::Migration),
             Box::new(m20261129_000004_accounts::Migration),
+            Box::new(m20261129_000005_task_details::Migration),
         ]
     }
 }

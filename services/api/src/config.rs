@@ -108,10 +108,10 @@ fn default_timeout_seconds() -> u32 {
     30
 }
 fn default_max_timeout_seconds() -> u32 {
-    300
+    3600
 }
 fn default_max_script_bytes() -> usize {
-    256 * 1024
+    64 * 1024
 }
 fn default_max_stdin_bytes() -> usize {
     1024 * 1024

@@ -1,6 +1,6 @@
 //! The one error type of the REST API and its JSON shape.
 
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -223,3 +223,20 @@ mod tests {
         );
     }
 }
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::BadRequest {
+            code: "invalid_query",
+            message: format!(
+                "{}: see the API reference for this endpoint's query parameters",
+                rejection.body_text()
+            ),
+        }
+    }
+}
+
+/// A query-string extractor whose rejections use the API's error shape.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);

@@ -9,6 +9,7 @@ pub mod dead_letters;
 pub mod entity;
 pub mod error;
 pub mod outbox;
+pub mod pagination;
 pub mod recorder;
 pub mod routes;
 pub mod state;

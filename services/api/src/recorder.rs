@@ -17,6 +17,7 @@ use voidrunner_shared::events::{Encoding, ExecutionEvent, ExecutionResult, Resul
 
 use crate::admission;
 use crate::entity::execution::{self, Status};
+use crate::entity::task;
 use crate::state::AppState;
 
 const RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -147,12 +148,17 @@ async fn record_result(db: &DatabaseConnection, payload: &[u8]) -> (Disposition,
             Ok(changed) => {
                 tracing::info!(execution_id = %result.execution_id, status = result.status.as_str(), changed, "result recorded");
                 let user = if changed {
-                    execution::Entity::find_by_id(result.execution_id)
+                    let execution = execution::Entity::find_by_id(result.execution_id)
                         .one(db)
                         .await
                         .ok()
-                        .flatten()
-                        .map(|execution| execution.user_id)
+                        .flatten();
+                    if let Some(execution) = &execution {
+                        if let Err(error) = task::refresh_status(db, execution.task_id).await {
+                            tracing::warn!(task_id = %execution.task_id, error = %error, "task status not refreshed");
+                        }
+                    }
+                    execution.map(|execution| execution.user_id)
                 } else {
                     None
                 };
@@ -173,7 +179,19 @@ async fn record_result(db: &DatabaseConnection, payload: &[u8]) -> (Disposition,
 async fn record_started(db: &DatabaseConnection, payload: &[u8]) -> Disposition {
     match serde_json::from_slice::<ExecutionEvent>(payload) {
         Ok(ExecutionEvent::StartedV1(started)) => match apply_started(db, &started).await {
-            Ok(_) => Disposition::Ack,
+            Ok(changed) => {
+                if changed {
+                    if let Ok(Some(execution)) = execution::Entity::find_by_id(started.execution_id)
+                        .one(db)
+                        .await
+                    {
+                        if let Err(error) = task::refresh_status(db, execution.task_id).await {
+                            tracing::warn!(task_id = %execution.task_id, error = %error, "task status not refreshed");
+                        }
+                    }
+                }
+                Disposition::Ack
+            }
             Err(error) => {
                 tracing::warn!(execution_id = %started.execution_id, error = %error, "recording start failed");
                 Disposition::Retry

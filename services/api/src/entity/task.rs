@@ -1,4 +1,5 @@
 use sea_orm::entity::prelude::*;
+use sea_orm::{QueryOrder, QuerySelect};
 use voidrunner_shared::Language;
 
 /// The language column, stored as its canonical name.
@@ -59,6 +60,11 @@ pub struct Model {
     pub max_retries: i32,
     /// Delay before the first retry; doubles for each further one.
     pub retry_backoff_seconds: i32,
+    pub description: Option<String>,
+    /// The user's own JSON object, at most 16 KiB.
+    pub metadata: Option<Json>,
+    /// The status of the latest execution, or `idle` before the first.
+    pub status: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
@@ -96,3 +102,28 @@ impl Model {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// The status of a task that has never run.
+pub const IDLE: &str = "idle";
+
+/// Sets a task's status to its latest execution's, after an execution was created or moved on.
+pub async fn refresh_status(db: &sea_orm::DatabaseConnection, task_id: Uuid) -> Result<(), DbErr> {
+    let latest = super::execution::Entity::find()
+        .select_only()
+        .column(super::execution::Column::Status)
+        .filter(super::execution::Column::TaskId.eq(task_id))
+        .order_by_desc(super::execution::Column::CreatedAt)
+        .order_by_desc(super::execution::Column::Id)
+        .into_tuple::<super::execution::Status>()
+        .one(db)
+        .await?;
+    let status = latest.map_or(IDLE.to_owned(), |status| {
+        sea_orm::ActiveEnum::to_value(&status)
+    });
+    Entity::update_many()
+        .col_expr(Column::Status, sea_orm::sea_query::Expr::value(status))
+        .filter(Column::Id.eq(task_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -317,6 +317,9 @@ pub(crate) async fn enqueue(
         }
         Err(error) => return Err(error.into()),
     };
+    if let Err(error) = task::refresh_status(&state.db, execution.task_id).await {
+        tracing::warn!(task_id = %execution.task_id, error = %error, "task status not refreshed");
+    }
     if let Err(error) = admission::admit_and_dispatch(state, user_id).await {
         // Committed and held: the sweeper admits it once the database answers again.
         tracing::warn!(execution_id = %execution.id, error = %error, "admission deferred to the sweeper");
@@ -450,6 +453,7 @@ pub async fn cancel(
             .filter(execution::Column::Status.eq(Status::Queued))
             .exec(&state.db)
             .await?;
+        task::refresh_status(&state.db, execution.task_id).await?;
         // Its place under the user's limit goes to the next held execution.
         if execution.admitted {
             admission::admit_and_dispatch(&state, user_id).await?;

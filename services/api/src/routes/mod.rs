@@ -110,7 +110,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(auth::revoke_api_key),
         )
         .route("/tasks", post(tasks::create).get(tasks::list))
-        .route("/tasks/{task_id}", get(tasks::get))
+        .route(
+            "/tasks/{task_id}",
+            get(tasks::get).patch(tasks::update).delete(tasks::delete),
+        )
         .route(
             "/tasks/{task_id}/executions",
             post(executions::create).get(executions::list_for_task),

@@ -1,8 +1,8 @@
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -10,8 +10,9 @@ use voidrunner_shared::events::{RequestedLimits, RetryPolicy, SourceFile};
 use voidrunner_shared::{Lane, Language};
 
 use crate::auth::AuthUser;
-use crate::entity::task;
-use crate::error::{ApiError, Json, Path};
+use crate::entity::{execution, task};
+use crate::error::{ApiError, Json, Path, Query};
+use crate::pagination::{self, Order};
 use crate::state::AppState;
 
 const MAX_NAME_CHARS: usize = 255;
@@ -23,13 +24,20 @@ const MIN_CPUS: f64 = 0.01;
 const MIN_OUTPUT_LIMIT_BYTES: u64 = 1024;
 const MAX_RETRIES: i64 = 10;
 const DEFAULT_RETRY_BACKOFF_SECONDS: i64 = 1;
+const MAX_DESCRIPTION_CHARS: usize = 1000;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+const DEFAULT_PAGE: u64 = 50;
+const MAX_PAGE: u64 = 200;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     name: String,
     script_content: String,
     script_type: String,
+    description: Option<String>,
+    /// Any JSON object of the user's, at most 16 KiB.
+    metadata: Option<serde_json::Value>,
     priority: Option<i64>,
     timeout_seconds: Option<i64>,
     files: Option<Vec<SourceFile>>,
@@ -47,6 +55,10 @@ pub struct CreateTask {
 pub struct TaskResponse {
     id: Uuid,
     name: String,
+    description: Option<String>,
+    metadata: Option<serde_json::Value>,
+    /// The status of the latest execution, or `idle` before the first.
+    status: String,
     script_type: Language,
     script_content: String,
     priority: i16,
@@ -69,6 +81,9 @@ impl From<task::Model> for TaskResponse {
             id: task.id,
             lane: task.lane(),
             name: task.name,
+            description: task.description,
+            metadata: task.metadata,
+            status: task.status,
             script_type: task.script_type.into(),
             script_content: task.script_content,
             priority: task.priority,
@@ -92,6 +107,8 @@ impl From<task::Model> for TaskResponse {
 /// A task request that passed validation.
 struct ValidTask {
     name: String,
+    description: Option<String>,
+    metadata: Option<serde_json::Value>,
     language: Language,
     script_content: String,
     priority: i16,
@@ -203,12 +220,46 @@ fn validate(mut request: CreateTask, state: &AppState) -> Result<ValidTask, ApiE
             ApiError::invalid_field("script_type", e.to_string())
         },
     )?;
-    if request.script_content.trim().is_empty() {
+    if request.script_content.is_empty() {
         return Err(ApiError::invalid_field(
             "script_content",
             "must not be empty",
         ));
     }
+    let description = request
+        .description
+        .take()
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty());
+    if description
+        .as_ref()
+        .is_some_and(|text| text.chars().count() > MAX_DESCRIPTION_CHARS)
+    {
+        return Err(ApiError::invalid_field(
+            "description",
+            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    let metadata = match request.metadata.take() {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value @ serde_json::Value::Object(_)) => {
+            let size = value.to_string().len();
+            if size > MAX_METADATA_BYTES {
+                return Err(ApiError::invalid_field(
+                    "metadata",
+                    format!("is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}"),
+                ));
+            }
+            Some(value)
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "metadata",
+                "must be a JSON object, like {\"team\": \"search\"}",
+            ))
+        }
+    };
+
     let max_bytes = state.config.max_script_bytes;
     let files = validate_files(
         request.files.take().unwrap_or_default(),
@@ -268,6 +319,8 @@ fn validate(mut request: CreateTask, state: &AppState) -> Result<ValidTask, ApiE
         ));
     }
     Ok(ValidTask {
+        description,
+        metadata,
         max_retries: i32::try_from(max_retries).unwrap_or(0),
         retry_backoff_seconds: i32::try_from(retry_backoff).unwrap_or(1),
         name,
@@ -281,6 +334,38 @@ fn validate(mut request: CreateTask, state: &AppState) -> Result<ValidTask, ApiE
     })
 }
 
+impl ValidTask {
+    /// The columns a valid task sets, on `model`.
+    fn apply(self, model: &mut task::ActiveModel) -> Result<(), ApiError> {
+        model.name = Set(self.name);
+        model.description = Set(self.description);
+        model.metadata = Set(self.metadata);
+        model.script_type = Set(self.language.into());
+        model.script_content = Set(self.script_content);
+        model.priority = Set(self.priority);
+        model.timeout_seconds = Set(self.timeout_seconds);
+        model.files = Set((!self.files.is_empty())
+            .then(|| serde_json::to_value(&self.files))
+            .transpose()
+            .map_err(|e| ApiError::Internal(e.into()))?);
+        model.memory_mb = Set(self.limits.memory_mb.and_then(|mb| i32::try_from(mb).ok()));
+        model.cpu_millis = Set(self
+            .limits
+            .cpu_millis
+            .and_then(|millis| i32::try_from(millis).ok()));
+        model.output_limit_bytes = Set(self
+            .limits
+            .output_bytes
+            .and_then(|bytes| i64::try_from(bytes).ok()));
+        model.network = Set(self.network);
+        model.max_retries = Set(self.max_retries);
+        model.retry_backoff_seconds = Set(self.retry_backoff_seconds);
+        Ok(())
+    }
+}
+
+use crate::entity::task::IDLE;
+
 #[tracing::instrument(skip_all, fields(user_id = %user_id))]
 pub async fn create(
     State(state): State<AppState>,
@@ -289,36 +374,104 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<TaskResponse>), ApiError> {
     let valid = validate(request, &state)?;
     let now = Utc::now();
-    let task = task::ActiveModel {
+    let mut model = task::ActiveModel {
         id: Set(Uuid::now_v7()),
         user_id: Set(user_id),
-        name: Set(valid.name),
-        script_type: Set(valid.language.into()),
-        script_content: Set(valid.script_content),
-        priority: Set(valid.priority),
-        timeout_seconds: Set(valid.timeout_seconds),
-        files: Set((!valid.files.is_empty())
-            .then(|| serde_json::to_value(&valid.files))
-            .transpose()
-            .map_err(|e| ApiError::Internal(e.into()))?),
-        memory_mb: Set(valid.limits.memory_mb.and_then(|mb| i32::try_from(mb).ok())),
-        cpu_millis: Set(valid
-            .limits
-            .cpu_millis
-            .and_then(|millis| i32::try_from(millis).ok())),
-        output_limit_bytes: Set(valid
-            .limits
-            .output_bytes
-            .and_then(|bytes| i64::try_from(bytes).ok())),
-        network: Set(valid.network),
-        max_retries: Set(valid.max_retries),
-        retry_backoff_seconds: Set(valid.retry_backoff_seconds),
+        status: Set(IDLE.to_owned()),
         created_at: Set(now),
         updated_at: Set(now),
-    }
-    .insert(&state.db)
-    .await?;
+        ..Default::default()
+    };
+    valid.apply(&mut model)?;
+    let task = model.insert(&state.db).await?;
     Ok((StatusCode::CREATED, Json(task.into())))
+}
+
+/// The task as a create request would describe it, for merging a partial update onto.
+fn as_request(task: &task::Model) -> CreateTask {
+    CreateTask {
+        name: task.name.clone(),
+        script_content: task.script_content.clone(),
+        script_type: Language::from(task.script_type).to_string(),
+        description: task.description.clone(),
+        metadata: task.metadata.clone(),
+        priority: Some(i64::from(task.priority)),
+        timeout_seconds: Some(i64::from(task.timeout_seconds)),
+        files: task
+            .files
+            .clone()
+            .and_then(|files| serde_json::from_value(files).ok()),
+        memory_mb: task.memory_mb.map(i64::from),
+        cpus: task.cpu_millis.map(|millis| f64::from(millis) / 1000.0),
+        output_limit_bytes: task
+            .output_limit_bytes
+            .and_then(|bytes| u64::try_from(bytes).ok()),
+        network: Some(task.network),
+        max_retries: Some(i64::from(task.max_retries)),
+        retry_backoff_seconds: Some(i64::from(task.retry_backoff_seconds)),
+    }
+}
+
+/// Refuses to change a task while one of its executions is queued or running.
+async fn ensure_idle(state: &AppState, task_id: Uuid) -> Result<(), ApiError> {
+    let unfinished = execution::Entity::find()
+        .filter(execution::Column::TaskId.eq(task_id))
+        .filter(execution::Column::Status.is_in(execution::Status::UNFINISHED))
+        .count(&state.db)
+        .await?;
+    if unfinished > 0 {
+        return Err(ApiError::Conflict(
+            "the task has an execution queued or running: cancel it or wait for it to end",
+        ));
+    }
+    Ok(())
+}
+
+/// Changes some of a task's fields (`null` clears an optional one); the result is validated as
+/// a whole. 409 while an execution of the task is queued or running.
+#[tracing::instrument(skip_all, fields(user_id = %user_id, task_id = %task_id))]
+pub async fn update(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(task_id): Path<Uuid>,
+    Json(patch): Json<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<TaskResponse>, ApiError> {
+    let current = find_owned(&state, user_id, task_id).await?;
+    let mut merged =
+        serde_json::to_value(as_request(&current)).map_err(|e| ApiError::Internal(e.into()))?;
+    if let Some(fields) = merged.as_object_mut() {
+        for (key, value) in patch {
+            fields.insert(key, value);
+        }
+    }
+    let request: CreateTask =
+        serde_json::from_value(merged).map_err(|error| ApiError::Validation {
+            message: format!("the request body does not match the expected shape: {error}"),
+            details: serde_json::Value::Null,
+        })?;
+    let valid = validate(request, &state)?;
+    ensure_idle(&state, task_id).await?;
+    let mut model: task::ActiveModel = current.into();
+    valid.apply(&mut model)?;
+    model.updated_at = Set(Utc::now());
+    Ok(Json(model.update(&state.db).await?.into()))
+}
+
+/// Deletes a task and its executions. 409 while one of them is queued or running.
+#[tracing::instrument(skip_all, fields(user_id = %user_id, task_id = %task_id))]
+pub async fn delete(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Path(task_id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let task = find_owned(&state, user_id, task_id).await?;
+    ensure_idle(&state, task.id).await?;
+    execution::Entity::delete_many()
+        .filter(execution::Column::TaskId.eq(task.id))
+        .exec(&state.db)
+        .await?;
+    task::Entity::delete_by_id(task.id).exec(&state.db).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The task with `task_id` if it belongs to `user_id`; someone else's task does not exist.
@@ -342,26 +495,155 @@ pub async fn get(
     Ok(Json(find_owned(&state, user_id, task_id).await?.into()))
 }
 
+/// The fields the task list sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SortField {
+    #[default]
+    CreatedAt,
+    UpdatedAt,
+    Priority,
+    Name,
+}
+
+impl SortField {
+    fn name(self) -> &'static str {
+        match self {
+            SortField::CreatedAt => "created_at",
+            SortField::UpdatedAt => "updated_at",
+            SortField::Priority => "priority",
+            SortField::Name => "name",
+        }
+    }
+
+    fn column(self) -> task::Column {
+        match self {
+            SortField::CreatedAt => task::Column::CreatedAt,
+            SortField::UpdatedAt => task::Column::UpdatedAt,
+            SortField::Priority => task::Column::Priority,
+            SortField::Name => task::Column::Name,
+        }
+    }
+
+    fn key(self, task: &task::Model) -> serde_json::Value {
+        match self {
+            SortField::CreatedAt => serde_json::json!(task.created_at),
+            SortField::UpdatedAt => serde_json::json!(task.updated_at),
+            SortField::Priority => serde_json::json!(task.priority),
+            SortField::Name => serde_json::json!(task.name),
+        }
+    }
+
+    /// A cursor's sort value as the column's type.
+    fn value(self, value: &serde_json::Value) -> Option<sea_orm::Value> {
+        match self {
+            SortField::CreatedAt | SortField::UpdatedAt => {
+                serde_json::from_value::<chrono::DateTime<Utc>>(value.clone())
+                    .ok()
+                    .map(Into::into)
+            }
+            SortField::Priority => value
+                .as_i64()
+                .and_then(|p| i16::try_from(p).ok())
+                .map(Into::into),
+            SortField::Name => value.as_str().map(|name| name.to_owned().into()),
+        }
+    }
+}
+
+/// `GET /tasks` query parameters.
 #[derive(Deserialize)]
-pub struct Page {
-    #[serde(default = "default_limit")]
-    limit: u64,
+#[serde(deny_unknown_fields)]
+pub struct ListTasks {
+    limit: Option<u64>,
+    cursor: Option<String>,
+    #[serde(default)]
+    sort: SortField,
+    #[serde(default)]
+    order: Order,
+    /// The latest execution's status (`idle` for tasks that never ran).
+    status: Option<String>,
+    /// The language (`script_type`).
+    script_type: Option<String>,
 }
 
-fn default_limit() -> u64 {
-    50
+#[derive(Serialize)]
+pub struct TaskPage {
+    items: Vec<TaskResponse>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
 }
 
+const TASK_STATUSES: [&str; 8] = [
+    IDLE,
+    "queued",
+    "running",
+    "completed",
+    "failed",
+    "timeout",
+    "cancelled",
+    "error",
+];
+
+/// The caller's tasks, a page at a time, in a stable order.
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
-    Query(page): Query<Page>,
-) -> Result<Json<Vec<TaskResponse>>, ApiError> {
-    let tasks = task::Entity::find()
-        .filter(task::Column::UserId.eq(user_id))
-        .order_by_desc(task::Column::CreatedAt)
-        .limit(page.limit.clamp(1, 500))
-        .all(&state.db)
-        .await?;
-    Ok(Json(tasks.into_iter().map(Into::into).collect()))
+    Query(query): Query<ListTasks>,
+) -> Result<Json<TaskPage>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
+        });
+    }
+    let mut select = task::Entity::find().filter(task::Column::UserId.eq(user_id));
+    if let Some(status) = &query.status {
+        if !TASK_STATUSES.contains(&status.as_str()) {
+            return Err(ApiError::BadRequest {
+                code: "invalid_query",
+                message: format!("status must be one of {}", TASK_STATUSES.join(", ")),
+            });
+        }
+        select = select.filter(task::Column::Status.eq(status.as_str()));
+    }
+    if let Some(language) = &query.script_type {
+        let language: Language =
+            language
+                .parse()
+                .map_err(|e: voidrunner_shared::language::UnknownLanguage| {
+                    ApiError::BadRequest {
+                        code: "invalid_query",
+                        message: format!("script_type: {e}"),
+                    }
+                })?;
+        select = select.filter(task::Column::ScriptType.eq(task::ScriptType::from(language)));
+    }
+    let sort = query.sort;
+    let after = match &query.cursor {
+        Some(cursor) => {
+            let cursor = pagination::decode(cursor, sort.name(), query.order)?;
+            let value = sort.value(&cursor.value).ok_or(ApiError::BadRequest {
+                code: "invalid_cursor",
+                message: "the cursor is not one this API issued".into(),
+            })?;
+            Some((value, cursor.id))
+        }
+        None => None,
+    };
+    let select = pagination::after(select, sort.column(), task::Column::Id, query.order, after);
+    let mut tasks = select.limit(limit + 1).all(&state.db).await?;
+    let next_cursor = if tasks.len() as u64 > limit {
+        tasks.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        tasks
+            .last()
+            .map(|last| pagination::encode(sort.name(), query.order, sort.key(last), last.id))
+    } else {
+        None
+    };
+    Ok(Json(TaskPage {
+        items: tasks.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
 }
