@@ -10,6 +10,7 @@ mod m20261129_000002_sandbox_options;
 mod m20261129_000003_delivery;
 mod m20261129_000004_accounts;
 mod m20261129_000005_task_details;
+mod m20261129_000006_runs;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_delivery::Migration),
             Box::new(m20261129_000004_accounts::Migration),
             Box::new(m20261129_000005_task_details::Migration),
+            Box::new(m20261129_000006_runs::Migration),
         ]
     }
 }

@@ -65,6 +65,8 @@ pub struct Model {
     pub metadata: Option<Json>,
     /// The status of the latest execution, or `idle` before the first.
     pub status: String,
+    /// `task`, or `run` for the program of a one-shot run (left out of task listings).
+    pub kind: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
@@ -105,6 +107,9 @@ impl ActiveModelBehavior for ActiveModel {}
 
 /// The status of a task that has never run.
 pub const IDLE: &str = "idle";
+/// The kinds of task.
+pub const KIND_TASK: &str = "task";
+pub const KIND_RUN: &str = "run";
 
 /// Sets a task's status to its latest execution's, after an execution was created or moved on.
 pub async fn refresh_status(db: &sea_orm::DatabaseConnection, task_id: Uuid) -> Result<(), DbErr> {

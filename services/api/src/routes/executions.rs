@@ -162,7 +162,7 @@ const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// The request's idempotency key, if it sent one: 1 to 255 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
@@ -185,6 +185,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// What a new execution is made of.
 pub(crate) struct NewExecution {
+    /// Chosen by the caller, so that it can listen for the result before the execution exists.
+    pub id: Uuid,
     pub task: task::Model,
     pub stdin: String,
     pub idempotency_key: Option<String>,
@@ -213,7 +215,7 @@ fn ensure_nats_connected(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
-async fn find_by_idempotency_key(
+pub(crate) async fn find_by_idempotency_key(
     state: &AppState,
     user_id: Uuid,
     key: &str,
@@ -253,7 +255,7 @@ pub(crate) async fn enqueue(
     let now = Utc::now();
     let task = &new.task;
     let queued = execution::Model {
-        id: Uuid::now_v7(),
+        id: new.id,
         task_id: task.id,
         user_id,
         status: Status::Queued,
@@ -365,6 +367,7 @@ pub async fn create(
         &state,
         user_id,
         NewExecution {
+            id: Uuid::now_v7(),
             task,
             stdin: request.stdin,
             idempotency_key,
@@ -519,6 +522,7 @@ pub async fn rerun_dead_letter(
         &state,
         user_id,
         NewExecution {
+            id: Uuid::now_v7(),
             task,
             stdin: dead.stdin,
             idempotency_key: None,

@@ -4,6 +4,7 @@ mod auth;
 mod events;
 mod executions;
 mod health;
+mod runs;
 mod tasks;
 mod workers;
 
@@ -129,6 +130,8 @@ pub fn router(state: AppState) -> Router {
         .route("/executions/{execution_id}/events", get(events::stream))
         .route("/dead-letters", get(executions::list_dead_letters))
         .route("/workers", get(workers::list))
+        .route("/runs", post(runs::create))
+        .route("/runs/batch", post(runs::batch))
         .route(
             "/dead-letters/{execution_id}/rerun",
             post(executions::rerun_dead_letter),

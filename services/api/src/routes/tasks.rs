@@ -31,7 +31,7 @@ const MAX_PAGE: u64 = 200;
 
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct CreateTask {
+pub(crate) struct CreateTask {
     name: String,
     script_content: String,
     script_type: String,
@@ -364,7 +364,7 @@ impl ValidTask {
     }
 }
 
-use crate::entity::task::IDLE;
+use crate::entity::task::{IDLE, KIND_TASK};
 
 #[tracing::instrument(skip_all, fields(user_id = %user_id))]
 pub async fn create(
@@ -372,19 +372,35 @@ pub async fn create(
     AuthUser(user_id): AuthUser,
     Json(request): Json<CreateTask>,
 ) -> Result<(StatusCode, Json<TaskResponse>), ApiError> {
-    let valid = validate(request, &state)?;
+    let task = insert(&state, user_id, request, KIND_TASK).await?;
+    Ok((StatusCode::CREATED, Json(task.into())))
+}
+
+/// Validates a task request without storing anything.
+pub(crate) fn check(request: CreateTask, state: &AppState) -> Result<(), ApiError> {
+    validate(request, state).map(|_| ())
+}
+
+/// Validates and stores a task of `kind`.
+pub(crate) async fn insert(
+    state: &AppState,
+    user_id: Uuid,
+    request: CreateTask,
+    kind: &str,
+) -> Result<task::Model, ApiError> {
+    let valid = validate(request, state)?;
     let now = Utc::now();
     let mut model = task::ActiveModel {
         id: Set(Uuid::now_v7()),
         user_id: Set(user_id),
         status: Set(IDLE.to_owned()),
+        kind: Set(kind.to_owned()),
         created_at: Set(now),
         updated_at: Set(now),
         ..Default::default()
     };
     valid.apply(&mut model)?;
-    let task = model.insert(&state.db).await?;
-    Ok((StatusCode::CREATED, Json(task.into())))
+    Ok(model.insert(&state.db).await?)
 }
 
 /// The task as a create request would describe it, for merging a partial update onto.
@@ -598,7 +614,9 @@ pub async fn list(
             message: format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
         });
     }
-    let mut select = task::Entity::find().filter(task::Column::UserId.eq(user_id));
+    let mut select = task::Entity::find()
+        .filter(task::Column::UserId.eq(user_id))
+        .filter(task::Column::Kind.eq(KIND_TASK));
     if let Some(status) = &query.status {
         if !TASK_STATUSES.contains(&status.as_str()) {
             return Err(ApiError::BadRequest {
