@@ -1,12 +1,16 @@
 //! Live output: `GET /executions/{id}/events` as Server-Sent Events. It replays what the
 //! EVENTS stream holds for the execution (so a late subscriber misses nothing), follows it
 //! live, and ends with the result from the execution's reply subject.
+//!
+//! Each event's `id` is its sequence in the EVENTS stream (`result` for the result), so a client
+//! that reconnects with `Last-Event-ID` resumes right after the last event it saw.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -32,11 +36,40 @@ async fn last_stored(events: &async_nats::jetstream::stream::Stream, subjects: &
 /// Time a stream of a finished execution whose result has expired waits for more events.
 const REPLAY_IDLE: Duration = Duration::from_secs(2);
 
+/// Where a reconnecting client left off.
+enum Resume {
+    FromStart,
+    After(u64),
+    /// It saw the result: only the result again.
+    AfterResult,
+}
+
+fn resume_point(headers: &HeaderMap) -> Result<Resume, ApiError> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(Resume::FromStart);
+    };
+    let value = value.to_str().unwrap_or_default().trim();
+    if value == RESULT_EVENT_ID {
+        return Ok(Resume::AfterResult);
+    }
+    value
+        .parse()
+        .map(Resume::After)
+        .map_err(|_| ApiError::BadRequest {
+            code: "invalid_last_event_id",
+            message: "Last-Event-ID must be the id of an event this stream sent".into(),
+        })
+}
+
+const RESULT_EVENT_ID: &str = "result";
+
 pub async fn stream(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(execution_id): Path<Uuid>,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let resume = resume_point(&headers)?;
     let execution = find_owned_execution(&state, user_id, execution_id).await?;
     let (events, receiver) = mpsc::channel(64);
     // Subscribed before anything is replayed, so the result cannot slip between the two.
@@ -61,7 +94,14 @@ pub async fn stream(
         .map_err(|e| ApiError::Internal(e.into()))?
         .create_consumer(OrderedConfig {
             filter_subject: state.namespace.execution_events_filter(execution_id),
-            deliver_policy: DeliverPolicy::All,
+            deliver_policy: match resume {
+                Resume::FromStart => DeliverPolicy::All,
+                Resume::After(sequence) => DeliverPolicy::ByStartSequence {
+                    start_sequence: sequence + 1,
+                },
+                // Nothing but the result is sent; the replay is never read.
+                Resume::AfterResult => DeliverPolicy::New,
+            },
             ..Default::default()
         })
         .await
@@ -79,9 +119,13 @@ pub async fn stream(
     let event_subjects = [EventKind::Started, EventKind::Output]
         .map(|kind| state.namespace.event_subject(execution_id, kind));
 
+    let (mut delivered, replay_nothing) = match resume {
+        Resume::FromStart => (0, false),
+        Resume::After(sequence) => (sequence, false),
+        Resume::AfterResult => (u64::MAX, true),
+    };
     tokio::spawn(async move {
         let mut result = stored_result;
-        let mut delivered = 0;
         // Once the result is in, the events to send are those stored before it.
         let mut last_event = None;
         loop {
@@ -97,7 +141,12 @@ pub async fn stream(
                 if delivered >= last {
                     let data = String::from_utf8_lossy(payload).into_owned();
                     let _ = events
-                        .send(Event::default().event("result").data(data))
+                        .send(
+                            Event::default()
+                                .event("result")
+                                .id(RESULT_EVENT_ID)
+                                .data(data),
+                        )
                         .await;
                     return;
                 }
@@ -112,12 +161,13 @@ pub async fn stream(
             tokio::select! {
                 _ = events.closed() => return,
                 _ = idle => return,
-                message = replay.next() => match message {
+                message = replay.next(), if !replay_nothing => match message {
                     Some(Ok(message)) => {
                         delivered = message.info().map(|info| info.stream_sequence).unwrap_or(delivered);
                         let kind = message.subject.rsplit('.').next().unwrap_or("event").to_owned();
                         let data = String::from_utf8_lossy(&message.payload).into_owned();
-                        if events.send(Event::default().event(kind).data(data)).await.is_err() {
+                        let event = Event::default().event(kind).id(delivered.to_string()).data(data);
+                        if events.send(event).await.is_err() {
                             return;
                         }
                     }
