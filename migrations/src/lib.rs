@@ -11,6 +11,7 @@ mod m20261129_000003_delivery;
 mod m20261129_000004_accounts;
 mod m20261129_000005_task_details;
 mod m20261129_000006_runs;
+mod m20261129_000007_webhooks;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_accounts::Migration),
             Box::new(m20261129_000005_task_details::Migration),
             Box::new(m20261129_000006_runs::Migration),
+            Box::new(m20261129_000007_webhooks::Migration),
         ]
     }
 }

@@ -39,6 +39,8 @@ struct Claims {
 
 /// The prefix of API keys; bearer tokens that start with it are looked up as keys.
 pub const API_KEY_PREFIX: &str = "vrk_";
+/// The prefix of webhook signing secrets.
+pub const WEBHOOK_SECRET_PREFIX: &str = "vrw_";
 /// The prefix of refresh tokens.
 pub const REFRESH_TOKEN_PREFIX: &str = "vrr_";
 

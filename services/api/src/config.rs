@@ -53,6 +53,16 @@ pub struct ApiConfig {
     /// empty (the default) sends no CORS headers.
     #[serde(default)]
     pub cors_origins: String,
+    /// `VOIDRUNNER_WEBHOOK_ALLOW_PRIVATE`: let callback URLs reach loopback and private
+    /// addresses (off by default, so that users cannot aim the api at internal services).
+    #[serde(default)]
+    pub webhook_allow_private: bool,
+    /// `VOIDRUNNER_WEBHOOK_MAX_ATTEMPTS`: deliveries tried before a webhook is given up.
+    #[serde(default = "default_webhook_max_attempts")]
+    pub webhook_max_attempts: u32,
+    /// `VOIDRUNNER_WEBHOOK_TIMEOUT_SECONDS`: how long a receiver has to answer one delivery.
+    #[serde(default = "default_webhook_timeout_seconds")]
+    pub webhook_timeout_seconds: u64,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -79,6 +89,9 @@ impl std::fmt::Debug for ApiConfig {
             .field("drain_seconds", &self.drain_seconds)
             .field("request_timeout_seconds", &self.request_timeout_seconds)
             .field("cors_origins", &self.cors_origins)
+            .field("webhook_allow_private", &self.webhook_allow_private)
+            .field("webhook_max_attempts", &self.webhook_max_attempts)
+            .field("webhook_timeout_seconds", &self.webhook_timeout_seconds)
             .finish()
     }
 }
@@ -127,6 +140,12 @@ fn default_drain_seconds() -> u64 {
 }
 fn default_request_timeout_seconds() -> u64 {
     60
+}
+fn default_webhook_max_attempts() -> u32 {
+    8
+}
+fn default_webhook_timeout_seconds() -> u64 {
+    10
 }
 
 /// The shortest JWT secret accepted, in bytes.

@@ -13,6 +13,7 @@ pub mod pagination;
 pub mod recorder;
 pub mod routes;
 pub mod state;
+pub mod webhooks;
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -111,6 +112,7 @@ impl Api {
             shutdown.clone(),
         ));
         jobs.spawn(dead_letters::run(state.clone(), shutdown.clone()));
+        jobs.spawn(webhooks::run(state.clone(), shutdown.clone()));
         jobs.spawn(outbox::run_sweeper(
             state.clone(),
             sweep_every,

@@ -69,6 +69,9 @@ async fn an_execution_committed_but_never_published_is_dispatched_by_the_sweeper
         dead_lettered_at: Set(None),
         rerun_of: Set(None),
         runs: Set(0),
+        callback_url: Set(None),
+        webhook_state: Set(None),
+        webhook_next_at: Set(None),
     }
     .insert(&app.db.connection)
     .await

@@ -87,6 +87,12 @@ pub struct Model {
     pub rerun_of: Option<Uuid>,
     /// How many times the program ran, retries included (0 until a result says).
     pub runs: i32,
+    /// Where the result is POSTed once the execution ends.
+    pub callback_url: Option<String>,
+    /// `pending`, `delivered` or `failed`; none without a callback URL.
+    pub webhook_state: Option<String>,
+    /// When the next delivery attempt is due (also a lease while one is under way).
+    pub webhook_next_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

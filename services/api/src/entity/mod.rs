@@ -6,3 +6,4 @@ pub mod refresh_token;
 pub mod session;
 pub mod task;
 pub mod user;
+pub mod webhook_attempt;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::auth::{
     digest, hash_password, new_secret, verify_password, AuthUser, Principal, API_KEY_PREFIX,
-    REFRESH_TOKEN_PREFIX,
+    REFRESH_TOKEN_PREFIX, WEBHOOK_SECRET_PREFIX,
 };
 use crate::entity::{api_key, refresh_token, session, user};
 use crate::error::{ApiError, Json, Path};
@@ -31,6 +31,16 @@ pub struct UserResponse {
     id: Uuid,
     email: String,
     created_at: chrono::DateTime<Utc>,
+}
+
+/// `GET /auth/me`: the user, with the secret that signs their webhooks.
+#[derive(Serialize)]
+pub struct MeResponse {
+    id: Uuid,
+    email: String,
+    created_at: chrono::DateTime<Utc>,
+    /// Verify a webhook with HMAC-SHA256 of `<t>.<body>` under this secret (see the README).
+    webhook_secret: String,
 }
 
 #[derive(Serialize)]
@@ -134,6 +144,7 @@ pub async fn register(
         email: Set(email),
         password_hash: Set(password_hash),
         created_at: Set(Utc::now()),
+        webhook_secret: Set(Some(new_secret(WEBHOOK_SECRET_PREFIX))),
     }
     .insert(&state.db)
     .await
@@ -292,15 +303,17 @@ pub async fn logout(
 pub async fn me(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
-) -> Result<Json<UserResponse>, ApiError> {
+) -> Result<Json<MeResponse>, ApiError> {
     let user = user::Entity::find_by_id(user_id)
         .one(&state.db)
         .await?
         .ok_or(ApiError::Unauthorized("the user no longer exists"))?;
-    Ok(Json(UserResponse {
+    let webhook_secret = crate::webhooks::secret_of(&state.db, &user).await?;
+    Ok(Json(MeResponse {
         id: user.id,
         email: user.email,
         created_at: user.created_at,
+        webhook_secret,
     }))
 }
 

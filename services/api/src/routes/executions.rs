@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::admission;
 use crate::auth::AuthUser;
 use crate::entity::execution::{self, Status};
-use crate::entity::task;
+use crate::entity::{task, webhook_attempt};
 use crate::error::{ApiError, Json, Path};
 use crate::outbox;
 use crate::routes::tasks::find_owned;
@@ -52,6 +52,23 @@ pub struct ExecutionResponse {
     dead_lettered_at: Option<chrono::DateTime<Utc>>,
     /// The dead-lettered execution this one re-runs.
     rerun_of: Option<Uuid>,
+    /// Where the result is POSTed when the execution ends.
+    callback_url: Option<String>,
+    /// `pending`, `delivered` or `failed`; null without a callback URL.
+    webhook_state: Option<String>,
+    /// Every delivery attempt so far (on `GET /executions/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_attempts: Option<Vec<WebhookAttemptResponse>>,
+}
+
+#[derive(Serialize)]
+pub struct WebhookAttemptResponse {
+    attempt: i32,
+    attempted_at: chrono::DateTime<Utc>,
+    /// The receiver's HTTP status, when it answered.
+    status_code: Option<i32>,
+    error: Option<String>,
+    duration_ms: i64,
 }
 
 fn status_name(status: Status) -> &'static str {
@@ -99,6 +116,9 @@ impl From<execution::Model> for ExecutionResponse {
             idempotency_key: execution.idempotency_key,
             dead_lettered_at: execution.dead_lettered_at,
             rerun_of: execution.rerun_of,
+            callback_url: execution.callback_url,
+            webhook_state: execution.webhook_state,
+            webhook_attempts: None,
         }
     }
 }
@@ -110,6 +130,9 @@ pub struct StartExecution {
     /// What the program reads on its standard input.
     #[serde(default)]
     stdin: String,
+    /// Where to POST the result when the execution ends (signed; see the README).
+    #[serde(default)]
+    callback_url: Option<String>,
 }
 
 /// Reads the optional body: empty means defaults; otherwise JSON with the API's error shape.
@@ -187,6 +210,8 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
 pub(crate) struct NewExecution {
     /// Chosen by the caller, so that it can listen for the result before the execution exists.
     pub id: Uuid,
+    /// Where the result is POSTed when the execution ends (validated).
+    pub callback_url: Option<String>,
     pub task: task::Model,
     pub stdin: String,
     pub idempotency_key: Option<String>,
@@ -284,6 +309,12 @@ pub(crate) async fn enqueue(
         dead_lettered_at: None,
         rerun_of: new.rerun_of,
         runs: 0,
+        webhook_state: new
+            .callback_url
+            .as_ref()
+            .map(|_| crate::webhooks::PENDING.to_owned()),
+        callback_url: new.callback_url.clone(),
+        webhook_next_at: None,
     };
     // Refused now rather than left in the outbox for good: JSON escapes can make a dispatch
     // much larger than its script and stdin.
@@ -362,12 +393,14 @@ pub async fn create(
 ) -> Result<(StatusCode, HeaderMap, Json<ExecutionResponse>), ApiError> {
     let request = start_request(&request_headers, &body?, state.config.max_stdin_bytes)?;
     let idempotency_key = idempotency_key(&request_headers)?;
+    let callback_url = crate::webhooks::check_url(&state, request.callback_url.as_deref())?;
     let task = find_owned(&state, user_id, task_id).await?;
     let enqueued = enqueue(
         &state,
         user_id,
         NewExecution {
             id: Uuid::now_v7(),
+            callback_url,
             task,
             stdin: request.stdin,
             idempotency_key,
@@ -396,11 +429,29 @@ pub async fn get(
     AuthUser(user_id): AuthUser,
     Path(execution_id): Path<Uuid>,
 ) -> Result<Json<ExecutionResponse>, ApiError> {
-    Ok(Json(
-        find_owned_execution(&state, user_id, execution_id)
-            .await?
-            .into(),
-    ))
+    let execution = find_owned_execution(&state, user_id, execution_id).await?;
+    let with_webhook = execution.callback_url.is_some();
+    let mut response = ExecutionResponse::from(execution);
+    if with_webhook {
+        let attempts = webhook_attempt::Entity::find()
+            .filter(webhook_attempt::Column::ExecutionId.eq(execution_id))
+            .order_by_asc(webhook_attempt::Column::Attempt)
+            .all(&state.db)
+            .await?;
+        response.webhook_attempts = Some(
+            attempts
+                .into_iter()
+                .map(|attempt| WebhookAttemptResponse {
+                    attempt: attempt.attempt,
+                    attempted_at: attempt.attempted_at,
+                    status_code: attempt.status_code,
+                    error: attempt.error,
+                    duration_ms: attempt.duration_ms,
+                })
+                .collect(),
+        );
+    }
+    Ok(Json(response))
 }
 
 /// Cancels an execution. A queued one is taken off its lane and ends `cancelled` at once; a
@@ -523,6 +574,7 @@ pub async fn rerun_dead_letter(
         user_id,
         NewExecution {
             id: Uuid::now_v7(),
+            callback_url: dead.callback_url.clone(),
             task,
             stdin: dead.stdin,
             idempotency_key: None,

@@ -24,6 +24,11 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// An execution as the API shows it, for payloads sent elsewhere (webhooks).
+pub fn execution_json(execution: crate::entity::execution::Model) -> serde_json::Value {
+    serde_json::to_value(executions::ExecutionResponse::from(execution)).unwrap_or_default()
+}
+
 /// The header that carries a request's id, given by the client or made up here.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -52,6 +52,9 @@ pub struct RunRequest {
     output_limit_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     network: Option<bool>,
+    /// Where to POST the result when the run ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    callback_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +158,8 @@ async fn start(
 ) -> Result<Enqueued, ApiError> {
     let request = as_task(&run).map_err(|e| with_run_names(e, index))?;
     check_stdin(state, &run).map_err(|e| with_run_names(e, index))?;
+    let callback_url = crate::webhooks::check_url(state, run.callback_url.as_deref())
+        .map_err(|e| with_run_names(e, index))?;
     let task = tasks::insert(state, user_id, request, task::KIND_RUN)
         .await
         .map_err(|e| with_run_names(e, index))?;
@@ -163,6 +168,7 @@ async fn start(
         user_id,
         NewExecution {
             id,
+            callback_url,
             task,
             stdin: run.stdin,
             idempotency_key,
@@ -291,6 +297,8 @@ pub async fn batch(
     for (index, run) in batch.runs.iter().enumerate() {
         let request = as_task(run).map_err(|e| with_run_names(e, Some(index)))?;
         check_stdin(&state, run).map_err(|e| with_run_names(e, Some(index)))?;
+        crate::webhooks::check_url(&state, run.callback_url.as_deref())
+            .map_err(|e| with_run_names(e, Some(index)))?;
         tasks::check(request, &state).map_err(|e| with_run_names(e, Some(index)))?;
     }
     let mut items = Vec::with_capacity(batch.runs.len());
