@@ -164,6 +164,9 @@ pub fn test_env(
         ),
         ("VOIDRUNNER_OUTBOX_SWEEP_SECONDS", "1"),
         ("VOIDRUNNER_WORKER_SLOTS", "4"),
+        // Tests poll far faster than a client should; the rate-limit test sets its own limits.
+        ("VOIDRUNNER_RATE_LIMIT_PER_USER", "0"),
+        ("VOIDRUNNER_RATE_LIMIT_PER_IP", "0"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -98,6 +98,11 @@ impl TokenKeys {
             .map_err(|e| ApiError::Internal(e.into()))
     }
 
+    /// The user of a valid, unexpired token (its session is not checked).
+    pub fn user_of(&self, token: &str) -> Option<Uuid> {
+        self.verify(token).map(|(user, _)| user)
+    }
+
     /// The user and session of a valid, unexpired token.
     fn verify(&self, token: &str) -> Option<(Uuid, Uuid)> {
         let validation = Validation::new(Algorithm::HS256);

@@ -63,6 +63,16 @@ pub struct ApiConfig {
     /// `VOIDRUNNER_WEBHOOK_TIMEOUT_SECONDS`: how long a receiver has to answer one delivery.
     #[serde(default = "default_webhook_timeout_seconds")]
     pub webhook_timeout_seconds: u64,
+    /// `VOIDRUNNER_RATE_LIMIT_PER_USER`: requests a minute per user or API key (0: no limit).
+    #[serde(default = "default_rate_limit_per_user")]
+    pub rate_limit_per_user: u32,
+    /// `VOIDRUNNER_RATE_LIMIT_PER_IP`: requests a minute per client address (0: no limit).
+    #[serde(default = "default_rate_limit_per_ip")]
+    pub rate_limit_per_ip: u32,
+    /// `VOIDRUNNER_TRUST_PROXY`: take the client address from `X-Forwarded-For` (set it only
+    /// behind a proxy that overwrites that header).
+    #[serde(default)]
+    pub trust_proxy: bool,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -92,6 +102,9 @@ impl std::fmt::Debug for ApiConfig {
             .field("webhook_allow_private", &self.webhook_allow_private)
             .field("webhook_max_attempts", &self.webhook_max_attempts)
             .field("webhook_timeout_seconds", &self.webhook_timeout_seconds)
+            .field("rate_limit_per_user", &self.rate_limit_per_user)
+            .field("rate_limit_per_ip", &self.rate_limit_per_ip)
+            .field("trust_proxy", &self.trust_proxy)
             .finish()
     }
 }
@@ -140,6 +153,12 @@ fn default_drain_seconds() -> u64 {
 }
 fn default_request_timeout_seconds() -> u64 {
     60
+}
+fn default_rate_limit_per_user() -> u32 {
+    600
+}
+fn default_rate_limit_per_ip() -> u32 {
+    1200
 }
 fn default_webhook_max_attempts() -> u32 {
     8

@@ -31,6 +31,9 @@ pub enum ApiError {
         message: &'static str,
         retry_after_seconds: u64,
     },
+    /// Too many requests from this user or address; try again after the given seconds.
+    #[error("too many requests: slow down and retry after {retry_after_seconds} s (see the RateLimit-* headers)")]
+    RateLimited { retry_after_seconds: u64 },
     /// The request was not answered within `VOIDRUNNER_REQUEST_TIMEOUT_SECONDS`.
     #[error("the request took longer than {0} s to answer; it may still complete, so check before retrying without an Idempotency-Key")]
     Timeout(u64),
@@ -64,6 +67,7 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
             }
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -177,6 +181,9 @@ impl IntoResponse for ApiError {
         if let ApiError::Unavailable {
             retry_after_seconds,
             ..
+        }
+        | ApiError::RateLimited {
+            retry_after_seconds,
         } = &self
         {
             response.headers_mut().insert(

@@ -10,6 +10,7 @@ pub mod entity;
 pub mod error;
 pub mod outbox;
 pub mod pagination;
+pub mod ratelimit;
 pub mod recorder;
 pub mod routes;
 pub mod state;
@@ -84,6 +85,7 @@ impl Api {
                 tokens,
                 config: Arc::new(config),
                 policy: Arc::new(policy),
+                limiter: ratelimit::Limiter::default(),
             },
         })
     }
@@ -122,9 +124,12 @@ impl Api {
         tracing::info!(addr = %listener.local_addr()?, "api listening");
         let drain = Duration::from_secs(state.config.drain_seconds);
         let app = routes::router(state);
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
         // In-flight requests finish, within the drain period: live-output streams could
         // otherwise hold the replica open for as long as their executions run.
         let served = tokio::select! {

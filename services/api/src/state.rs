@@ -19,4 +19,5 @@ pub struct AppState {
     pub tokens: TokenKeys,
     pub config: Arc<ApiConfig>,
     pub policy: Arc<SandboxPolicy>,
+    pub limiter: crate::ratelimit::Limiter,
 }

@@ -115,3 +115,66 @@ async fn every_response_carries_a_request_id_and_security_headers() {
         .contains_key("access-control-allow-origin"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn rate_limits_apply_per_user_and_per_address_with_their_headers() {
+    let app = spawn_api_only(
+        Backend::Sqlite,
+        &[
+            ("VOIDRUNNER_RATE_LIMIT_PER_USER", "5"),
+            ("VOIDRUNNER_RATE_LIMIT_PER_IP", "1000"),
+        ],
+    )
+    .await;
+    let busy = app.login_new_user().await;
+    let other = app.login_new_user().await;
+    for n in 0..5u32 {
+        let response = app
+            .http
+            .get(app.url("/tasks"))
+            .bearer_auth(&busy)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), 200, "request {n}");
+        let headers = response.headers();
+        assert_eq!(headers["ratelimit-limit"], "5");
+        assert_eq!(headers["ratelimit-remaining"], (4 - n).to_string().as_str());
+        assert_eq!(headers["ratelimit-policy"], "5;w=60");
+    }
+    let refused = app
+        .http
+        .get(app.url("/tasks"))
+        .bearer_auth(&busy)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let (status, _) = send(app.http.get(app.url("/tasks")).bearer_auth(&other)).await;
+    assert_eq!(status, 200, "another user has a bucket of their own");
+    app.stop().await;
+
+    let app = spawn_api_only(Backend::Sqlite, &[("VOIDRUNNER_RATE_LIMIT_PER_IP", "3")]).await;
+    let guess = serde_json::json!({ "email": "nobody@example.com", "password": "guess-guess" });
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (status, _) = send(app.http.post(app.url("/auth/login")).json(&guess)).await;
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 429],
+        "password guessing is slowed per address"
+    );
+    let (status, _) = send(app.http.get(format!("{}/health", app.base_url))).await;
+    assert_eq!(status, 200, "health checks are not limited");
+    app.stop().await;
+}

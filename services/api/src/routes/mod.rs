@@ -141,6 +141,10 @@ pub fn router(state: AppState) -> Router {
             "/dead-letters/{execution_id}/rerun",
             post(executions::rerun_dead_letter),
         );
+    let api = api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::ratelimit::enforce,
+    ));
     let cors = cors(&state.config.cors_origin_list());
     let security_headers = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),

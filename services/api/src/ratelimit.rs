@@ -1,0 +1,201 @@
+//! Rate limits per user (or API key) and per client IP: token buckets that refill steadily over a
+//! minute. Every answer carries `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and
+//! `RateLimit-Policy`; a refused request gets 429 `rate_limited` with `Retry-After`.
+//!
+//! The buckets live in each api replica: with N replicas behind a balancer a client can get up
+//! to N times the limit.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::{digest, API_KEY_PREFIX};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const WINDOW: Duration = Duration::from_secs(60);
+/// Buckets untouched this long are full again and are dropped.
+const IDLE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// What a check decided, and what to tell the client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the bucket is full again (or, when refused, until one request is allowed).
+    pub reset_seconds: u64,
+}
+
+/// Token buckets by key.
+#[derive(Clone, Default)]
+pub struct Limiter {
+    buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+}
+
+impl Limiter {
+    /// Takes one token from `key`'s bucket of `limit` requests per minute, at `now`.
+    pub fn check(&self, key: &str, limit: u32, now: Instant) -> Decision {
+        let capacity = f64::from(limit);
+        let per_second = capacity / WINDOW.as_secs_f64();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, bucket| now.duration_since(bucket.updated) < IDLE);
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        let elapsed = now.duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(capacity);
+        bucket.updated = now;
+        let allowed = bucket.tokens >= 1.0;
+        if allowed {
+            bucket.tokens -= 1.0;
+        }
+        let reset_seconds = if allowed {
+            ((capacity - bucket.tokens) / per_second).ceil() as u64
+        } else {
+            ((1.0 - bucket.tokens) / per_second).ceil().max(1.0) as u64
+        };
+        Decision {
+            allowed,
+            limit,
+            remaining: bucket.tokens.floor() as u32,
+            reset_seconds,
+        }
+    }
+}
+
+/// The client's address: the socket peer, or the first `X-Forwarded-For` hop when the api sits
+/// behind a proxy it trusts.
+fn client_ip(request: &Request, trust_proxy: bool) -> Option<IpAddr> {
+    if trust_proxy {
+        let forwarded = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .and_then(|ip| ip.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
+/// Whom a request's credentials name, without a database lookup: the user of a valid access
+/// token, or the API key itself.
+fn caller(headers: &HeaderMap, state: &AppState) -> Option<String> {
+    let credential = headers
+        .get("x-api-key")
+        .or_else(|| headers.get(axum::http::header::AUTHORIZATION))
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.strip_prefix("Bearer ").unwrap_or(value).trim())?;
+    if credential.starts_with(API_KEY_PREFIX) {
+        return Some(format!("key:{}", &digest(credential)[..32]));
+    }
+    state
+        .tokens
+        .user_of(credential)
+        .map(|user_id| format!("user:{user_id}"))
+}
+
+fn set_headers(headers: &mut HeaderMap, decision: Decision) {
+    let pairs = [
+        ("ratelimit-limit", decision.limit.to_string()),
+        ("ratelimit-remaining", decision.remaining.to_string()),
+        ("ratelimit-reset", decision.reset_seconds.to_string()),
+        (
+            "ratelimit-policy",
+            format!("{};w={}", decision.limit, WINDOW.as_secs()),
+        ),
+    ];
+    for (name, value) in pairs {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// The middleware: the per-IP limit for every request, the per-user limit for authenticated ones.
+pub async fn enforce(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let config = &state.config;
+    let now = Instant::now();
+    let mut shown: Option<Decision> = None;
+    if config.rate_limit_per_ip > 0 {
+        if let Some(ip) = client_ip(&request, config.trust_proxy) {
+            let decision = state
+                .limiter
+                .check(&format!("ip:{ip}"), config.rate_limit_per_ip, now);
+            shown = Some(decision);
+        }
+    }
+    if config.rate_limit_per_user > 0 && shown.is_none_or(|d| d.allowed) {
+        if let Some(caller) = caller(request.headers(), &state) {
+            shown = Some(
+                state
+                    .limiter
+                    .check(&caller, config.rate_limit_per_user, now),
+            );
+        }
+    }
+    let mut response = match shown {
+        Some(decision) if !decision.allowed => ApiError::RateLimited {
+            retry_after_seconds: decision.reset_seconds,
+        }
+        .into_response(),
+        _ => next.run(request).await,
+    };
+    if let Some(decision) = shown {
+        set_headers(response.headers_mut(), decision);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_limit_then_refuses_and_refills_over_the_window() {
+        let limiter = Limiter::default();
+        let start = Instant::now();
+        for n in 0..6 {
+            let decision = limiter.check("k", 6, start);
+            assert!(decision.allowed, "request {n}");
+            assert_eq!(decision.remaining, 5 - n);
+        }
+        let refused = limiter.check("k", 6, start);
+        assert!(!refused.allowed);
+        assert_eq!(refused.reset_seconds, 10, "one token comes back every 10 s");
+        assert!(
+            limiter.check("other", 6, start).allowed,
+            "keys are separate"
+        );
+        let later = limiter.check("k", 6, start + Duration::from_secs(10));
+        assert!(later.allowed);
+        assert!(
+            !limiter
+                .check("k", 6, start + Duration::from_secs(10))
+                .allowed
+        );
+        let full = limiter.check("k", 6, start + Duration::from_secs(600));
+        assert_eq!(full.remaining, 5);
+    }
+}
