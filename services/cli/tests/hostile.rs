@@ -41,14 +41,18 @@ const ATTACKS: &[Attack] = &[
         stdin: None,
         timeout_seconds: 10,
         check: |r| {
-            // Bash gives up once fork keeps failing under the pids limit and the bomb fizzles
-            // out well inside its timeout; whether the last shell standing exits 0 or not
-            // depends on which fork failed last.
+            // The pids limit holds it: bash's forks fail and it retries with backoff, so it
+            // either fizzles out (the last shell exits 0 or not, depending on which fork failed
+            // last) or is killed at its timeout, as the machine's load decides. Either way the
+            // sandbox never grows past its limit.
             assert!(
-                r["status"] == "completed" || r["status"] == "failed",
-                "the bomb did not fizzle out: {r}"
+                matches!(r["status"].as_str(), Some("completed" | "failed" | "timeout")),
+                "{r}"
             );
-            assert!(r["duration_ms"].as_i64().is_some_and(|ms| ms < 9_000), "{r}");
+            assert!(
+                r["stderr"].as_str().is_some_and(|e| e.contains("fork")),
+                "the bomb never hit the pids limit: {r}"
+            );
         },
     },
     Attack {
