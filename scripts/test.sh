@@ -19,8 +19,9 @@ vr_ensure_docker
 vr_ensure_nats_server
 vr_ensure_postgres
 vr_ensure_images python node bash go
-vr__log "python packages for the wire-contract check (nats-py, jsonschema)"
-python3 -m pip install --quiet --disable-pip-version-check 'nats-py==2.16.0' 'jsonschema==4.26.0'
+vr__log "python packages for the wire-contract and API checks (nats-py, jsonschema, schemathesis)"
+python3 -m pip install --quiet --disable-pip-version-check 'nats-py==2.16.0' 'jsonschema==4.26.0' \
+    'schemathesis==4.6.4' 'hypothesis==6.135.0'
 
 vr__log "compose file check (docker-compose config)"
 command -v docker-compose >/dev/null || vr__apt_install docker-compose

@@ -76,7 +76,7 @@ impl RetryPolicy {
 }
 
 /// A file of a program, by its path relative to the main file's directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceFile {
     pub path: String,
@@ -329,7 +329,9 @@ pub struct WorkerStatusV1 {
 }
 
 /// Counters of a worker's sandbox runtime since it started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxCounters {
     /// Executions that ran in a warm container.

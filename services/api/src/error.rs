@@ -16,6 +16,8 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    #[error("this endpoint does not take this method: see /openapi.json")]
+    MethodNotAllowed,
     #[error("{0}")]
     Conflict(&'static str),
     /// Well-formed, but at odds with what the server already holds (e.g. a reused idempotency key).
@@ -57,6 +59,7 @@ impl ApiError {
             ApiError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::UnsupportedMediaType(_) => {
@@ -102,8 +105,27 @@ pub fn database_unreachable(error: &sea_orm::DbErr) -> bool {
     }
 }
 
+/// Whether the database refused a value it cannot store as text (PostgreSQL has no NUL
+/// character: SQLSTATE 22021 or 22P05).
+fn unstorable_text(error: &sea_orm::DbErr) -> bool {
+    use sea_orm::{sqlx, DbErr, RuntimeErr};
+    match error {
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(error)))
+        | DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(error))) => error
+            .code()
+            .is_some_and(|code| code == "22021" || code == "22P05"),
+        _ => false,
+    }
+}
+
 impl From<sea_orm::DbErr> for ApiError {
     fn from(error: sea_orm::DbErr) -> Self {
+        if unstorable_text(&error) {
+            return ApiError::Validation {
+                message: "a text field contains a NUL character (\\u0000), which cannot be stored; send binary data base64-encoded".into(),
+                details: serde_json::Value::Null,
+            };
+        }
         if database_unreachable(&error) {
             tracing::warn!(error = %error, "database unreachable");
             ApiError::Unavailable {

@@ -8,6 +8,7 @@ pub mod db;
 pub mod dead_letters;
 pub mod entity;
 pub mod error;
+pub mod openapi;
 pub mod outbox;
 pub mod pagination;
 pub mod ratelimit;

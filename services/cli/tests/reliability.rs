@@ -238,7 +238,10 @@ async fn the_api_refuses_an_unmigrated_database_and_says_how_to_fix_it() {
     // Database and NATS are fine; readiness waits only for a worker (there is none here).
     let (status, body) = send(reqwest::Client::new().get(format!("{base}/ready"))).await;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(body, json!({ "database": true, "nats": true, "workers": 0 }));
+    assert_eq!(
+        body,
+        json!({ "database": true, "nats": true, "workers": 0 })
+    );
     shutdown.cancel();
     serving.await.expect("join").expect("api stopped cleanly");
 }

@@ -14,19 +14,21 @@ use crate::auth::{
 };
 use crate::entity::{api_key, refresh_token, session, user};
 use crate::error::{ApiError, Json, Path};
+#[allow(unused_imports)]
+use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
 use crate::state::AppState;
 
 const MIN_PASSWORD_CHARS: usize = 8;
 const MAX_PASSWORD_BYTES: usize = 1024;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     email: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UserResponse {
     id: Uuid,
     email: String,
@@ -34,7 +36,7 @@ pub struct UserResponse {
 }
 
 /// `GET /auth/me`: the user, with the secret that signs their webhooks.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MeResponse {
     id: Uuid,
     email: String,
@@ -43,7 +45,7 @@ pub struct MeResponse {
     webhook_secret: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     access_token: String,
     token_type: &'static str,
@@ -54,19 +56,19 @@ pub struct TokenResponse {
     refresh_expires_in: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     refresh_token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ApiKeyResponse {
     id: Uuid,
     name: String,
@@ -112,6 +114,14 @@ fn normalized_email(email: &str) -> Result<String, ApiError> {
 }
 
 #[tracing::instrument(skip_all)]
+#[utoipa::path(
+    operation_id = "auth_register",
+    post,
+    path = "/auth/register",
+    tag = "auth",
+    request_body = Credentials,
+    responses((status = 201, description = "Registered", body = UserResponse), Malformed, BodyErrors, Conflict, Public)
+)]
 pub async fn register(
     State(state): State<AppState>,
     Json(credentials): Json<Credentials>,
@@ -166,6 +176,14 @@ pub async fn register(
 }
 
 #[tracing::instrument(skip_all)]
+#[utoipa::path(
+    operation_id = "auth_login",
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    request_body = Credentials,
+    responses((status = 200, description = "Logged in: a new session", body = TokenResponse), (status = 401, description = "Wrong email or password", body = ErrorBody), Malformed, BodyErrors, Public)
+)]
 pub async fn login(
     State(state): State<AppState>,
     Json(credentials): Json<Credentials>,
@@ -242,6 +260,14 @@ async fn revoke_session(state: &AppState, session_id: Uuid, reason: &str) -> Res
 /// Exchanges a refresh token for new tokens. Each refresh token works once: presenting a used
 /// one again means it was copied, so the whole session is revoked.
 #[tracing::instrument(skip_all)]
+#[utoipa::path(
+    operation_id = "auth_refresh",
+    post,
+    path = "/auth/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses((status = 200, description = "New tokens; the old refresh token is spent", body = TokenResponse), (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = ErrorBody), Malformed, BodyErrors, Public)
+)]
 pub async fn refresh(
     State(state): State<AppState>,
     Json(request): Json<RefreshRequest>,
@@ -283,6 +309,14 @@ pub async fn refresh(
 
 /// Ends the session of the access token: its refresh tokens and access tokens stop working.
 #[tracing::instrument(skip_all)]
+#[utoipa::path(
+    operation_id = "auth_logout",
+    post,
+    path = "/auth/logout",
+    tag = "auth",
+    responses((status = 204, description = "The session is over"), Malformed, Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn logout(
     State(state): State<AppState>,
     principal: Principal,
@@ -300,6 +334,14 @@ pub async fn logout(
 }
 
 /// The calling user.
+#[utoipa::path(
+    operation_id = "auth_me",
+    get,
+    path = "/auth/me",
+    tag = "auth",
+    responses((status = 200, description = "The calling user", body = MeResponse), Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn me(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -319,6 +361,15 @@ pub async fn me(
 
 /// Creates an API key; the response is the only time the key is shown.
 #[tracing::instrument(skip_all, fields(user_id = %user_id))]
+#[utoipa::path(
+    operation_id = "auth_create_api_key",
+    post,
+    path = "/auth/api-keys",
+    tag = "auth",
+    request_body = NewApiKey,
+    responses((status = 201, description = "The key, shown this once", body = ApiKeyResponse), Malformed, BodyErrors, Conflict, Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn create_api_key(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -360,6 +411,14 @@ pub async fn create_api_key(
 }
 
 /// The caller's API keys that are not revoked, newest first; the keys themselves are not shown.
+#[utoipa::path(
+    operation_id = "auth_list_api_keys",
+    get,
+    path = "/auth/api-keys",
+    tag = "auth",
+    responses((status = 200, description = "Your keys, without the keys themselves", body = Vec<ApiKeyResponse>), Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn list_api_keys(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -374,6 +433,15 @@ pub async fn list_api_keys(
 }
 
 /// Revokes an API key at once.
+#[utoipa::path(
+    operation_id = "auth_revoke_api_key",
+    delete,
+    path = "/auth/api-keys/{key_id}",
+    tag = "auth",
+    params(("key_id" = Uuid, Path, description = "The API key")),
+    responses((status = 204, description = "Revoked"), Malformed, Missing, Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,

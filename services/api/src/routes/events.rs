@@ -19,6 +19,8 @@ use voidrunner_shared::subjects::EventKind;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Path};
+#[allow(unused_imports)]
+use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
 use crate::routes::executions::find_owned_execution;
 use crate::state::AppState;
 
@@ -63,6 +65,15 @@ fn resume_point(headers: &HeaderMap) -> Result<Resume, ApiError> {
 
 const RESULT_EVENT_ID: &str = "result";
 
+#[utoipa::path(
+    operation_id = "execution_stream",
+    get,
+    path = "/executions/{execution_id}/events",
+    tag = "executions",
+    params(("execution_id" = Uuid, Path, description = "The execution"), ("Last-Event-ID" = Option<String>, Header, pattern = "^([0-9]{1,19}|result)$", description = "Resume after this event id")),
+    responses((status = 200, description = "Server-Sent Events: started, output, then result", content_type = "text/event-stream", body = String), Malformed, Missing, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn stream(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,

@@ -15,14 +15,18 @@ use crate::auth::AuthUser;
 use crate::entity::execution::{self, Status};
 use crate::entity::{task, webhook_attempt};
 use crate::error::{ApiError, Json, Path};
+#[allow(unused_imports)]
+use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
 use crate::outbox;
 use crate::routes::tasks::find_owned;
 use crate::state::AppState;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ExecutionResponse {
     id: Uuid,
     task_id: Uuid,
+    /// queued, running, completed, failed, timeout, cancelled or error.
+    #[schema(value_type = String)]
     status: &'static str,
     lane: String,
     exit_code: Option<i64>,
@@ -61,7 +65,7 @@ pub struct ExecutionResponse {
     webhook_attempts: Option<Vec<WebhookAttemptResponse>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct WebhookAttemptResponse {
     attempt: i32,
     attempted_at: chrono::DateTime<Utc>,
@@ -124,7 +128,7 @@ impl From<execution::Model> for ExecutionResponse {
 }
 
 /// The optional body of `POST /tasks/{id}/executions`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartExecution {
     /// What the program reads on its standard input.
@@ -384,6 +388,16 @@ pub(crate) fn accepted(enqueued: Enqueued) -> (StatusCode, HeaderMap, Json<Execu
 
 /// Starts an execution of a task. 202: it is queued and will reach a final state.
 #[tracing::instrument(skip_all, fields(user_id = %user_id, task_id = %task_id))]
+#[utoipa::path(
+    operation_id = "execution_create",
+    post,
+    path = "/tasks/{task_id}/executions",
+    tag = "executions",
+    params(("task_id" = Uuid, Path, description = "The task to run"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes the submission safe to retry: the same key returns the same execution")),
+    request_body(content = Option<StartExecution>, description = "Optional: stdin and a callback URL"),
+    responses((status = 202, description = "Queued; it will reach a final state", body = ExecutionResponse), Malformed, BodyErrors, Missing, Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -424,6 +438,15 @@ pub(super) async fn find_owned_execution(
         .ok_or(ApiError::NotFound("no execution with this id"))
 }
 
+#[utoipa::path(
+    operation_id = "execution_get",
+    get,
+    path = "/executions/{execution_id}",
+    tag = "executions",
+    params(("execution_id" = Uuid, Path, description = "The execution")),
+    responses((status = 200, description = "The execution, with its webhook attempts", body = ExecutionResponse), Malformed, Missing, Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -457,6 +480,15 @@ pub async fn get(
 /// Cancels an execution. A queued one is taken off its lane and ends `cancelled` at once; a
 /// running one is killed by its worker, which reports it `cancelled`. 202 either way.
 #[tracing::instrument(skip_all, fields(user_id = %user_id, execution_id = %execution_id))]
+#[utoipa::path(
+    operation_id = "execution_cancel",
+    delete,
+    path = "/executions/{execution_id}",
+    tag = "executions",
+    params(("execution_id" = Uuid, Path, description = "The execution")),
+    responses((status = 202, description = "Cancelled, or being killed", body = ExecutionResponse), Malformed, Missing, Conflict, Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -517,6 +549,33 @@ pub async fn cancel(
     Ok((StatusCode::ACCEPTED, Json(execution.into())))
 }
 
+/// `POST /executions/{id}/cancel`: the same as `DELETE /executions/{id}`.
+#[utoipa::path(
+    operation_id = "execution_cancel_by_post",
+    post,
+    path = "/executions/{execution_id}/cancel",
+    tag = "executions",
+    params(("execution_id" = Uuid, Path, description = "The execution")),
+    responses((status = 202, description = "Cancelled, or being killed (same as DELETE)", body = ExecutionResponse), Malformed, Missing, Conflict, Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn cancel_by_post(
+    state: State<AppState>,
+    user: AuthUser,
+    path: Path<Uuid>,
+) -> Result<(StatusCode, Json<ExecutionResponse>), ApiError> {
+    cancel(state, user, path).await
+}
+
+#[utoipa::path(
+    operation_id = "execution_list_for_task",
+    get,
+    path = "/tasks/{task_id}/executions",
+    tag = "executions",
+    params(("task_id" = Uuid, Path, description = "The task")),
+    responses((status = 200, description = "The task's latest executions, newest first", body = Vec<ExecutionResponse>), Malformed, Missing, Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn list_for_task(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -533,6 +592,14 @@ pub async fn list_for_task(
 }
 
 /// The caller's executions the fleet gave up on, newest first.
+#[utoipa::path(
+    operation_id = "execution_list_dead_letters",
+    get,
+    path = "/dead-letters",
+    tag = "executions",
+    responses((status = 200, description = "Your executions the fleet gave up on, newest first", body = Vec<ExecutionResponse>), Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn list_dead_letters(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -550,6 +617,15 @@ pub async fn list_dead_letters(
 /// Runs a dead-lettered execution again, as a new execution of the same task with the same
 /// stdin. Each dead letter is re-run at most once (409 after that).
 #[tracing::instrument(skip_all, fields(user_id = %user_id, execution_id = %execution_id))]
+#[utoipa::path(
+    operation_id = "execution_rerun_dead_letter",
+    post,
+    path = "/dead-letters/{execution_id}/rerun",
+    tag = "executions",
+    params(("execution_id" = Uuid, Path, description = "The dead-lettered execution")),
+    responses((status = 202, description = "The new execution", body = ExecutionResponse), Malformed, BodyErrors, Missing, Conflict, Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn rerun_dead_letter(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,

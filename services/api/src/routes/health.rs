@@ -1,17 +1,47 @@
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::error::{ApiError, Json};
+#[allow(unused_imports)]
+use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
 use crate::state::AppState;
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HealthBody {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReadyBody {
+    database: bool,
+    nats: bool,
+    /// Live workers that take work.
+    workers: usize,
+}
+
 /// Liveness: the process answers.
-pub async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    operation_id = "service_health",
+    get,
+    path = "/health",
+    tag = "fleet",
+    responses((status = 200, description = "The process answers", body = HealthBody), Malformed)
+)]
+pub async fn health() -> Json<HealthBody> {
+    Json(HealthBody { status: "ok" })
 }
 
 /// Readiness: the database answers, NATS is connected and at least one worker is alive.
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(
+    operation_id = "service_ready",
+    get,
+    path = "/ready",
+    tag = "fleet",
+    responses((status = 200, description = "Ready to take work", body = ReadyBody), (status = 503, description = "Not ready: the body says what is missing", body = ReadyBody), Malformed)
+)]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyBody>) {
     let database = state.db.ping().await.is_ok();
     let nats = matches!(
         state.nats.connection_state(),
@@ -32,10 +62,18 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     };
     (
         status,
-        Json(json!({ "database": database, "nats": nats, "workers": workers })),
+        Json(ReadyBody {
+            database,
+            nats,
+            workers,
+        }),
     )
 }
 
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint: see the README for the API")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }

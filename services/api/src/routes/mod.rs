@@ -14,12 +14,15 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -101,46 +104,33 @@ pub fn router(state: AppState) -> Router {
         .max(state.config.max_stdin_bytes)
         * 2
         + BODY_LIMIT_SLACK;
-    let api = Router::new()
-        .route("/auth/register", post(auth::register))
-        .route("/auth/login", post(auth::login))
-        .route("/auth/refresh", post(auth::refresh))
-        .route("/auth/logout", post(auth::logout))
-        .route("/auth/me", get(auth::me))
-        .route(
-            "/auth/api-keys",
-            post(auth::create_api_key).get(auth::list_api_keys),
-        )
-        .route(
-            "/auth/api-keys/{key_id}",
-            axum::routing::delete(auth::revoke_api_key),
-        )
-        .route("/tasks", post(tasks::create).get(tasks::list))
-        .route(
-            "/tasks/{task_id}",
-            get(tasks::get).patch(tasks::update).delete(tasks::delete),
-        )
-        .route(
-            "/tasks/{task_id}/executions",
-            post(executions::create).get(executions::list_for_task),
-        )
-        .route(
-            "/executions/{execution_id}",
-            get(executions::get).delete(executions::cancel),
-        )
-        .route(
-            "/executions/{execution_id}/cancel",
-            post(executions::cancel),
-        )
-        .route("/executions/{execution_id}/events", get(events::stream))
-        .route("/dead-letters", get(executions::list_dead_letters))
-        .route("/workers", get(workers::list))
-        .route("/runs", post(runs::create))
-        .route("/runs/batch", post(runs::batch))
-        .route(
-            "/dead-letters/{execution_id}/rerun",
-            post(executions::rerun_dead_letter),
-        );
+    let (api, api_doc) = OpenApiRouter::<AppState>::new()
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::create_api_key, auth::list_api_keys))
+        .routes(routes!(auth::revoke_api_key))
+        .routes(routes!(tasks::create, tasks::list))
+        .routes(routes!(tasks::get, tasks::update, tasks::delete))
+        .routes(routes!(executions::create, executions::list_for_task))
+        .routes(routes!(executions::get, executions::cancel))
+        .routes(routes!(executions::cancel_by_post))
+        .routes(routes!(events::stream))
+        .routes(routes!(executions::list_dead_letters))
+        .routes(routes!(executions::rerun_dead_letter))
+        .routes(routes!(runs::create))
+        .routes(routes!(runs::batch))
+        .routes(routes!(workers::list))
+        .split_for_parts();
+    let (service, service_doc) = OpenApiRouter::<AppState>::new()
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .split_for_parts();
+    let mut doc = crate::openapi::ApiDoc::openapi().nest("/api/v1", api_doc);
+    doc.merge(service_doc);
+    let doc = std::sync::Arc::new(doc);
     let api = api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         crate::ratelimit::enforce,
@@ -158,9 +148,17 @@ pub fn router(state: AppState) -> Router {
     ];
     let mut router = Router::new()
         .nest("/api/v1", api)
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
+        .merge(service)
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = std::sync::Arc::clone(&doc);
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route("/docs", get(crate::openapi::docs))
         .fallback(health::not_found)
+        .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -21,6 +21,8 @@ use super::tasks::{self, CreateTask};
 use crate::auth::AuthUser;
 use crate::entity::{execution, task};
 use crate::error::{ApiError, Json, Query};
+#[allow(unused_imports)]
+use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
 use crate::recorder;
 use crate::state::AppState;
 
@@ -29,7 +31,7 @@ const MAX_BATCH: usize = 100;
 const DEFAULT_WAIT_SECONDS: u64 = 30;
 
 /// A program to run once.
-#[derive(Deserialize, Serialize, Clone)]
+#[derive(Deserialize, Serialize, Clone, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     /// `python`, `javascript`, `bash` or `go` (or an alias).
@@ -57,8 +59,9 @@ pub struct RunRequest {
     callback_url: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RunQuery {
     /// Wait for the result (up to `wait_seconds`) instead of answering 202 at once.
     #[serde(default)]
@@ -66,13 +69,13 @@ pub struct RunQuery {
     wait_seconds: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     runs: Vec<RunRequest>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BatchResponse {
     items: Vec<ExecutionResponse>,
 }
@@ -181,6 +184,16 @@ async fn start(
 /// `POST /runs`: runs a program once. 202 with the queued execution, or with `wait=true` 200
 /// with the finished one when it ends within the wait (else 202 and its location).
 #[tracing::instrument(skip_all, fields(user_id = %user_id))]
+#[utoipa::path(
+    operation_id = "run_create",
+    post,
+    path = "/runs",
+    tag = "runs",
+    params(RunQuery, ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes the submission safe to retry")),
+    request_body = RunRequest,
+    responses((status = 200, description = "Finished within the wait", body = ExecutionResponse), (status = 202, description = "Queued (or still running when the wait ended)", body = ExecutionResponse), Malformed, BodyErrors, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -283,6 +296,15 @@ async fn replay_run(
 /// `POST /runs/batch`: up to 100 runs, validated all first (one bad run refuses the batch, with
 /// its index), then queued. 202 with the executions in request order.
 #[tracing::instrument(skip_all, fields(user_id = %user_id))]
+#[utoipa::path(
+    operation_id = "run_batch",
+    post,
+    path = "/runs/batch",
+    tag = "runs",
+    request_body = BatchRequest,
+    responses((status = 202, description = "Every run queued, in request order", body = BatchResponse), Malformed, BodyErrors, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn batch(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,

@@ -12,6 +12,8 @@ use voidrunner_shared::{Lane, Language};
 use crate::auth::AuthUser;
 use crate::entity::{execution, task};
 use crate::error::{ApiError, Json, Path, Query};
+#[allow(unused_imports)]
+use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
 use crate::pagination::{self, Order};
 use crate::state::AppState;
 
@@ -29,16 +31,24 @@ const MAX_METADATA_BYTES: usize = 16 * 1024;
 const DEFAULT_PAGE: u64 = 50;
 const MAX_PAGE: u64 = 200;
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateTask {
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
+    /// The main file, 1 byte to 64 KiB with `files`.
+    #[schema(min_length = 1, max_length = 65536)]
     script_content: String,
+    /// python, javascript, bash or go (aliases: py, js, node, sh, golang).
+    #[schema(example = "python")]
     script_type: String,
+    #[schema(max_length = 1000)]
     description: Option<String>,
     /// Any JSON object of the user's, at most 16 KiB.
     metadata: Option<serde_json::Value>,
+    #[schema(minimum = 0, maximum = 10)]
     priority: Option<i64>,
+    #[schema(minimum = 1, maximum = 3600)]
     timeout_seconds: Option<i64>,
     files: Option<Vec<SourceFile>>,
     memory_mb: Option<i64>,
@@ -51,7 +61,7 @@ pub(crate) struct CreateTask {
     retry_backoff_seconds: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TaskResponse {
     id: Uuid,
     name: String,
@@ -367,6 +377,15 @@ impl ValidTask {
 use crate::entity::task::{IDLE, KIND_TASK};
 
 #[tracing::instrument(skip_all, fields(user_id = %user_id))]
+#[utoipa::path(
+    operation_id = "task_create",
+    post,
+    path = "/tasks",
+    tag = "tasks",
+    request_body = CreateTask,
+    responses((status = 201, description = "Created", body = TaskResponse), Malformed, BodyErrors, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -446,6 +465,16 @@ async fn ensure_idle(state: &AppState, task_id: Uuid) -> Result<(), ApiError> {
 /// Changes some of a task's fields (`null` clears an optional one); the result is validated as
 /// a whole. 409 while an execution of the task is queued or running.
 #[tracing::instrument(skip_all, fields(user_id = %user_id, task_id = %task_id))]
+#[utoipa::path(
+    operation_id = "task_update",
+    patch,
+    path = "/tasks/{task_id}",
+    tag = "tasks",
+    params(("task_id" = Uuid, Path, description = "The task")),
+    request_body = TaskPatch,
+    responses((status = 200, description = "Updated", body = TaskResponse), Malformed, BodyErrors, Missing, Conflict, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -475,6 +504,15 @@ pub async fn update(
 
 /// Deletes a task and its executions. 409 while one of them is queued or running.
 #[tracing::instrument(skip_all, fields(user_id = %user_id, task_id = %task_id))]
+#[utoipa::path(
+    operation_id = "task_delete",
+    delete,
+    path = "/tasks/{task_id}",
+    tag = "tasks",
+    params(("task_id" = Uuid, Path, description = "The task")),
+    responses((status = 204, description = "Deleted with its executions"), Malformed, Missing, Conflict, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -503,6 +541,15 @@ pub async fn find_owned(
         .ok_or(ApiError::NotFound("no task with this id"))
 }
 
+#[utoipa::path(
+    operation_id = "task_get",
+    get,
+    path = "/tasks/{task_id}",
+    tag = "tasks",
+    params(("task_id" = Uuid, Path, description = "The task")),
+    responses((status = 200, description = "The task", body = TaskResponse), Malformed, Missing, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
@@ -511,8 +558,28 @@ pub async fn get(
     Ok(Json(find_owned(&state, user_id, task_id).await?.into()))
 }
 
+/// `PATCH /tasks/{id}`: any of a task's fields; `null` clears an optional one.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TaskPatch {
+    name: Option<String>,
+    script_content: Option<String>,
+    script_type: Option<Language>,
+    description: Option<String>,
+    metadata: Option<serde_json::Value>,
+    priority: Option<i64>,
+    timeout_seconds: Option<i64>,
+    files: Option<Vec<SourceFile>>,
+    memory_mb: Option<i64>,
+    cpus: Option<f64>,
+    output_limit_bytes: Option<u64>,
+    network: Option<bool>,
+    max_retries: Option<i64>,
+    retry_backoff_seconds: Option<i64>,
+}
+
 /// The fields the task list sorts by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SortField {
     #[default]
@@ -568,14 +635,19 @@ impl SortField {
 }
 
 /// `GET /tasks` query parameters.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListTasks {
     limit: Option<u64>,
     cursor: Option<String>,
+    /// The field to sort by.
     #[serde(default)]
+    #[param(inline)]
     sort: SortField,
+    /// `desc` (the default) or `asc`.
     #[serde(default)]
+    #[param(inline)]
     order: Order,
     /// The latest execution's status (`idle` for tasks that never ran).
     status: Option<String>,
@@ -583,7 +655,7 @@ pub struct ListTasks {
     script_type: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TaskPage {
     items: Vec<TaskResponse>,
     /// Pass as `cursor` for the next page; null on the last page.
@@ -602,6 +674,15 @@ const TASK_STATUSES: [&str; 8] = [
 ];
 
 /// The caller's tasks, a page at a time, in a stable order.
+#[utoipa::path(
+    operation_id = "task_list",
+    get,
+    path = "/tasks",
+    tag = "tasks",
+    params(ListTasks),
+    responses((status = 200, description = "A page of your tasks", body = TaskPage), Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,

@@ -9,9 +9,11 @@ use voidrunner_shared::Language;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Json};
+#[allow(unused_imports)]
+use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
 use crate::state::AppState;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct WorkerResponse {
     id: String,
     host: String,
@@ -76,6 +78,14 @@ pub async fn live_workers(state: &AppState) -> Result<Vec<WorkerResponse>, ApiEr
 }
 
 /// `GET /api/v1/workers`: the live fleet.
+#[utoipa::path(
+    operation_id = "worker_list",
+    get,
+    path = "/workers",
+    tag = "fleet",
+    responses((status = 200, description = "The live workers", body = Vec<WorkerResponse>), Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(_): AuthUser,
