@@ -275,6 +275,24 @@ impl Tally {
         self.answered.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// How long after `since` the next submission was accepted (the recovery time after a
+    /// fault ends); fails the test after a minute.
+    async fn first_accept_after(&self, since: Instant, cluster: &Cluster) -> Duration {
+        let accepted_before = self.count(202);
+        loop {
+            if self.count(202) > accepted_before {
+                return since.elapsed();
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(60),
+                "nothing accepted after the fault ended: {}\n{}",
+                self.statuses(),
+                cluster.processes.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn accepted(&self) -> Vec<String> {
         self.accepted.lock().expect("lock").clone()
     }
@@ -549,21 +567,7 @@ async fn nats_killed_and_restarted_under_load_loses_no_accepted_execution() {
     // The outage lasts two seconds: a duration of the fault, not a wait for anything.
     tokio::time::sleep(Duration::from_secs(2)).await;
     nats.start_again().await;
-    let restarted = Instant::now();
-    // Recovery: the first submission accepted after the restart.
-    let accepted_before = tally.count(202);
-    let recovery = loop {
-        if tally.count(202) > accepted_before {
-            break restarted.elapsed();
-        }
-        assert!(
-            restarted.elapsed() < Duration::from_secs(60),
-            "no submission accepted after the restart: {}\n{}",
-            tally.statuses(),
-            cluster.processes.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let recovery = tally.first_accept_after(Instant::now(), &cluster).await;
     load.await.expect("load");
 
     let accepted = tally.accepted();
@@ -645,19 +649,7 @@ async fn postgres_stopped_for_10_s_under_load_answers_503_and_records_everything
     let refused_during = tally.count(503);
     postgres.start_again().await;
     let restarted = Instant::now();
-    let accepted_before = tally.count(202);
-    let recovery = loop {
-        if tally.count(202) > accepted_before {
-            break restarted.elapsed();
-        }
-        assert!(
-            restarted.elapsed() < Duration::from_secs(60),
-            "nothing accepted after PostgreSQL came back: {}\n{}",
-            tally.statuses(),
-            cluster.processes.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let recovery = tally.first_accept_after(restarted, &cluster).await;
     // A little more load after the recovery, then stop.
     let target = tally.count(202) + 5;
     while tally.count(202) < target {
