@@ -289,3 +289,67 @@ async fn every_sort_pages_through_all_tasks_once_while_new_ones_arrive() {
     assert_eq!(body["error"]["code"], "invalid_cursor");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_tasks_executions_page_newest_first_with_a_status_filter() {
+    let app = voidrunner_testkit::spawn_api_only(Backend::Sqlite, &[]).await;
+    let token = app.login_new_user().await;
+    let task = app
+        .create_task_ok(
+            &token,
+            &json!({ "name": "many", "script_type": "bash", "script_content": "true" }),
+        )
+        .await;
+    let task_id = task["id"].as_str().expect("id");
+    let mut started = Vec::new();
+    for _ in 0..5 {
+        started.push(app.start(&token, &task).await);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut url = format!("/tasks/{task_id}/executions?limit=2");
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let (status, page) = send(app.http.get(app.url(&url)).bearer_auth(&token)).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        for item in page["items"].as_array().expect("items") {
+            seen.push(item["id"].as_str().expect("id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    started.reverse();
+    assert_eq!(seen, started, "newest first, each once");
+
+    let (_, queued) = send(
+        app.http
+            .get(app.url(&format!("/tasks/{task_id}/executions?status=queued")))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(queued["items"].as_array().map(Vec::len), Some(5));
+    let (_, done) = send(
+        app.http
+            .get(app.url(&format!("/tasks/{task_id}/executions?status=completed")))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(done["items"], json!([]));
+    for bad in ["status=sleeping", "limit=0", "cursor=nope"] {
+        let (status, body) = send(
+            app.http
+                .get(app.url(&format!("/tasks/{task_id}/executions?{bad}")))
+                .bearer_auth(&token),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    app.stop().await;
+}

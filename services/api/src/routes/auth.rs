@@ -314,7 +314,7 @@ pub async fn refresh(
     post,
     path = "/auth/logout",
     tag = "auth",
-    responses((status = 204, description = "The session is over"), Malformed, Malformed, Common),
+    responses((status = 204, description = "The session is over"), Malformed, Common),
     security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn logout(
@@ -367,7 +367,7 @@ pub async fn me(
     path = "/auth/api-keys",
     tag = "auth",
     request_body = NewApiKey,
-    responses((status = 201, description = "The key, shown this once", body = ApiKeyResponse), Malformed, BodyErrors, Conflict, Malformed, Common),
+    responses((status = 201, description = "The key, shown this once", body = ApiKeyResponse), Malformed, BodyErrors, Conflict, Common),
     security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn create_api_key(
@@ -439,7 +439,7 @@ pub async fn list_api_keys(
     path = "/auth/api-keys/{key_id}",
     tag = "auth",
     params(("key_id" = Uuid, Path, description = "The API key")),
-    responses((status = 204, description = "Revoked"), Malformed, Missing, Malformed, Common),
+    responses((status = 204, description = "Revoked"), Malformed, Missing, Common),
     security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn revoke_api_key(

@@ -14,10 +14,11 @@ use crate::admission;
 use crate::auth::AuthUser;
 use crate::entity::execution::{self, Status};
 use crate::entity::{task, webhook_attempt};
-use crate::error::{ApiError, Json, Path};
+use crate::error::{ApiError, Json, Path, Query};
 #[allow(unused_imports)]
 use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
 use crate::outbox;
+use crate::pagination::{self, Order};
 use crate::routes::tasks::find_owned;
 use crate::state::AppState;
 
@@ -395,7 +396,7 @@ pub(crate) fn accepted(enqueued: Enqueued) -> (StatusCode, HeaderMap, Json<Execu
     tag = "executions",
     params(("task_id" = Uuid, Path, description = "The task to run"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes the submission safe to retry: the same key returns the same execution")),
     request_body(content = Option<StartExecution>, description = "Optional: stdin and a callback URL"),
-    responses((status = 202, description = "Queued; it will reach a final state", body = ExecutionResponse), Malformed, BodyErrors, Missing, Malformed, Common),
+    responses((status = 202, description = "Queued; it will reach a final state", body = ExecutionResponse), Malformed, BodyErrors, Missing, Common),
     security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn create(
@@ -444,7 +445,7 @@ pub(super) async fn find_owned_execution(
     path = "/executions/{execution_id}",
     tag = "executions",
     params(("execution_id" = Uuid, Path, description = "The execution")),
-    responses((status = 200, description = "The execution, with its webhook attempts", body = ExecutionResponse), Malformed, Missing, Malformed, Common),
+    responses((status = 200, description = "The execution, with its webhook attempts", body = ExecutionResponse), Malformed, Missing, Common),
     security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn get(
@@ -486,7 +487,7 @@ pub async fn get(
     path = "/executions/{execution_id}",
     tag = "executions",
     params(("execution_id" = Uuid, Path, description = "The execution")),
-    responses((status = 202, description = "Cancelled, or being killed", body = ExecutionResponse), Malformed, Missing, Conflict, Malformed, Common),
+    responses((status = 202, description = "Cancelled, or being killed", body = ExecutionResponse), Malformed, Missing, Conflict, Common),
     security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn cancel(
@@ -556,7 +557,7 @@ pub async fn cancel(
     path = "/executions/{execution_id}/cancel",
     tag = "executions",
     params(("execution_id" = Uuid, Path, description = "The execution")),
-    responses((status = 202, description = "Cancelled, or being killed (same as DELETE)", body = ExecutionResponse), Malformed, Missing, Conflict, Malformed, Common),
+    responses((status = 202, description = "Cancelled, or being killed (same as DELETE)", body = ExecutionResponse), Malformed, Missing, Conflict, Common),
     security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn cancel_by_post(
@@ -567,28 +568,100 @@ pub async fn cancel_by_post(
     cancel(state, user, path).await
 }
 
+/// `GET /tasks/{id}/executions` query parameters.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListExecutions {
+    /// 1 to 200, default 50.
+    limit: Option<u64>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Only executions in this state.
+    status: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ExecutionPage {
+    items: Vec<ExecutionResponse>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+const DEFAULT_PAGE: u64 = 50;
+const MAX_PAGE: u64 = 200;
+
 #[utoipa::path(
     operation_id = "execution_list_for_task",
     get,
     path = "/tasks/{task_id}/executions",
     tag = "executions",
-    params(("task_id" = Uuid, Path, description = "The task")),
-    responses((status = 200, description = "The task's latest executions, newest first", body = Vec<ExecutionResponse>), Malformed, Missing, Malformed, Common),
+    params(("task_id" = Uuid, Path, description = "The task"), ListExecutions),
+    responses((status = 200, description = "The task's executions, newest first, a page at a time", body = ExecutionPage), Malformed, Missing, Common),
     security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn list_for_task(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     Path(task_id): Path<Uuid>,
-) -> Result<Json<Vec<ExecutionResponse>>, ApiError> {
+    Query(query): Query<ListExecutions>,
+) -> Result<Json<ExecutionPage>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
+        });
+    }
     let task = find_owned(&state, user_id, task_id).await?;
-    let executions = execution::Entity::find()
-        .filter(execution::Column::TaskId.eq(task.id))
-        .order_by_desc(execution::Column::CreatedAt)
-        .limit(100)
-        .all(&state.db)
-        .await?;
-    Ok(Json(executions.into_iter().map(Into::into).collect()))
+    let mut select = execution::Entity::find().filter(execution::Column::TaskId.eq(task.id));
+    if let Some(status) = &query.status {
+        let status = <Status as sea_orm::ActiveEnum>::try_from_value(status).map_err(|_| {
+            ApiError::BadRequest {
+                code: "invalid_query",
+                message: "status must be one of queued, running, completed, failed, timeout, cancelled, error".into(),
+            }
+        })?;
+        select = select.filter(execution::Column::Status.eq(status));
+    }
+    const SORT: &str = "created_at";
+    let after = match &query.cursor {
+        Some(cursor) => {
+            let cursor = pagination::decode(cursor, SORT, Order::Desc)?;
+            let created_at: chrono::DateTime<Utc> =
+                serde_json::from_value(cursor.value).map_err(|_| ApiError::BadRequest {
+                    code: "invalid_cursor",
+                    message: "the cursor is not one this API issued".into(),
+                })?;
+            Some((created_at.into(), cursor.id))
+        }
+        None => None,
+    };
+    let select = pagination::after(
+        select,
+        execution::Column::CreatedAt,
+        execution::Column::Id,
+        Order::Desc,
+        after,
+    );
+    let mut executions = select.limit(limit + 1).all(&state.db).await?;
+    let next_cursor = if executions.len() as u64 > limit {
+        executions.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        executions.last().map(|last| {
+            pagination::encode(
+                SORT,
+                Order::Desc,
+                serde_json::json!(last.created_at),
+                last.id,
+            )
+        })
+    } else {
+        None
+    };
+    Ok(Json(ExecutionPage {
+        items: executions.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
 }
 
 /// The caller's executions the fleet gave up on, newest first.
@@ -623,7 +696,7 @@ pub async fn list_dead_letters(
     path = "/dead-letters/{execution_id}/rerun",
     tag = "executions",
     params(("execution_id" = Uuid, Path, description = "The dead-lettered execution")),
-    responses((status = 202, description = "The new execution", body = ExecutionResponse), Malformed, BodyErrors, Missing, Conflict, Malformed, Common),
+    responses((status = 202, description = "The new execution", body = ExecutionResponse), Malformed, BodyErrors, Missing, Conflict, Common),
     security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn rerun_dead_letter(
