@@ -12,6 +12,7 @@ mod m20261129_000004_accounts;
 mod m20261129_000005_task_details;
 mod m20261129_000006_runs;
 mod m20261129_000007_webhooks;
+mod m20261129_000008_stream_truncation;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000005_task_details::Migration),
             Box::new(m20261129_000006_runs::Migration),
             Box::new(m20261129_000007_webhooks::Migration),
+            Box::new(m20261129_000008_stream_truncation::Migration),
         ]
     }
 }

@@ -231,6 +231,11 @@ pub struct ResultV1 {
     pub stderr: Captured,
     /// True when stdout or stderr passed the output cap and the rest was dropped.
     pub output_truncated: bool,
+    /// Which of the two did.
+    #[serde(default)]
+    pub stdout_truncated: bool,
+    #[serde(default)]
+    pub stderr_truncated: bool,
     pub oom_killed: bool,
     /// The program did not compile (compiled languages); the compiler's report is in stderr.
     #[serde(default)]
@@ -266,6 +271,8 @@ impl ResultV1 {
             stdout: Captured::default(),
             stderr: Captured::default(),
             output_truncated: false,
+            stdout_truncated: false,
+            stderr_truncated: false,
             oom_killed: false,
             compile_error: false,
             peak_memory_bytes: None,

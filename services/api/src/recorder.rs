@@ -58,6 +58,14 @@ pub async fn apply_result(db: &DatabaseConnection, result: &ResultV1) -> Result<
             execution::Column::OutputTruncated,
             Expr::value(result.output_truncated),
         )
+        .col_expr(
+            execution::Column::StdoutTruncated,
+            Expr::value(result.stdout_truncated),
+        )
+        .col_expr(
+            execution::Column::StderrTruncated,
+            Expr::value(result.stderr_truncated),
+        )
         .col_expr(execution::Column::OomKilled, Expr::value(result.oom_killed))
         .col_expr(
             execution::Column::CompileError,

@@ -213,6 +213,8 @@ async fn output_past_the_cap_is_truncated_and_the_flood_is_stopped() {
     let result = run(&app, &token, "bash", "yes voidrunner", 30).await;
     assert_eq!(result["status"], "failed", "{result}");
     assert_eq!(result["output_truncated"], true, "{result}");
+    assert_eq!(result["stdout_truncated"], true, "{result}");
+    assert_eq!(result["stderr_truncated"], false, "{result}");
     assert_eq!(
         result["stdout"].as_str().map(str::len),
         Some(4096),

@@ -93,6 +93,8 @@ pub struct Model {
     pub webhook_state: Option<String>,
     /// When the next delivery attempt is due (also a lease while one is under way).
     pub webhook_next_at: Option<DateTimeUtc>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

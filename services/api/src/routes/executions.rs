@@ -35,7 +35,10 @@ pub struct ExecutionResponse {
     stdout_encoding: String,
     stderr: String,
     stderr_encoding: String,
+    /// stdout or stderr passed the output cap; the two below say which.
     output_truncated: bool,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
     oom_killed: bool,
     compile_error: bool,
     peak_memory_bytes: Option<i64>,
@@ -105,6 +108,8 @@ impl From<execution::Model> for ExecutionResponse {
             stderr: execution.stderr,
             stderr_encoding: execution.stderr_encoding,
             output_truncated: execution.output_truncated,
+            stdout_truncated: execution.stdout_truncated,
+            stderr_truncated: execution.stderr_truncated,
             oom_killed: execution.oom_killed,
             compile_error: execution.compile_error,
             peak_memory_bytes: execution.peak_memory_bytes,
@@ -320,6 +325,8 @@ pub(crate) async fn enqueue(
             .map(|_| crate::webhooks::PENDING.to_owned()),
         callback_url: new.callback_url.clone(),
         webhook_next_at: None,
+        stdout_truncated: false,
+        stderr_truncated: false,
     };
     // Refused now rather than left in the outbox for good: JSON escapes can make a dispatch
     // much larger than its script and stdin.

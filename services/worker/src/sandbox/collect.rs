@@ -9,7 +9,7 @@ use voidrunner_shared::events::StreamName;
 
 use super::docker::{bounded, docker_error, DockerSandbox, Started, DOCKER_CALL_TIMEOUT};
 use super::program::{before_marker, ending, strip_markers, MARKER_ROOM};
-use super::{Exit, Interruptions, OutputChunk, RunLimits, RunReport, SandboxError};
+use super::{Exit, Interruptions, OutputChunk, RunLimits, RunReport, SandboxError, Truncated};
 
 impl DockerSandbox {
     /// Feeds the program to a started sandbox and collects what it does until it ends.
@@ -156,6 +156,8 @@ struct Capture {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     flooded: bool,
+    /// Which streams lost bytes: (stdout, stderr).
+    cut: (bool, bool),
 }
 
 impl Capture {
@@ -165,18 +167,20 @@ impl Capture {
             stdout: Vec::new(),
             stderr: Vec::new(),
             flooded: false,
+            cut: (false, false),
         }
     }
 
     /// Appends what fits; returns true once a stream went past its cap.
     fn push(&mut self, stream: StreamName, bytes: &[u8]) -> bool {
-        let buffer = match stream {
-            StreamName::Stdout => &mut self.stdout,
-            StreamName::Stderr => &mut self.stderr,
+        let (buffer, cut) = match stream {
+            StreamName::Stdout => (&mut self.stdout, &mut self.cut.0),
+            StreamName::Stderr => (&mut self.stderr, &mut self.cut.1),
         };
         let room = self.limit + MARKER_ROOM - buffer.len();
         if bytes.len() > room {
             buffer.extend_from_slice(&bytes[..room]);
+            *cut = true;
             self.flooded = true;
         } else {
             buffer.extend_from_slice(bytes);
@@ -186,14 +190,20 @@ impl Capture {
 
     /// Cuts both streams back to the cap once the markers are gone; true if anything was
     /// dropped.
-    fn finish(&mut self) -> bool {
-        for buffer in [&mut self.stdout, &mut self.stderr] {
+    fn finish(&mut self) -> Truncated {
+        for (buffer, cut) in [
+            (&mut self.stdout, &mut self.cut.0),
+            (&mut self.stderr, &mut self.cut.1),
+        ] {
             if buffer.len() > self.limit {
                 buffer.truncate(self.limit);
-                self.flooded = true;
+                *cut = true;
             }
         }
-        self.flooded
+        Truncated {
+            stdout: self.cut.0,
+            stderr: self.cut.1,
+        }
     }
 }
 #[cfg(test)]
@@ -206,7 +216,13 @@ mod tests {
         assert!(!capture.push(StreamName::Stdout, b"ab"));
         assert!(!capture.push(StreamName::Stderr, b"wxyz"));
         assert!(capture.push(StreamName::Stdout, &[b'c'; 1000]));
-        assert!(capture.finish());
+        assert_eq!(
+            capture.finish(),
+            Truncated {
+                stdout: true,
+                stderr: false
+            }
+        );
         assert_eq!(capture.stdout, b"abcc");
         assert_eq!(capture.stderr, b"wxyz");
     }
@@ -220,7 +236,7 @@ mod tests {
             b"wxyz\x1evoidrunner-end n exit=0 peak=1\n"
         ));
         assert!(strip_markers(&mut capture.stdout, &mut capture.stderr, "n").is_some());
-        assert!(!capture.finish());
+        assert!(!capture.finish().any());
         assert_eq!(capture.stdout, b"abcd");
         assert_eq!(capture.stderr, b"wxyz");
     }

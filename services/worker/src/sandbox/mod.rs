@@ -64,13 +64,26 @@ pub enum Exit {
     Cancelled,
 }
 
+/// Which output streams went past the cap and lost the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Truncated {
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl Truncated {
+    pub fn any(self) -> bool {
+        self.stdout || self.stderr
+    }
+}
+
 /// Everything the worker learned from one run.
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub exit: Exit,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    pub truncated: bool,
+    pub truncated: Truncated,
     pub peak_memory_bytes: Option<u64>,
     /// Whether a warm container ran it (false: one was created for it).
     pub warm: bool,
