@@ -93,6 +93,10 @@ async fn every_language_returns_exact_output(backend: Backend) {
         assert_eq!(result["stderr"], case.stderr, "{}: {result}", case.language);
         assert_eq!(result["worker_id"], app.worker_id.as_str());
         assert!(result["duration_ms"].as_i64().is_some(), "{result}");
+        assert!(
+            result["queue_ms"].as_i64().is_some_and(|ms| ms >= 0),
+            "{result}"
+        );
 
         // What the API shows is what the database holds.
         let id: uuid::Uuid = result["id"]

@@ -49,6 +49,8 @@ pub struct ExecutionResponse {
     dispatched_at: Option<chrono::DateTime<Utc>>,
     started_at: Option<chrono::DateTime<Utc>>,
     finished_at: Option<chrono::DateTime<Utc>>,
+    /// Time spent queued: from submission until the sandbox started.
+    queue_ms: Option<i64>,
     /// Wall-clock run time in the sandbox, from start to finish.
     duration_ms: Option<i64>,
     /// How many times the program ran, retries included.
@@ -97,6 +99,9 @@ impl From<execution::Model> for ExecutionResponse {
             .started_at
             .zip(execution.finished_at)
             .map(|(started, finished)| (finished - started).num_milliseconds());
+        let queue_ms = execution
+            .started_at
+            .map(|started| (started - execution.created_at).num_milliseconds().max(0));
         ExecutionResponse {
             id: execution.id,
             task_id: execution.task_id,
@@ -120,6 +125,7 @@ impl From<execution::Model> for ExecutionResponse {
             dispatched_at: execution.dispatched_at,
             started_at: execution.started_at,
             finished_at: execution.finished_at,
+            queue_ms,
             duration_ms,
             runs: execution.runs,
             admitted: execution.admitted,
