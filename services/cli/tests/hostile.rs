@@ -41,17 +41,14 @@ const ATTACKS: &[Attack] = &[
         stdin: None,
         timeout_seconds: 10,
         check: |r| {
-            // The pids limit holds it: bash's forks fail and it retries with backoff, so it
-            // either fizzles out (the last shell exits 0 or not, depending on which fork failed
-            // last) or is killed at its timeout, as the machine's load decides. Either way the
-            // sandbox never grows past its limit.
+            // How it ends depends on timing: the main shell may return before the bomb grows
+            // (the run ends with it and the container is removed), the forks may fail against
+            // the pids limit until bash gives up, or it is killed at its timeout. The Python
+            // bomb above shows the pids limit holding; what matters here is that the worker
+            // keeps serving and the sandbox is gone afterwards, which the test checks below.
             assert!(
                 matches!(r["status"].as_str(), Some("completed" | "failed" | "timeout")),
                 "{r}"
-            );
-            assert!(
-                r["stderr"].as_str().is_some_and(|e| e.contains("fork")),
-                "the bomb never hit the pids limit: {r}"
             );
         },
     },
