@@ -240,3 +240,31 @@ async fn a_batch_queues_every_run_in_order() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_run_may_bring_its_main_file_among_its_files() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let token = app.login_new_user().await;
+    let (status, done) = run(
+        &app,
+        &token,
+        "?wait=true",
+        json!({ "language": "python", "files": [
+            { "path": "main.py", "content": "from helper import greet\nprint(greet())" },
+            { "path": "helper.py", "content": "def greet():\n    return 'from files'" },
+        ] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["stdout"], "from files\n", "{done}");
+    let (status, body) = run(
+        &app,
+        &token,
+        "",
+        json!({ "language": "python", "files": [{ "path": "helper.py", "content": "x = 1" }] }),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["details"]["field"], "code", "{body}");
+    app.stop().await;
+}

@@ -36,8 +36,10 @@ const DEFAULT_WAIT_SECONDS: u64 = 30;
 pub struct RunRequest {
     /// `python`, `javascript`, `bash` or `go` (or an alias).
     language: String,
-    /// The main file.
-    code: String,
+    /// The main file. May be left out when `files` holds the main file (`main.py`,
+    /// `main.js`, `main.sh` or `main.go`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     files: Option<Vec<SourceFile>>,
     #[serde(default)]
@@ -81,15 +83,56 @@ pub struct BatchResponse {
 }
 
 /// The task fields a run stands for, with the run's own names in validation errors.
+/// The run's main file: `code`, or the file of that name in `files`.
+fn main_file_of(run: &RunRequest) -> Option<String> {
+    if let Some(code) = &run.code {
+        return Some(code.clone());
+    }
+    let main = run
+        .language
+        .parse::<voidrunner_shared::Language>()
+        .ok()?
+        .main_file();
+    run.files
+        .as_ref()?
+        .iter()
+        .find(|file| file.path == main)
+        .map(|file| file.content.clone())
+}
+
 fn as_task(run: &RunRequest) -> Result<CreateTask, ApiError> {
+    let mut files = run.files.clone().unwrap_or_default();
+    let code = match &run.code {
+        Some(code) => code.clone(),
+        None => {
+            // Without `code`, the main file comes from `files`.
+            let main = run
+                .language
+                .parse::<voidrunner_shared::Language>()
+                .map(|language| language.main_file())
+                .map_err(|e| ApiError::invalid_field("language", e.to_string()))?;
+            let position = files
+                .iter()
+                .position(|file| file.path == main)
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "code",
+                        format!("is required unless `files` holds the main file, {main}"),
+                    )
+                })?;
+            files.remove(position).content
+        }
+    };
     let mut fields = json!({
         "name": "run",
         "script_type": run.language,
-        "script_content": run.code,
+        "script_content": code,
     });
+    if !files.is_empty() {
+        fields["files"] = serde_json::to_value(&files).map_err(|e| ApiError::Internal(e.into()))?;
+    }
     let extra = serde_json::to_value(run).map_err(|e| ApiError::Internal(e.into()))?;
     for key in [
-        "files",
         "priority",
         "timeout_seconds",
         "memory_mb",
@@ -278,7 +321,7 @@ async fn replay_run(
         .await?;
     let same = task.is_some_and(|task| {
         task.kind == task::KIND_RUN
-            && task.script_content == run.code
+            && main_file_of(run).is_some_and(|code| code == task.script_content)
             && run
                 .language
                 .parse::<voidrunner_shared::Language>()
