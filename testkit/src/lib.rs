@@ -211,10 +211,6 @@ impl WorkerHandle {
         self.shutdown.cancel();
     }
 
-    pub fn stopped(&self) -> bool {
-        self.task.is_finished()
-    }
-
     pub async fn wait(self) {
         let _ = self.task.await;
     }

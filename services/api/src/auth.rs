@@ -138,12 +138,11 @@ pub async fn verify_password(password: String, stored_hash: String) -> Result<bo
     .map_err(|e| ApiError::Internal(e.into()))?
 }
 
-/// Who is calling: the user, and the session or API key the credentials belong to.
+/// Who is calling: the user, and the session its access token belongs to (none for API keys).
 #[derive(Debug, Clone, Copy)]
 pub struct Principal {
     pub user_id: Uuid,
     pub session_id: Option<Uuid>,
-    pub api_key_id: Option<Uuid>,
 }
 
 /// The user a request's credentials belong to: `Authorization: Bearer <access token>`, or an
@@ -223,7 +222,6 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiE
     Ok(Principal {
         user_id,
         session_id: Some(session_id),
-        api_key_id: None,
     })
 }
 
@@ -249,7 +247,6 @@ async fn api_key_principal(state: &AppState, key: &str) -> Result<Principal, Api
     Ok(Principal {
         user_id: found.user_id,
         session_id: None,
-        api_key_id: Some(found.id),
     })
 }
 

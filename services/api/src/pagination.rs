@@ -73,6 +73,38 @@ pub fn decode(cursor: &str, field: &str, order: Order) -> Result<Cursor, ApiErro
     })
 }
 
+/// Rows a page holds unless the client asks otherwise, and at most.
+pub const DEFAULT_PAGE: u64 = 50;
+pub const MAX_PAGE: u64 = 200;
+
+/// The page size a `limit` query parameter asks for.
+pub fn page_size(limit: Option<u64>) -> Result<u64, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
+        })
+    }
+}
+
+/// Ends a page fetched with `limit + 1` rows: drops the extra row and, when there was one,
+/// returns the cursor after the last row kept.
+pub fn finish_page<T>(
+    rows: &mut Vec<T>,
+    limit: u64,
+    cursor_after: impl Fn(&T) -> String,
+) -> Option<String> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if rows.len() <= limit {
+        return None;
+    }
+    rows.truncate(limit);
+    rows.last().map(cursor_after)
+}
+
 /// Restricts `select` to the rows after (`column`, `id_column`) = (`value`, `id`) in `order`,
 /// and orders it that way.
 pub fn after<E, C>(

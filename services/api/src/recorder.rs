@@ -148,6 +148,19 @@ enum Disposition {
     Reject,
 }
 
+/// After an execution changed state: its task's status follows it. Returns the execution.
+async fn moved_on(db: &DatabaseConnection, execution_id: Uuid) -> Option<execution::Model> {
+    let execution = execution::Entity::find_by_id(execution_id)
+        .one(db)
+        .await
+        .ok()
+        .flatten()?;
+    if let Err(error) = task::refresh_status(db, execution.task_id).await {
+        tracing::warn!(task_id = %execution.task_id, error = %error, "task status not refreshed");
+    }
+    Some(execution)
+}
+
 /// Records a result; also returns the execution's user when the result ended the execution,
 /// since that frees room under the user's limit.
 async fn record_result(db: &DatabaseConnection, payload: &[u8]) -> (Disposition, Option<Uuid>) {
@@ -156,17 +169,9 @@ async fn record_result(db: &DatabaseConnection, payload: &[u8]) -> (Disposition,
             Ok(changed) => {
                 tracing::info!(execution_id = %result.execution_id, status = result.status.as_str(), changed, "result recorded");
                 let user = if changed {
-                    let execution = execution::Entity::find_by_id(result.execution_id)
-                        .one(db)
+                    moved_on(db, result.execution_id)
                         .await
-                        .ok()
-                        .flatten();
-                    if let Some(execution) = &execution {
-                        if let Err(error) = task::refresh_status(db, execution.task_id).await {
-                            tracing::warn!(task_id = %execution.task_id, error = %error, "task status not refreshed");
-                        }
-                    }
-                    execution.map(|execution| execution.user_id)
+                        .map(|execution| execution.user_id)
                 } else {
                     None
                 };
@@ -189,14 +194,7 @@ async fn record_started(db: &DatabaseConnection, payload: &[u8]) -> Disposition 
         Ok(ExecutionEvent::StartedV1(started)) => match apply_started(db, &started).await {
             Ok(changed) => {
                 if changed {
-                    if let Ok(Some(execution)) = execution::Entity::find_by_id(started.execution_id)
-                        .one(db)
-                        .await
-                    {
-                        if let Err(error) = task::refresh_status(db, execution.task_id).await {
-                            tracing::warn!(task_id = %execution.task_id, error = %error, "task status not refreshed");
-                        }
-                    }
+                    moved_on(db, started.execution_id).await;
                 }
                 Disposition::Ack
             }

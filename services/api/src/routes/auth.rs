@@ -14,7 +14,6 @@ use crate::auth::{
 };
 use crate::entity::{api_key, refresh_token, session, user};
 use crate::error::{ApiError, Json, Path};
-#[allow(unused_imports)]
 use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
 use crate::state::AppState;
 

@@ -19,8 +19,7 @@ use voidrunner_shared::subjects::EventKind;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Path};
-#[allow(unused_imports)]
-use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
+use crate::openapi::{Common, Malformed, Missing};
 use crate::routes::executions::find_owned_execution;
 use crate::state::AppState;
 

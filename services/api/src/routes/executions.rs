@@ -15,8 +15,7 @@ use crate::auth::AuthUser;
 use crate::entity::execution::{self, Status};
 use crate::entity::{task, webhook_attempt};
 use crate::error::{ApiError, Json, Path, Query};
-#[allow(unused_imports)]
-use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
+use crate::openapi::{BodyErrors, Common, Conflict, Malformed, Missing};
 use crate::outbox;
 use crate::pagination::{self, Order};
 use crate::routes::tasks::find_owned;
@@ -601,9 +600,6 @@ pub struct ExecutionPage {
     next_cursor: Option<String>,
 }
 
-const DEFAULT_PAGE: u64 = 50;
-const MAX_PAGE: u64 = 200;
-
 #[utoipa::path(
     operation_id = "execution_list_for_task",
     get,
@@ -619,13 +615,7 @@ pub async fn list_for_task(
     Path(task_id): Path<Uuid>,
     Query(query): Query<ListExecutions>,
 ) -> Result<Json<ExecutionPage>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_query",
-            message: format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
-        });
-    }
+    let limit = pagination::page_size(query.limit)?;
     let task = find_owned(&state, user_id, task_id).await?;
     let mut select = execution::Entity::find().filter(execution::Column::TaskId.eq(task.id));
     if let Some(status) = &query.status {
@@ -658,19 +648,14 @@ pub async fn list_for_task(
         after,
     );
     let mut executions = select.limit(limit + 1).all(&state.db).await?;
-    let next_cursor = if executions.len() as u64 > limit {
-        executions.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        executions.last().map(|last| {
-            pagination::encode(
-                SORT,
-                Order::Desc,
-                serde_json::json!(last.created_at),
-                last.id,
-            )
-        })
-    } else {
-        None
-    };
+    let next_cursor = pagination::finish_page(&mut executions, limit, |last| {
+        pagination::encode(
+            SORT,
+            Order::Desc,
+            serde_json::json!(last.created_at),
+            last.id,
+        )
+    });
     Ok(Json(ExecutionPage {
         items: executions.into_iter().map(Into::into).collect(),
         next_cursor,

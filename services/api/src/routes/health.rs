@@ -3,8 +3,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use crate::error::{ApiError, Json};
-#[allow(unused_imports)]
-use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
+use crate::openapi::Malformed;
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]

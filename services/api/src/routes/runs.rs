@@ -21,8 +21,7 @@ use super::tasks::{self, CreateTask};
 use crate::auth::AuthUser;
 use crate::entity::{execution, task};
 use crate::error::{ApiError, Json, Query};
-#[allow(unused_imports)]
-use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
+use crate::openapi::{BodyErrors, Common, Malformed};
 use crate::recorder;
 use crate::state::AppState;
 
@@ -83,46 +82,33 @@ pub struct BatchResponse {
 }
 
 /// The task fields a run stands for, with the run's own names in validation errors.
-/// The run's main file: `code`, or the file of that name in `files`.
-fn main_file_of(run: &RunRequest) -> Option<String> {
+/// The run's main file and its other files: `code` and `files`, or, without `code`, the file
+/// in `files` named like the language's main file and the rest.
+fn program_of(run: &RunRequest) -> Result<(String, Vec<SourceFile>), ApiError> {
+    let mut files = run.files.clone().unwrap_or_default();
     if let Some(code) = &run.code {
-        return Some(code.clone());
+        return Ok((code.clone(), files));
     }
     let main = run
         .language
         .parse::<voidrunner_shared::Language>()
-        .ok()?
-        .main_file();
-    run.files
-        .as_ref()?
+        .map(|language| language.main_file())
+        .map_err(|e| ApiError::invalid_field("language", e.to_string()))?;
+    let position = files
         .iter()
-        .find(|file| file.path == main)
-        .map(|file| file.content.clone())
+        .position(|file| file.path == main)
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "code",
+                format!("is required unless `files` holds the main file, {main}"),
+            )
+        })?;
+    let code = files.remove(position).content;
+    Ok((code, files))
 }
 
 fn as_task(run: &RunRequest) -> Result<CreateTask, ApiError> {
-    let mut files = run.files.clone().unwrap_or_default();
-    let code = match &run.code {
-        Some(code) => code.clone(),
-        None => {
-            // Without `code`, the main file comes from `files`.
-            let main = run
-                .language
-                .parse::<voidrunner_shared::Language>()
-                .map(|language| language.main_file())
-                .map_err(|e| ApiError::invalid_field("language", e.to_string()))?;
-            let position = files
-                .iter()
-                .position(|file| file.path == main)
-                .ok_or_else(|| {
-                    ApiError::invalid_field(
-                        "code",
-                        format!("is required unless `files` holds the main file, {main}"),
-                    )
-                })?;
-            files.remove(position).content
-        }
-    };
+    let (code, files) = program_of(run)?;
     let mut fields = json!({
         "name": "run",
         "script_type": run.language,
@@ -321,7 +307,7 @@ async fn replay_run(
         .await?;
     let same = task.is_some_and(|task| {
         task.kind == task::KIND_RUN
-            && main_file_of(run).is_some_and(|code| code == task.script_content)
+            && program_of(run).is_ok_and(|(code, _)| code == task.script_content)
             && run
                 .language
                 .parse::<voidrunner_shared::Language>()

@@ -12,8 +12,7 @@ use voidrunner_shared::{Lane, Language};
 use crate::auth::AuthUser;
 use crate::entity::{execution, task};
 use crate::error::{ApiError, Json, Path, Query};
-#[allow(unused_imports)]
-use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
+use crate::openapi::{BodyErrors, Common, Conflict, Malformed, Missing};
 use crate::pagination::{self, Order};
 use crate::state::AppState;
 
@@ -28,8 +27,6 @@ const MAX_RETRIES: i64 = 10;
 const DEFAULT_RETRY_BACKOFF_SECONDS: i64 = 1;
 const MAX_DESCRIPTION_CHARS: usize = 1000;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
-const DEFAULT_PAGE: u64 = 50;
-const MAX_PAGE: u64 = 200;
 
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -688,13 +685,7 @@ pub async fn list(
     AuthUser(user_id): AuthUser,
     Query(query): Query<ListTasks>,
 ) -> Result<Json<TaskPage>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_query",
-            message: format!("limit must be between 1 and {MAX_PAGE}, got {limit}"),
-        });
-    }
+    let limit = pagination::page_size(query.limit)?;
     let mut select = task::Entity::find()
         .filter(task::Column::UserId.eq(user_id))
         .filter(task::Column::Kind.eq(KIND_TASK));
@@ -733,14 +724,9 @@ pub async fn list(
     };
     let select = pagination::after(select, sort.column(), task::Column::Id, query.order, after);
     let mut tasks = select.limit(limit + 1).all(&state.db).await?;
-    let next_cursor = if tasks.len() as u64 > limit {
-        tasks.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        tasks
-            .last()
-            .map(|last| pagination::encode(sort.name(), query.order, sort.key(last), last.id))
-    } else {
-        None
-    };
+    let next_cursor = pagination::finish_page(&mut tasks, limit, |last| {
+        pagination::encode(sort.name(), query.order, sort.key(last), last.id)
+    });
     Ok(Json(TaskPage {
         items: tasks.into_iter().map(Into::into).collect(),
         next_cursor,

@@ -9,8 +9,7 @@ use voidrunner_shared::Language;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Json};
-#[allow(unused_imports)]
-use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
+use crate::openapi::{Common, Malformed};
 use crate::state::AppState;
 
 #[derive(Serialize, utoipa::ToSchema)]
