@@ -15,10 +15,8 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use voidrunner_shared::config::{NatsConfig, SandboxPolicy};
-use voidrunner_shared::events::{
-    Dispatch, DispatchV1, ExecutionResult, FinalStatus, RequestedLimits,
-};
-use voidrunner_shared::{headers, Lane, Language, Namespace};
+use voidrunner_shared::events::{Dispatch, DispatchV1, ExecutionResult, RequestedLimits};
+use voidrunner_shared::{headers, Lane, Language, Namespace, Status};
 use voidrunner_worker::config::WorkerConfig;
 
 const PROGRAM: &str = "print('hello')";
@@ -142,7 +140,7 @@ impl BenchWorker {
                 .context("result subscription ended")?;
             let ExecutionResult::V1(result) = serde_json::from_slice(&message.payload)?;
             if let Some(started) = sent.remove(&result.execution_id) {
-                if result.status != FinalStatus::Completed || result.stdout.text != "hello\n" {
+                if result.status != Status::Completed || result.stdout.text != "hello\n" {
                     bail!("unexpected result: {result:?}");
                 }
                 latencies.push(started.elapsed());

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Lane, Language};
+use crate::{Lane, Language, Status};
 
 /// An execution to run, published on `<p>.tasks.<lane>.<language>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -69,9 +69,11 @@ impl RetryPolicy {
 
     /// The delay before run `next_run` (2 for the first retry).
     pub fn delay_before(&self, next_run: u32) -> std::time::Duration {
-        let doublings = next_run.saturating_sub(2).min(16);
-        let seconds = u64::from(self.backoff_seconds.max(1)) << doublings;
-        std::time::Duration::from_secs(seconds.min(u64::from(Self::MAX_BACKOFF_SECONDS)))
+        crate::backoff::Backoff::new(
+            std::time::Duration::from_secs(u64::from(self.backoff_seconds.max(1))),
+            std::time::Duration::from_secs(u64::from(Self::MAX_BACKOFF_SECONDS)),
+        )
+        .after(next_run.saturating_sub(1))
     }
 }
 
@@ -192,39 +194,13 @@ impl ExecutionResult {
     }
 }
 
-/// How an execution ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum FinalStatus {
-    /// The program exited with code 0.
-    Completed,
-    /// The program exited with another code, or was killed (e.g. out of memory).
-    Failed,
-    /// The program outlived its wall-clock limit and was killed.
-    Timeout,
-    /// A cancellation request stopped it.
-    Cancelled,
-    /// The fleet could not run it (image missing, retries exhausted, ...).
-    Error,
-}
-
-impl FinalStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinalStatus::Completed => "completed",
-            FinalStatus::Failed => "failed",
-            FinalStatus::Timeout => "timeout",
-            FinalStatus::Cancelled => "cancelled",
-            FinalStatus::Error => "error",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResultV1 {
     pub execution_id: Uuid,
-    pub status: FinalStatus,
+    /// How it ended: one of the final states (`completed`, `failed`, `timeout`, `cancelled`,
+    /// `error`); a result with another is refused.
+    pub status: Status,
     /// The program's exit code; absent when it never ran or was killed before exiting.
     pub exit_code: Option<i64>,
     pub stdout: Captured,
@@ -266,7 +242,7 @@ impl ResultV1 {
     pub fn fleet_error(execution_id: Uuid, worker_id: &str, attempt: u32, reason: String) -> Self {
         ResultV1 {
             execution_id,
-            status: FinalStatus::Error,
+            status: Status::Error,
             exit_code: None,
             stdout: Captured::default(),
             stderr: Captured::default(),

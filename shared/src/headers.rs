@@ -26,3 +26,34 @@ pub fn for_execution(
     headers.insert(ATTEMPT, attempt.to_string().as_str());
     headers
 }
+
+/// The `Nats-Msg-Id` of each message about an execution. Whoever publishes one (a worker, an
+/// api replica reporting for the fleet) uses the same id, so it is stored once.
+pub mod message_id {
+    use uuid::Uuid;
+
+    /// The execution's dispatch on TASKS: one per execution, however often the outbox publishes.
+    pub fn dispatch(execution_id: Uuid) -> String {
+        execution_id.to_string()
+    }
+
+    /// Its result on RESULTS: one per execution, whichever attempt or reporter comes first.
+    pub fn result(execution_id: Uuid) -> String {
+        format!("result-{execution_id}")
+    }
+
+    /// Its dead letter on DLQ.
+    pub fn dead_letter(execution_id: Uuid) -> String {
+        format!("dlq-{execution_id}")
+    }
+
+    /// The `started` event of one delivery.
+    pub fn started(execution_id: Uuid, attempt: u32) -> String {
+        format!("started-{execution_id}-{attempt}")
+    }
+
+    /// The `seq`-th output chunk of one delivery.
+    pub fn output(execution_id: Uuid, attempt: u32, seq: u64) -> String {
+        format!("output-{execution_id}-{attempt}-{seq}")
+    }
+}

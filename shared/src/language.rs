@@ -4,17 +4,31 @@ use std::fmt;
 use std::str::FromStr;
 
 use schemars::JsonSchema;
+#[cfg(feature = "sea-orm")]
+use sea_orm::sea_query::StringLen;
 use serde::{Deserialize, Serialize};
 
 /// A language VoidRunner can run; its name is a subject token, so it is lowercase ASCII.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
 )]
+#[cfg_attr(
+    feature = "sea-orm",
+    derive(sea_orm::EnumIter, sea_orm::DeriveActiveEnum)
+)]
+#[cfg_attr(
+    feature = "sea-orm",
+    sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "python"))]
     Python,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "javascript"))]
     Javascript,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "bash"))]
     Bash,
+    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "go"))]
     Go,
 }
 

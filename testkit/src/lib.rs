@@ -10,9 +10,9 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
-use voidrunner::nats_server::NatsServer;
 use voidrunner_api::config::ApiConfig;
 use voidrunner_shared::config::{NatsConfig, SandboxPolicy};
+use voidrunner_shared::nats_server::NatsServer;
 use voidrunner_worker::config::WorkerConfig;
 
 pub mod processes;
@@ -186,6 +186,8 @@ pub struct TestApp {
     pub prefix: String,
     pub http: reqwest::Client,
     pub worker_id: String,
+    /// The api's owner of executions, for driving transitions as the fleet would.
+    pub executions: voidrunner_api::executions::Lifecycle,
     /// The environment the services were started with.
     pub vars: Vec<(String, String)>,
     shutdown: CancellationToken,
@@ -257,6 +259,7 @@ async fn spawn(backend: Backend, overrides: &[(&str, &str)], with_worker: bool) 
     )
     .await
     .expect("api starts");
+    let executions = api.state().executions.clone();
     let worker = if with_worker {
         Some(
             voidrunner_worker::Worker::build(worker_config, policy, &nats_config)
@@ -297,6 +300,7 @@ async fn spawn(backend: Backend, overrides: &[(&str, &str)], with_worker: bool) 
         prefix,
         http: reqwest::Client::new(),
         worker_id,
+        executions,
         vars,
         shutdown,
         services,

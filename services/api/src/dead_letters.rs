@@ -8,15 +8,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-use voidrunner_shared::events::{DeadLetter, DeadLetterV1, Dispatch, ExecutionResult, ResultV1};
-use voidrunner_shared::headers;
+use voidrunner_shared::events::Dispatch;
+use voidrunner_shared::report;
 
+use crate::executions::REPORTER;
 use crate::state::AppState;
 
 const RETRY_DELAY: Duration = Duration::from_secs(1);
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Stands in for a worker id in what the api reports on the fleet's behalf.
-const REPORTER: &str = "api";
 
 /// The fields of `io.nats.jetstream.advisory.v1.max_deliver` this needs.
 #[derive(Deserialize)]
@@ -83,48 +81,16 @@ async fn give_up(state: &AppState, advisory: &MaxDeliveries) -> Result<(), async
         "gave up after {} deliveries: the workers that took it stopped responding",
         advisory.deliveries
     );
-    let letter = DeadLetter::V1(DeadLetterV1 {
-        dispatch: dispatch.clone(),
-        reason: reason.clone(),
-        attempts: advisory.deliveries,
-        worker_id: REPORTER.into(),
-        failed_at: chrono::Utc::now(),
-    });
-    let result = ExecutionResult::V1(ResultV1 {
-        dead_lettered: true,
-        ..ResultV1::fleet_error(execution_id, REPORTER, advisory.deliveries, reason)
-    });
     // The same message ids a worker uses: whichever reports first, it is reported once.
-    let subjects = [
-        (
-            state
-                .namespace
-                .dead_letter_subject(dispatch.lane, dispatch.language),
-            format!("dlq-{execution_id}"),
-            serde_json::to_vec(&letter)?,
-        ),
-        (
-            state.namespace.result_subject(execution_id),
-            format!("result-{execution_id}"),
-            serde_json::to_vec(&result)?,
-        ),
-    ];
-    for (subject, message_id, payload) in subjects {
-        let headers = headers::for_execution(
-            &message_id,
-            execution_id,
-            dispatch.task_id,
-            advisory.deliveries,
-        );
-        tokio::time::timeout(PUBLISH_TIMEOUT, async {
-            state
-                .jetstream
-                .publish_with_headers(subject, headers, payload.into())
-                .await?
-                .await
-        })
-        .await??;
-    }
+    report::publish_dead_letter(
+        &state.jetstream,
+        &state.namespace,
+        &dispatch,
+        reason,
+        advisory.deliveries,
+        REPORTER,
+    )
+    .await?;
     tasks.delete_message(advisory.stream_seq).await?;
     tracing::error!(%execution_id, deliveries = advisory.deliveries, "execution dead-lettered: no worker finished it");
     Ok(())

@@ -5,6 +5,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use crate::executions::ExecutionError;
+use crate::tasks::{FieldError, Naming, TaskError};
+
 /// Every error the API returns: `{"error": {"code", "message", "details"}}`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -73,6 +76,58 @@ impl ApiError {
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
+    }
+}
+
+impl From<ExecutionError> for ApiError {
+    fn from(error: ExecutionError) -> Self {
+        match error {
+            ExecutionError::NotFound => ApiError::NotFound("no execution with this id"),
+            ExecutionError::NotDeadLetter => {
+                ApiError::NotFound("no dead letter with this execution id")
+            }
+            ExecutionError::TaskGone => ApiError::NotFound("no task with this id"),
+            ExecutionError::AlreadyRerun => {
+                ApiError::Conflict("this dead letter has already been re-run")
+            }
+            ExecutionError::AlreadyEnded => {
+                ApiError::Conflict("the execution has already ended and cannot be cancelled")
+            }
+            ExecutionError::KeyReused => ApiError::Unprocessable {
+                code: "idempotency_key_reused",
+                message: error.to_string(),
+            },
+            ExecutionError::TooLarge { .. } => ApiError::invalid_field("stdin", error.to_string()),
+            ExecutionError::BrokerDown => ApiError::Unavailable {
+                message:
+                    "the message broker (NATS) is unreachable; nothing was changed, try again shortly",
+                retry_after_seconds: 2,
+            },
+            ExecutionError::Database(error) => error.into(),
+            error @ (ExecutionError::Unreachable { .. }
+            | ExecutionError::Publish(_)
+            | ExecutionError::Cancellation(_)
+            | ExecutionError::Encode(_)) => ApiError::Internal(error.into()),
+        }
+    }
+}
+
+impl From<TaskError> for ApiError {
+    fn from(error: TaskError) -> Self {
+        match error {
+            TaskError::NotFound => ApiError::NotFound("no task with this id"),
+            TaskError::Busy => ApiError::Conflict(
+                "the task has an execution queued or running: cancel it or wait for it to end",
+            ),
+            TaskError::Database(error) => error.into(),
+        }
+    }
+}
+
+impl ApiError {
+    /// A field a task or run broke a rule with, named as the request names it.
+    pub fn field(error: FieldError, naming: Naming) -> Self {
+        ApiError::invalid_field(error.field.name(naming), error.problem)
     }
 }
 

@@ -1,13 +1,20 @@
-//! The VoidRunner api service: REST resources, the transactional outbox that dispatches
-//! executions to JetStream, and the recorder that writes results back.
+//! The VoidRunner api service.
+//!
+//! `routes/` speaks HTTP: it parses, authorises (`http`), calls the domain and shapes the
+//! answer. `executions/` owns the life of an execution and `tasks/` the programs users keep.
+//! Beside the routes run the background jobs that feed the lifecycle: the `recorder` (results
+//! and `started` events from JetStream), the `outbox` sweeper, `dead_letters` (executions the
+//! fleet lost) and `webhooks` (deliveries of finished executions). Below them all: `entity`
+//! (sea-orm) and the wire contract in `voidrunner_shared`.
 
-pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod db;
 pub mod dead_letters;
 pub mod entity;
 pub mod error;
+pub mod executions;
+pub mod http;
 pub mod openapi;
 pub mod outbox;
 pub mod pagination;
@@ -15,6 +22,7 @@ pub mod ratelimit;
 pub mod recorder;
 pub mod routes;
 pub mod state;
+pub mod tasks;
 pub mod webhooks;
 
 use std::future::IntoFuture;
@@ -77,8 +85,16 @@ impl Api {
         let (client, jetstream) =
             voidrunner_shared::connect::connect(nats.required_url()?, "voidrunner-api").await?;
         provision(&jetstream, &namespace, nats).await?;
+        let executions = executions::Lifecycle::new(
+            db.clone(),
+            client.clone(),
+            jetstream.clone(),
+            namespace.clone(),
+            config.max_active_per_user,
+        );
         Ok(Api {
             state: AppState {
+                executions,
                 db,
                 nats: client,
                 jetstream,
@@ -117,7 +133,7 @@ impl Api {
         jobs.spawn(dead_letters::run(state.clone(), shutdown.clone()));
         jobs.spawn(webhooks::run(state.clone(), shutdown.clone()));
         jobs.spawn(outbox::run_sweeper(
-            state.clone(),
+            state.executions.clone(),
             sweep_every,
             shutdown.clone(),
         ));

@@ -1,142 +1,23 @@
-//! Records what the fleet reports into the database: results from RESULTS and `started` events
+//! Feeds what the fleet reports to the lifecycle: results from RESULTS and `started` events
 //! from EVENTS, through durable consumers that every api replica shares.
 //!
-//! Each transition is a guarded `UPDATE ... WHERE status IN (...)`, so a redelivered, duplicate
-//! or late message changes nothing, and the message is acked only after the write committed.
+//! Each is one guarded transition of `executions`, so a redelivered, duplicate or late message
+//! changes nothing, and the message is acked only after the change committed.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
-use chrono::Utc;
 use futures::StreamExt;
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
-use voidrunner_shared::events::{Encoding, ExecutionEvent, ExecutionResult, ResultV1, StartedV1};
+use voidrunner_shared::events::{ExecutionEvent, ExecutionResult, ResultV1};
 
-use crate::admission;
-use crate::entity::execution::{self, Status};
-use crate::entity::task;
+use crate::executions::{ExecutionError, Lifecycle};
 use crate::state::AppState;
 
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Messages pulled at a time, and how long a pull waits for them to arrive.
 const RECORD_BATCH: usize = 32;
 const BATCH_WAIT: Duration = Duration::from_millis(500);
-
-fn encoding_name(encoding: Encoding) -> &'static str {
-    match encoding {
-        Encoding::Utf8 => "utf-8",
-        Encoding::Base64 => "base64",
-    }
-}
-
-/// Applies a final result; returns whether it changed the execution (false for duplicates).
-pub async fn apply_result(db: &DatabaseConnection, result: &ResultV1) -> Result<bool, DbErr> {
-    let status = Status::from(result.status);
-    let mut update = execution::Entity::update_many()
-        .col_expr(execution::Column::Status, Expr::value(status))
-        .col_expr(execution::Column::ExitCode, Expr::value(result.exit_code))
-        .col_expr(
-            execution::Column::Stdout,
-            Expr::value(result.stdout.text.clone()),
-        )
-        .col_expr(
-            execution::Column::StdoutEncoding,
-            Expr::value(encoding_name(result.stdout.encoding)),
-        )
-        .col_expr(
-            execution::Column::Stderr,
-            Expr::value(result.stderr.text.clone()),
-        )
-        .col_expr(
-            execution::Column::StderrEncoding,
-            Expr::value(encoding_name(result.stderr.encoding)),
-        )
-        .col_expr(
-            execution::Column::OutputTruncated,
-            Expr::value(result.output_truncated),
-        )
-        .col_expr(
-            execution::Column::StdoutTruncated,
-            Expr::value(result.stdout_truncated),
-        )
-        .col_expr(
-            execution::Column::StderrTruncated,
-            Expr::value(result.stderr_truncated),
-        )
-        .col_expr(execution::Column::OomKilled, Expr::value(result.oom_killed))
-        .col_expr(
-            execution::Column::CompileError,
-            Expr::value(result.compile_error),
-        )
-        .col_expr(
-            execution::Column::PeakMemoryBytes,
-            Expr::value(
-                result
-                    .peak_memory_bytes
-                    .and_then(|bytes| i64::try_from(bytes).ok()),
-            ),
-        )
-        .col_expr(execution::Column::Error, Expr::value(result.error.clone()))
-        .col_expr(
-            execution::Column::WorkerId,
-            Expr::value(result.worker_id.clone()),
-        )
-        .col_expr(
-            execution::Column::Attempt,
-            Expr::value(i32::try_from(result.attempt).unwrap_or(i32::MAX)),
-        )
-        .col_expr(
-            execution::Column::FinishedAt,
-            Expr::value(result.finished_at),
-        )
-        .col_expr(
-            execution::Column::Runs,
-            Expr::value(i32::try_from(result.runs).unwrap_or(i32::MAX)),
-        )
-        .col_expr(execution::Column::UpdatedAt, Expr::value(Utc::now()));
-    if let Some(started_at) = result.started_at {
-        update = update.col_expr(execution::Column::StartedAt, Expr::value(started_at));
-    }
-    if result.dead_lettered {
-        update = update.col_expr(
-            execution::Column::DeadLetteredAt,
-            Expr::value(result.finished_at),
-        );
-    }
-    let outcome = update
-        .filter(execution::Column::Id.eq(result.execution_id))
-        .filter(execution::Column::Status.is_in(Status::UNFINISHED))
-        .exec(db)
-        .await?;
-    Ok(outcome.rows_affected > 0)
-}
-
-/// Marks a queued execution running; a late `started` after the result changes nothing.
-pub async fn apply_started(db: &DatabaseConnection, started: &StartedV1) -> Result<bool, DbErr> {
-    let outcome = execution::Entity::update_many()
-        .col_expr(execution::Column::Status, Expr::value(Status::Running))
-        .col_expr(
-            execution::Column::StartedAt,
-            Expr::value(started.started_at),
-        )
-        .col_expr(
-            execution::Column::WorkerId,
-            Expr::value(started.worker_id.clone()),
-        )
-        .col_expr(
-            execution::Column::Attempt,
-            Expr::value(i32::try_from(started.attempt).unwrap_or(i32::MAX)),
-        )
-        .col_expr(execution::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(execution::Column::Id.eq(started.execution_id))
-        .filter(execution::Column::Status.is_in(Status::UNFINISHED))
-        .exec(db)
-        .await?;
-    Ok(outcome.rows_affected > 0)
-}
 
 /// What to do with a message once its handling ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -148,60 +29,46 @@ enum Disposition {
     Reject,
 }
 
-/// After an execution changed state: its task's status follows it. Returns the execution.
-async fn moved_on(db: &DatabaseConnection, execution_id: Uuid) -> Option<execution::Model> {
-    let execution = execution::Entity::find_by_id(execution_id)
-        .one(db)
-        .await
-        .ok()
-        .flatten()?;
-    if let Err(error) = task::refresh_status(db, execution.task_id).await {
-        tracing::warn!(task_id = %execution.task_id, error = %error, "task status not refreshed");
-    }
-    Some(execution)
+/// What a database failure means for the message: try again soon, whatever else failed.
+fn disposition_of(execution_id: uuid::Uuid, what: &str, error: ExecutionError) -> Disposition {
+    tracing::warn!(%execution_id, error = %error, "recording {what} failed");
+    Disposition::Retry
 }
 
-/// Records a result; also returns the execution's user when the result ended the execution,
-/// since that frees room under the user's limit.
-async fn record_result(db: &DatabaseConnection, payload: &[u8]) -> (Disposition, Option<Uuid>) {
+/// The result a payload carries, if it is one the lifecycle can apply.
+fn readable_result(payload: &[u8]) -> Option<ResultV1> {
     match serde_json::from_slice::<ExecutionResult>(payload) {
-        Ok(ExecutionResult::V1(result)) => match apply_result(db, &result).await {
-            Ok(changed) => {
-                tracing::info!(execution_id = %result.execution_id, status = result.status.as_str(), changed, "result recorded");
-                let user = if changed {
-                    moved_on(db, result.execution_id)
-                        .await
-                        .map(|execution| execution.user_id)
-                } else {
-                    None
-                };
-                (Disposition::Ack, user)
-            }
-            Err(error) => {
-                tracing::warn!(execution_id = %result.execution_id, error = %error, "recording result failed");
-                (Disposition::Retry, None)
-            }
-        },
+        Ok(ExecutionResult::V1(result)) if result.status.is_final() => Some(result),
+        Ok(ExecutionResult::V1(result)) => {
+            tracing::error!(execution_id = %result.execution_id, status = result.status.as_str(), "a result must carry a final status; dropping it");
+            None
+        }
         Err(error) => {
             tracing::error!(error = %error, "result payload does not match voidrunner.result.v1");
-            (Disposition::Reject, None)
+            None
         }
     }
 }
 
-async fn record_started(db: &DatabaseConnection, payload: &[u8]) -> Disposition {
+/// Records a result; the lifecycle does the rest (task status, admission, webhook).
+async fn record_result(executions: &Lifecycle, payload: &[u8]) -> Disposition {
+    let Some(result) = readable_result(payload) else {
+        return Disposition::Reject;
+    };
+    match executions.finish(&result).await {
+        Ok(changed) => {
+            tracing::info!(execution_id = %result.execution_id, status = result.status.as_str(), changed = changed.is_some(), "result recorded");
+            Disposition::Ack
+        }
+        Err(error) => disposition_of(result.execution_id, "result", error),
+    }
+}
+
+async fn record_started(executions: &Lifecycle, payload: &[u8]) -> Disposition {
     match serde_json::from_slice::<ExecutionEvent>(payload) {
-        Ok(ExecutionEvent::StartedV1(started)) => match apply_started(db, &started).await {
-            Ok(changed) => {
-                if changed {
-                    moved_on(db, started.execution_id).await;
-                }
-                Disposition::Ack
-            }
-            Err(error) => {
-                tracing::warn!(execution_id = %started.execution_id, error = %error, "recording start failed");
-                Disposition::Retry
-            }
+        Ok(ExecutionEvent::StartedV1(started)) => match executions.start(&started).await {
+            Ok(_) => Disposition::Ack,
+            Err(error) => disposition_of(started.execution_id, "start", error),
         },
         Ok(_) => Disposition::Ack,
         Err(error) => {
@@ -264,17 +131,8 @@ async fn drain(
         while let Some(message) = batch.next().await {
             let message = message?;
             let disposition = match feed {
-                Feed::Results => {
-                    let (disposition, freed) = record_result(&state.db, &message.payload).await;
-                    if let Some(user_id) = freed {
-                        // The sweeper catches up if this fails.
-                        if let Err(error) = admission::admit_and_dispatch(state, user_id).await {
-                            tracing::warn!(%user_id, error = %error, "admitting held executions failed");
-                        }
-                    }
-                    disposition
-                }
-                Feed::Started => record_started(&state.db, &message.payload).await,
+                Feed::Results => record_result(&state.executions, &message.payload).await,
+                Feed::Started => record_started(&state.executions, &message.payload).await,
             };
             acknowledge(&message, disposition).await;
         }
@@ -312,17 +170,21 @@ mod tests {
         assert!(matches!(ack_kind(Disposition::Reject), AckKind::Term));
     }
 
-    #[tokio::test]
-    async fn a_payload_that_is_not_a_result_is_rejected_without_touching_the_database() {
-        let db = sea_orm::Database::connect("sqlite::memory:")
-            .await
-            .expect("in-memory sqlite");
-        assert_eq!(
-            record_result(&db, b"{\"schema\":\"voidrunner.result.v9\"}")
-                .await
-                .0,
-            Disposition::Reject
-        );
-        assert_eq!(record_started(&db, b"not json").await, Disposition::Reject);
+    #[test]
+    fn a_payload_that_is_not_a_result_is_rejected_without_reaching_the_lifecycle() {
+        let mut running = ResultV1::fleet_error(uuid::Uuid::nil(), "w", 1, String::new());
+        running.status = voidrunner_shared::Status::Running;
+        let unfinished =
+            serde_json::to_string(&ExecutionResult::V1(running.clone())).expect("serialises");
+        running.status = voidrunner_shared::Status::Failed;
+        let finished = serde_json::to_vec(&ExecutionResult::V1(running)).expect("serialises");
+        assert!(readable_result(&finished).is_some());
+        for payload in [
+            b"{\"schema\":\"voidrunner.result.v9\"}".to_vec(),
+            b"not json".to_vec(),
+            unfinished.into_bytes(),
+        ] {
+            assert!(readable_result(&payload).is_none());
+        }
     }
 }

@@ -9,6 +9,8 @@ use voidrunner_shared::Namespace;
 
 use crate::auth::TokenKeys;
 use crate::config::ApiConfig;
+use crate::executions::Lifecycle;
+use crate::tasks::TaskRules;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -20,4 +22,18 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub policy: Arc<SandboxPolicy>,
     pub limiter: crate::ratelimit::Limiter,
+    /// The one owner of an execution's life.
+    pub executions: Lifecycle,
+}
+
+impl AppState {
+    /// The limits a task or run is checked against.
+    pub fn task_rules(&self) -> TaskRules {
+        TaskRules {
+            policy: Arc::clone(&self.policy),
+            max_script_bytes: self.config.max_script_bytes,
+            default_timeout_seconds: self.config.default_timeout_seconds,
+            max_timeout_seconds: self.config.max_timeout_seconds,
+        }
+    }
 }

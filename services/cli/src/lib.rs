@@ -1,6 +1,5 @@
 //! The `voidrunner` binary's commands, as a library so tests drive the same code.
 
-pub mod nats_server;
 pub mod serve;
 
 use tokio_util::sync::CancellationToken;

@@ -13,7 +13,7 @@ use voidrunner_shared::config::{from_env, NatsConfig, SandboxPolicy};
 use voidrunner_worker::config::WorkerConfig;
 use voidrunner_worker::Worker;
 
-use crate::nats_server::NatsServer;
+use voidrunner_shared::nats_server::NatsServer;
 
 #[derive(Debug, Deserialize)]
 pub struct ServeConfig {

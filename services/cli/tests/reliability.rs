@@ -6,10 +6,10 @@ use chrono::Utc;
 use sea_orm::{ActiveModelTrait, EntityTrait, Set};
 use serde_json::json;
 use voidrunner_api::config::ApiConfig;
-use voidrunner_api::entity::execution::{self, Status};
-use voidrunner_api::recorder::{apply_result, apply_started};
+use voidrunner_api::entity::execution;
 use voidrunner_shared::config::{NatsConfig, SandboxPolicy};
-use voidrunner_shared::events::{Captured, FinalStatus, ResultV1, StartedV1};
+use voidrunner_shared::events::{Captured, ResultV1, StartedV1};
+use voidrunner_shared::Status;
 use voidrunner_testkit::{
     empty_database, send, spawn_app, spawn_app_with, start_nats, test_env, unique_prefix,
     wait_final, Backend,
@@ -86,7 +86,7 @@ async fn an_execution_committed_but_never_published_is_dispatched_by_the_sweeper
     app.stop().await;
 }
 
-fn result_for(execution_id: uuid::Uuid, status: FinalStatus, stdout: &str) -> ResultV1 {
+fn result_for(execution_id: uuid::Uuid, status: Status, stdout: &str) -> ResultV1 {
     ResultV1 {
         execution_id,
         status,
@@ -126,9 +126,13 @@ async fn a_duplicate_or_late_message_changes_nothing() {
         .expect("id");
     let db = &app.db.connection;
 
-    let duplicate = result_for(id, FinalStatus::Failed, "second");
+    let duplicate = result_for(id, Status::Failed, "second");
     assert!(
-        !apply_result(db, &duplicate).await.expect("apply"),
+        app.executions
+            .finish(&duplicate)
+            .await
+            .expect("apply")
+            .is_none(),
         "a second result was applied"
     );
     let late_start = StartedV1 {
@@ -138,7 +142,11 @@ async fn a_duplicate_or_late_message_changes_nothing() {
         started_at: Utc::now(),
     };
     assert!(
-        !apply_started(db, &late_start).await.expect("apply"),
+        app.executions
+            .start(&late_start)
+            .await
+            .expect("apply")
+            .is_none(),
         "a late start was applied"
     );
 

@@ -1,8 +1,7 @@
 //! The ack policy, in one place: how each outcome of handling a dispatch is acknowledged.
 
-use std::time::Duration;
-
 use async_nats::jetstream::AckKind;
+use voidrunner_shared::backoff::Backoff;
 
 /// How the handling of one dispatch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,22 +18,12 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// Redelivery delay after the `attempt`-th failed delivery: 1 s, 5 s, 15 s, then 30 s.
-pub fn backoff(attempt: u32) -> Duration {
-    match attempt {
-        0 | 1 => Duration::from_secs(1),
-        2 => Duration::from_secs(5),
-        3 => Duration::from_secs(15),
-        _ => Duration::from_secs(30),
-    }
-}
-
 /// The acknowledgement each outcome gets.
 pub fn ack_for(outcome: Outcome) -> AckKind {
     match outcome {
         Outcome::Resulted => AckKind::Ack,
         Outcome::Unreadable | Outcome::GaveUp => AckKind::Term,
-        Outcome::FleetFailed { attempt } => AckKind::Nak(Some(backoff(attempt))),
+        Outcome::FleetFailed { attempt } => AckKind::Nak(Some(Backoff::REDELIVERY.after(attempt))),
         // Another worker can take it at once.
         Outcome::Interrupted => AckKind::Nak(None),
     }
@@ -43,6 +32,7 @@ pub fn ack_for(outcome: Outcome) -> AckKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn every_outcome_maps_to_the_documented_acknowledgement() {
@@ -52,13 +42,7 @@ mod tests {
         assert!(matches!(ack_for(Outcome::Interrupted), AckKind::Nak(None)));
         assert!(matches!(
             ack_for(Outcome::FleetFailed { attempt: 2 }),
-            AckKind::Nak(Some(delay)) if delay == Duration::from_secs(5)
+            AckKind::Nak(Some(delay)) if delay == Duration::from_secs(2)
         ));
-    }
-
-    #[test]
-    fn backoff_grows_and_levels_off() {
-        let delays: Vec<u64> = (1..=6).map(|a| backoff(a).as_secs()).collect();
-        assert_eq!(delays, [1, 5, 15, 30, 30, 30]);
     }
 }

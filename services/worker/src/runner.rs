@@ -10,11 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use voidrunner_shared::config::SandboxPolicy;
 use voidrunner_shared::events::{
-    Captured, DeadLetter, DeadLetterV1, Dispatch, DispatchV1, ExecutionEvent, ExecutionResult,
-    FinalStatus, OutputV1, ResultV1, StartedV1,
+    Captured, Dispatch, DispatchV1, ExecutionEvent, OutputV1, ResultV1, StartedV1,
 };
+use voidrunner_shared::headers::{self, message_id};
+use voidrunner_shared::publish::{publish_json, PublishError};
 use voidrunner_shared::subjects::EventKind;
-use voidrunner_shared::{headers, Language, Namespace};
+use voidrunner_shared::{report, Language, Namespace, Status};
 
 use crate::ack::Outcome;
 use crate::cancellations::Cancellations;
@@ -24,14 +25,11 @@ use crate::sandbox::{
     RunReport, BOOTSTRAP_FAILED_EXIT, COMPILE_FAILED_EXIT,
 };
 
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// No execution runs longer than this, whatever its dispatch says.
 const MAX_TIMEOUT_SECONDS: u32 = 3600;
 
 /// Progress acks continue this long past a run's timeout before the message is let go.
 const PROGRESS_GRACE: Duration = Duration::from_secs(60);
-/// Results larger than this once encoded switch their output to base64 (NATS carries 8 MB).
-const MAX_RESULT_BYTES: usize = 6 * 1024 * 1024;
 
 /// How one attempt at an execution ended, before the ack policy has its say.
 enum Tried {
@@ -130,7 +128,7 @@ impl Runner {
                 attempt,
                 "cancelled on request before it started".into(),
             );
-            cancelled.status = FinalStatus::Cancelled;
+            cancelled.status = Status::Cancelled;
             self.report(&dispatch, &cancelled).await
         } else if dispatch.network && !self.policy.network_allowed() {
             let refused = ResultV1::fleet_error(
@@ -249,7 +247,7 @@ impl Runner {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => run_number += 1,
                 _ = cancel.cancelled() => {
-                    result.status = FinalStatus::Cancelled;
+                    result.status = Status::Cancelled;
                     result.error = Some(format!("cancelled on request while waiting to retry (after {run_number} run(s))"));
                     break Ok(result);
                 }
@@ -310,47 +308,47 @@ impl Runner {
         let mut compile_error = false;
         let (status, exit_code, oom_killed, error) = match report.exit {
             Exit::Exited { code, oom_killed: true } => (
-                FinalStatus::Failed,
+                Status::Failed,
                 Some(code),
                 true,
                 Some(format!("killed: out of memory (limit {} MiB)", container.memory_bytes >> 20)),
             ),
-            Exit::Exited { code: 0, .. } => (FinalStatus::Completed, Some(0), false, None),
+            Exit::Exited { code: 0, .. } => (Status::Completed, Some(0), false, None),
             Exit::Exited { code, .. } if code == COMPILE_FAILED_EXIT && dispatch.language == Language::Go => {
                 compile_error = true;
                 (
-                    FinalStatus::Failed,
+                    Status::Failed,
                     None,
                     false,
                     Some("compilation failed: the compiler's report is in stderr".into()),
                 )
             }
             Exit::Exited { code, .. } if code == BOOTSTRAP_FAILED_EXIT => (
-                FinalStatus::Failed,
+                Status::Failed,
                 None,
                 false,
                 Some("the sandbox could not unpack the program (are its files larger than the sandbox's /tmp?)".into()),
             ),
-            Exit::Exited { code, .. } => (FinalStatus::Failed, Some(code), false, None),
+            Exit::Exited { code, .. } => (Status::Failed, Some(code), false, None),
             Exit::TimedOut => (
-                FinalStatus::Timeout,
+                Status::Timeout,
                 None,
                 false,
                 Some(format!("killed: ran past its {} s timeout", limits.timeout.as_secs())),
             ),
             Exit::OutputFlood => (
-                FinalStatus::Failed,
+                Status::Failed,
                 None,
                 false,
                 Some(format!("killed: wrote more than {} bytes of output", limits.output_bytes)),
             ),
             Exit::Cancelled => (
-                FinalStatus::Cancelled,
+                Status::Cancelled,
                 None,
                 false,
                 Some("cancelled on request".into()),
             ),
-            Exit::Stopped => (FinalStatus::Error, None, false, Some("worker stopped".into())),
+            Exit::Stopped => (Status::Error, None, false, Some("worker stopped".into())),
         };
         ResultV1 {
             execution_id: dispatch.execution_id,
@@ -379,37 +377,22 @@ impl Runner {
     async fn give_up(&self, dispatch: DispatchV1, attempt: u32, last_failure: &str) -> Outcome {
         let execution_id = dispatch.execution_id;
         let reason = format!("gave up after {attempt} attempt(s): {last_failure}");
-        let result = ResultV1 {
-            dead_lettered: true,
-            ..ResultV1::fleet_error(execution_id, &self.worker_id, attempt, reason.clone())
-        };
-        let subject = self
-            .namespace
-            .dead_letter_subject(dispatch.lane, dispatch.language);
-        let headers = headers::for_execution(
-            &format!("dlq-{execution_id}"),
-            execution_id,
-            dispatch.task_id,
-            attempt,
-        );
-        let letter = DeadLetter::V1(DeadLetterV1 {
-            dispatch: dispatch.clone(),
+        match report::publish_dead_letter(
+            &self.jetstream,
+            &self.namespace,
+            &dispatch,
             reason,
-            attempts: attempt,
-            worker_id: self.worker_id.clone(),
-            failed_at: Utc::now(),
-        });
-        if let Err(error) = self.publish_acked(subject, headers, &letter).await {
-            tracing::warn!(%execution_id, error = %error, "publishing the dead letter failed");
-            return Outcome::FleetFailed { attempt };
-        }
-        match self.publish_result(&dispatch, &result).await {
+            attempt,
+            &self.worker_id,
+        )
+        .await
+        {
             Ok(()) => {
                 tracing::error!(%execution_id, attempt, "execution dead-lettered");
                 Outcome::GaveUp
             }
             Err(error) => {
-                tracing::warn!(%execution_id, error = %error, "publishing the error result failed");
+                tracing::warn!(%execution_id, error = %error, "publishing the dead letter failed");
                 Outcome::FleetFailed { attempt }
             }
         }
@@ -431,53 +414,23 @@ impl Runner {
             .namespace
             .event_subject(dispatch.execution_id, EventKind::Started);
         let headers = headers::for_execution(
-            &format!("started-{}-{attempt}", dispatch.execution_id),
+            &message_id::started(dispatch.execution_id, attempt),
             dispatch.execution_id,
             dispatch.task_id,
             attempt,
         );
-        if let Err(error) = self.publish_acked(subject, headers, &event).await {
+        if let Err(error) = publish_json(&self.jetstream, subject, headers, &event).await {
             tracing::warn!(error = %error, "publishing the started event failed; running anyway");
         }
     }
 
-    async fn publish_result(&self, dispatch: &DispatchV1, result: &ResultV1) -> Result<(), String> {
-        let subject = self.namespace.result_subject(result.execution_id);
-        // Deduplicated per execution: a run that raced a redelivery cannot record twice.
-        let headers = headers::for_execution(
-            &format!("result-{}", result.execution_id),
-            result.execution_id,
-            dispatch.task_id,
-            result.attempt,
-        );
-        let mut event = ExecutionResult::V1(result.clone());
-        if serde_json::to_vec(&event).map_err(|e| e.to_string())?.len() > MAX_RESULT_BYTES {
-            // JSON escapes can grow text sixfold; base64 grows it by a third at most.
-            let ExecutionResult::V1(result) = &mut event;
-            result.stdout = std::mem::take(&mut result.stdout).into_base64();
-            result.stderr = std::mem::take(&mut result.stderr).into_base64();
-        }
-        self.publish_acked(subject, headers, &event).await
-    }
-
-    async fn publish_acked<T: serde::Serialize>(
+    async fn publish_result(
         &self,
-        subject: String,
-        headers: async_nats::HeaderMap,
-        event: &T,
-    ) -> Result<(), String> {
-        let payload = serde_json::to_vec(event).map_err(|e| e.to_string())?;
-        tokio::time::timeout(PUBLISH_TIMEOUT, async {
-            self.jetstream
-                .publish_with_headers(subject, headers, payload.into())
-                .await
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|_| "no acknowledgement from JetStream in time".to_owned())?
-        .map(|_| ())
+        dispatch: &DispatchV1,
+        result: &ResultV1,
+    ) -> Result<(), PublishError> {
+        // Deduplicated per execution: a run that raced a redelivery cannot record twice.
+        report::publish_result(&self.jetstream, &self.namespace, dispatch.task_id, result).await
     }
 }
 
@@ -485,9 +438,11 @@ impl Runner {
 /// reason another run might not meet (a compile error would only repeat itself).
 fn retryable(result: &ResultV1) -> bool {
     match result.status {
-        FinalStatus::Timeout => true,
-        FinalStatus::Failed => !result.compile_error,
-        FinalStatus::Completed | FinalStatus::Cancelled | FinalStatus::Error => false,
+        Status::Timeout => true,
+        Status::Failed => !result.compile_error,
+        Status::Completed | Status::Cancelled | Status::Error => false,
+        // Not results; a run never reports them.
+        Status::Queued | Status::Running => false,
     }
 }
 
@@ -508,7 +463,7 @@ async fn forward_output(
 ) {
     let publish = |seq: u64, payload: Bytes| {
         let headers = headers::for_execution(
-            &format!("output-{execution_id}-{attempt}-{seq}"),
+            &message_id::output(execution_id, attempt, seq),
             execution_id,
             task_id,
             attempt,
@@ -568,7 +523,7 @@ mod tests {
     use super::*;
     use voidrunner_shared::events::RetryPolicy;
 
-    fn result(status: FinalStatus, compile_error: bool) -> ResultV1 {
+    fn result(status: Status, compile_error: bool) -> ResultV1 {
         ResultV1 {
             status,
             compile_error,
@@ -578,12 +533,12 @@ mod tests {
 
     #[test]
     fn failures_and_timeouts_are_retried_but_not_compile_errors_cancellations_or_successes() {
-        assert!(retryable(&result(FinalStatus::Failed, false)));
-        assert!(retryable(&result(FinalStatus::Timeout, false)));
-        assert!(!retryable(&result(FinalStatus::Failed, true)));
-        assert!(!retryable(&result(FinalStatus::Completed, false)));
-        assert!(!retryable(&result(FinalStatus::Cancelled, false)));
-        assert!(!retryable(&result(FinalStatus::Error, false)));
+        assert!(retryable(&result(Status::Failed, false)));
+        assert!(retryable(&result(Status::Timeout, false)));
+        assert!(!retryable(&result(Status::Failed, true)));
+        assert!(!retryable(&result(Status::Completed, false)));
+        assert!(!retryable(&result(Status::Cancelled, false)));
+        assert!(!retryable(&result(Status::Error, false)));
     }
 
     #[test]

@@ -1,46 +1,5 @@
 use sea_orm::entity::prelude::*;
-use voidrunner_shared::events::FinalStatus;
-
-/// Execution states; transitions only move forward (see `recorder`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
-#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
-pub enum Status {
-    #[sea_orm(string_value = "queued")]
-    Queued,
-    #[sea_orm(string_value = "running")]
-    Running,
-    #[sea_orm(string_value = "completed")]
-    Completed,
-    #[sea_orm(string_value = "failed")]
-    Failed,
-    #[sea_orm(string_value = "timeout")]
-    Timeout,
-    #[sea_orm(string_value = "cancelled")]
-    Cancelled,
-    #[sea_orm(string_value = "error")]
-    Error,
-}
-
-impl Status {
-    /// The states a result may still be applied to.
-    pub const UNFINISHED: [Status; 2] = [Status::Queued, Status::Running];
-
-    pub fn is_final(self) -> bool {
-        !Self::UNFINISHED.contains(&self)
-    }
-}
-
-impl From<FinalStatus> for Status {
-    fn from(status: FinalStatus) -> Self {
-        match status {
-            FinalStatus::Completed => Status::Completed,
-            FinalStatus::Failed => Status::Failed,
-            FinalStatus::Timeout => Status::Timeout,
-            FinalStatus::Cancelled => Status::Cancelled,
-            FinalStatus::Error => Status::Error,
-        }
-    }
-}
+pub use voidrunner_shared::Status;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "executions")]

@@ -1,42 +1,6 @@
 use sea_orm::entity::prelude::*;
 use sea_orm::{QueryOrder, QuerySelect};
-use voidrunner_shared::Language;
-
-/// The language column, stored as its canonical name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
-#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
-pub enum ScriptType {
-    #[sea_orm(string_value = "python")]
-    Python,
-    #[sea_orm(string_value = "javascript")]
-    Javascript,
-    #[sea_orm(string_value = "bash")]
-    Bash,
-    #[sea_orm(string_value = "go")]
-    Go,
-}
-
-impl From<Language> for ScriptType {
-    fn from(language: Language) -> Self {
-        match language {
-            Language::Python => ScriptType::Python,
-            Language::Javascript => ScriptType::Javascript,
-            Language::Bash => ScriptType::Bash,
-            Language::Go => ScriptType::Go,
-        }
-    }
-}
-
-impl From<ScriptType> for Language {
-    fn from(script_type: ScriptType) -> Self {
-        match script_type {
-            ScriptType::Python => Language::Python,
-            ScriptType::Javascript => Language::Javascript,
-            ScriptType::Bash => Language::Bash,
-            ScriptType::Go => Language::Go,
-        }
-    }
-}
+use voidrunner_shared::{Language, TaskStatus};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "tasks")]
@@ -45,7 +9,7 @@ pub struct Model {
     pub id: Uuid,
     pub user_id: Uuid,
     pub name: String,
-    pub script_type: ScriptType,
+    pub script_type: Language,
     #[sea_orm(column_type = "Text")]
     pub script_content: String,
     pub priority: i16,
@@ -63,8 +27,9 @@ pub struct Model {
     pub description: Option<String>,
     /// The user's own JSON object, at most 16 KiB.
     pub metadata: Option<Json>,
-    /// The status of the latest execution, or `idle` before the first.
-    pub status: String,
+    /// The status of the latest execution, or `idle` before the first (see `Model::status`).
+    #[sea_orm(column_name = "status")]
+    pub status_name: String,
     /// `task`, or `run` for the program of a one-shot run (left out of task listings).
     pub kind: String,
     pub created_at: DateTimeUtc,
@@ -101,18 +66,34 @@ impl Model {
     pub fn lane(&self) -> voidrunner_shared::Lane {
         voidrunner_shared::Lane::for_priority(u8::try_from(self.priority).unwrap_or(0))
     }
+
+    /// The program's further files.
+    pub fn files(&self) -> Vec<voidrunner_shared::events::SourceFile> {
+        self.files
+            .clone()
+            .and_then(|files| serde_json::from_value(files).ok())
+            .unwrap_or_default()
+    }
+
+    /// The task's status; a name this version does not know reads as idle.
+    pub fn status(&self) -> TaskStatus {
+        self.status_name.parse().unwrap_or(TaskStatus::Idle)
+    }
 }
 
 impl ActiveModelBehavior for ActiveModel {}
 
-/// The status of a task that has never run.
-pub const IDLE: &str = "idle";
 /// The kinds of task.
 pub const KIND_TASK: &str = "task";
 pub const KIND_RUN: &str = "run";
 
+/// Further files as the `files` column stores them.
+pub fn files_json(files: &[voidrunner_shared::events::SourceFile]) -> Json {
+    serde_json::to_value(files).unwrap_or_default()
+}
+
 /// Sets a task's status to its latest execution's, after an execution was created or moved on.
-pub async fn refresh_status(db: &sea_orm::DatabaseConnection, task_id: Uuid) -> Result<(), DbErr> {
+pub async fn refresh_status<C: ConnectionTrait>(db: &C, task_id: Uuid) -> Result<(), DbErr> {
     let latest = super::execution::Entity::find()
         .select_only()
         .column(super::execution::Column::Status)
@@ -122,11 +103,11 @@ pub async fn refresh_status(db: &sea_orm::DatabaseConnection, task_id: Uuid) -> 
         .into_tuple::<super::execution::Status>()
         .one(db)
         .await?;
-    let status = latest.map_or(IDLE.to_owned(), |status| {
-        sea_orm::ActiveEnum::to_value(&status)
-    });
     Entity::update_many()
-        .col_expr(Column::Status, sea_orm::sea_query::Expr::value(status))
+        .col_expr(
+            Column::StatusName,
+            sea_orm::sea_query::Expr::value(TaskStatus::from(latest).as_str()),
+        )
         .filter(Column::Id.eq(task_id))
         .exec(db)
         .await?;

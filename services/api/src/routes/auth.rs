@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::{
-    digest, hash_password, new_secret, verify_password, AuthUser, Principal, API_KEY_PREFIX,
-    REFRESH_TOKEN_PREFIX, WEBHOOK_SECRET_PREFIX,
+    digest, hash_password, new_secret, verify_password, API_KEY_PREFIX, REFRESH_TOKEN_PREFIX,
+    WEBHOOK_SECRET_PREFIX,
 };
 use crate::entity::{api_key, refresh_token, session, user};
 use crate::error::{ApiError, Json, Path};
+use crate::http::{AuthUser, Principal};
 use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
 use crate::state::AppState;
 
@@ -349,7 +350,7 @@ pub async fn me(
         .one(&state.db)
         .await?
         .ok_or(ApiError::Unauthorized("the user no longer exists"))?;
-    let webhook_secret = crate::webhooks::secret_of(&state.db, &user).await?;
+    let webhook_secret = crate::executions::callback::secret_of(&state.db, &user).await?;
     Ok(Json(MeResponse {
         id: user.id,
         email: user.email,

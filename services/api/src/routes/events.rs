@@ -17,10 +17,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 use voidrunner_shared::subjects::EventKind;
 
-use crate::auth::AuthUser;
 use crate::error::{ApiError, Path};
+use crate::http::AuthUser;
 use crate::openapi::{Common, Malformed, Missing};
-use crate::routes::executions::find_owned_execution;
 use crate::state::AppState;
 
 /// The stream sequence of the newest event stored for an execution (0 for none).
@@ -80,62 +79,92 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let resume = resume_point(&headers)?;
-    let execution = find_owned_execution(&state, user_id, execution_id).await?;
+    let execution = state.executions.find_owned(user_id, execution_id).await?;
+    let feeds = Feeds::open(&state, execution_id, &resume).await?;
     let (events, receiver) = mpsc::channel(64);
-    // Subscribed before anything is replayed, so the result cannot slip between the two.
-    let mut live_result = state
-        .nats
-        .subscribe(state.namespace.result_subject(execution_id))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let stored_result = state
-        .jetstream
-        .get_stream(state.namespace.results_stream())
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .direct_get_last_for_subject(state.namespace.result_subject(execution_id))
-        .await
-        .ok()
-        .map(|message| message.payload);
-    let consumer = state
-        .jetstream
-        .get_stream(state.namespace.events_stream())
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .create_consumer(OrderedConfig {
-            filter_subject: state.namespace.execution_events_filter(execution_id),
-            deliver_policy: match resume {
-                Resume::FromStart => DeliverPolicy::All,
-                Resume::After(sequence) => DeliverPolicy::ByStartSequence {
-                    start_sequence: sequence + 1,
-                },
-                // Nothing but the result is sent; the replay is never read.
-                Resume::AfterResult => DeliverPolicy::New,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let mut replay = consumer
-        .messages()
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let finished = execution.status.is_final();
-    let events_stream = state
-        .jetstream
-        .get_stream(state.namespace.events_stream())
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let event_subjects = [EventKind::Started, EventKind::Output]
-        .map(|kind| state.namespace.event_subject(execution_id, kind));
+    tokio::spawn(feeds.forward(execution.status.is_final(), resume, events));
+    let mut receiver = receiver;
+    let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).map(Ok);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
 
-    let (mut delivered, replay_nothing) = match resume {
-        Resume::FromStart => (0, false),
-        Resume::After(sequence) => (sequence, false),
-        Resume::AfterResult => (u64::MAX, true),
-    };
-    tokio::spawn(async move {
-        let mut result = stored_result;
+/// What a live-output stream reads from: the result (stored, or on its way), the execution's
+/// stored and coming events, and where the stored ones end.
+struct Feeds {
+    execution_id: Uuid,
+    live_result: async_nats::Subscriber,
+    stored_result: Option<bytes::Bytes>,
+    replay: async_nats::jetstream::consumer::pull::Ordered,
+    events_stream: async_nats::jetstream::stream::Stream,
+    event_subjects: [String; 2],
+}
+
+impl Feeds {
+    async fn open(
+        state: &AppState,
+        execution_id: Uuid,
+        resume: &Resume,
+    ) -> Result<Feeds, ApiError> {
+        let internal = |e: async_nats::Error| ApiError::Internal(anyhow::anyhow!(e));
+        // Subscribed before anything is replayed, so the result cannot slip between the two.
+        let live_result = state
+            .nats
+            .subscribe(state.namespace.result_subject(execution_id))
+            .await
+            .map_err(|e| internal(e.into()))?;
+        let stored_result = state
+            .jetstream
+            .get_stream(state.namespace.results_stream())
+            .await
+            .map_err(|e| internal(e.into()))?
+            .direct_get_last_for_subject(state.namespace.result_subject(execution_id))
+            .await
+            .ok()
+            .map(|message| message.payload);
+        let events_stream = state
+            .jetstream
+            .get_stream(state.namespace.events_stream())
+            .await
+            .map_err(|e| internal(e.into()))?;
+        let replay = events_stream
+            .create_consumer(OrderedConfig {
+                filter_subject: state.namespace.execution_events_filter(execution_id),
+                deliver_policy: match resume {
+                    Resume::FromStart => DeliverPolicy::All,
+                    Resume::After(sequence) => DeliverPolicy::ByStartSequence {
+                        start_sequence: sequence + 1,
+                    },
+                    // Nothing but the result is sent; the replay is never read.
+                    Resume::AfterResult => DeliverPolicy::New,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| internal(e.into()))?
+            .messages()
+            .await
+            .map_err(|e| internal(e.into()))?;
+        let event_subjects = [EventKind::Started, EventKind::Output]
+            .map(|kind| state.namespace.event_subject(execution_id, kind));
+        Ok(Feeds {
+            execution_id,
+            live_result,
+            stored_result,
+            replay,
+            events_stream,
+            event_subjects,
+        })
+    }
+
+    /// Sends the stored and live events in order, then the result once every event stored
+    /// before it has been sent; stops when the client goes away.
+    async fn forward(mut self, finished: bool, resume: Resume, events: mpsc::Sender<Event>) {
+        let (mut delivered, replay_nothing) = match resume {
+            Resume::FromStart => (0, false),
+            Resume::After(sequence) => (sequence, false),
+            Resume::AfterResult => (u64::MAX, true),
+        };
+        let mut result = self.stored_result.take();
         // Once the result is in, the events to send are those stored before it.
         let mut last_event = None;
         loop {
@@ -143,21 +172,18 @@ pub async fn stream(
                 let last = match last_event {
                     Some(last) => last,
                     None => {
-                        let last = last_stored(&events_stream, &event_subjects).await;
+                        let last = last_stored(&self.events_stream, &self.event_subjects).await;
                         last_event = Some(last);
                         last
                     }
                 };
                 if delivered >= last {
                     let data = String::from_utf8_lossy(payload).into_owned();
-                    let _ = events
-                        .send(
-                            Event::default()
-                                .event("result")
-                                .id(RESULT_EVENT_ID)
-                                .data(data),
-                        )
-                        .await;
+                    let result = Event::default()
+                        .event("result")
+                        .id(RESULT_EVENT_ID)
+                        .data(data);
+                    let _ = events.send(result).await;
                     return;
                 }
             }
@@ -171,7 +197,7 @@ pub async fn stream(
             tokio::select! {
                 _ = events.closed() => return,
                 _ = idle => return,
-                message = replay.next(), if !replay_nothing => match message {
+                message = self.replay.next(), if !replay_nothing => match message {
                     Some(Ok(message)) => {
                         delivered = message.info().map(|info| info.stream_sequence).unwrap_or(delivered);
                         let kind = message.subject.rsplit('.').next().unwrap_or("event").to_owned();
@@ -182,19 +208,16 @@ pub async fn stream(
                         }
                     }
                     Some(Err(error)) => {
-                        tracing::warn!(%execution_id, error = %error, "replaying events failed");
+                        tracing::warn!(execution_id = %self.execution_id, error = %error, "replaying events failed");
                         return;
                     }
                     None => return,
                 },
-                message = live_result.next(), if result.is_none() => match message {
+                message = self.live_result.next(), if result.is_none() => match message {
                     Some(message) => result = Some(message.payload),
                     None => return,
                 },
             }
         }
-    });
-    let mut receiver = receiver;
-    let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).map(Ok);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    }
 }

@@ -27,11 +27,6 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// An execution as the API shows it, for payloads sent elsewhere (webhooks).
-pub fn execution_json(execution: crate::entity::execution::Model) -> serde_json::Value {
-    serde_json::to_value(executions::ExecutionResponse::from(execution)).unwrap_or_default()
-}
-
 /// The header that carries a request's id, given by the client or made up here.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -133,7 +128,7 @@ pub fn router(state: AppState) -> Router {
     let doc = std::sync::Arc::new(doc);
     let api = api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
-        crate::ratelimit::enforce,
+        crate::http::throttle::enforce,
     ));
     let cors = cors(&state.config.cors_origin_list());
     let security_headers = [

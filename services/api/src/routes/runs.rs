@@ -9,54 +9,51 @@ use axum::http::{HeaderMap, StatusCode};
 use futures::StreamExt;
 use sea_orm::EntityTrait;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 use voidrunner_shared::events::{ExecutionResult, SourceFile};
 
-use super::executions::{
-    accepted, enqueue, find_by_idempotency_key, idempotency_key, Enqueued, ExecutionResponse,
-    NewExecution,
-};
-use super::tasks::{self, CreateTask};
-use crate::auth::AuthUser;
-use crate::entity::{execution, task};
+use crate::entity::execution;
 use crate::error::{ApiError, Json, Query};
+use crate::executions::view::ExecutionResponse;
+use crate::executions::{NewExecution, Submitted};
+use crate::http::{self, AuthUser};
 use crate::openapi::{BodyErrors, Common, Malformed};
-use crate::recorder;
 use crate::state::AppState;
+use crate::tasks::{self, Field, FieldError, Naming, TaskDraft, TaskRules, TaskSpec};
 
 /// Runs one batch may hold.
 const MAX_BATCH: usize = 100;
 const DEFAULT_WAIT_SECONDS: u64 = 30;
 
 /// A program to run once.
-#[derive(Deserialize, Serialize, Clone, utoipa::ToSchema)]
+#[derive(Deserialize, Clone, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     /// `python`, `javascript`, `bash` or `go` (or an alias).
     language: String,
     /// The main file. May be left out when `files` holds the main file (`main.py`,
     /// `main.js`, `main.sh` or `main.go`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     files: Option<Vec<SourceFile>>,
     #[serde(default)]
     stdin: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     priority: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     timeout_seconds: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     memory_mb: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     cpus: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     output_limit_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     network: Option<bool>,
     /// Where to POST the result when the run ends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     callback_url: Option<String>,
 }
 
@@ -81,10 +78,9 @@ pub struct BatchResponse {
     items: Vec<ExecutionResponse>,
 }
 
-/// The task fields a run stands for, with the run's own names in validation errors.
 /// The run's main file and its other files: `code` and `files`, or, without `code`, the file
 /// in `files` named like the language's main file and the rest.
-fn program_of(run: &RunRequest) -> Result<(String, Vec<SourceFile>), ApiError> {
+fn program_of(run: &RunRequest) -> Result<(String, Vec<SourceFile>), FieldError> {
     let mut files = run.files.clone().unwrap_or_default();
     if let Some(code) = &run.code {
         return Ok((code.clone(), files));
@@ -93,121 +89,115 @@ fn program_of(run: &RunRequest) -> Result<(String, Vec<SourceFile>), ApiError> {
         .language
         .parse::<voidrunner_shared::Language>()
         .map(|language| language.main_file())
-        .map_err(|e| ApiError::invalid_field("language", e.to_string()))?;
+        .map_err(|e| FieldError {
+            field: Field::Language,
+            problem: e.to_string(),
+        })?;
     let position = files
         .iter()
         .position(|file| file.path == main)
-        .ok_or_else(|| {
-            ApiError::invalid_field(
-                "code",
-                format!("is required unless `files` holds the main file, {main}"),
-            )
+        .ok_or_else(|| FieldError {
+            field: Field::Code,
+            problem: format!("is required unless `files` holds the main file, {main}"),
         })?;
     let code = files.remove(position).content;
     Ok((code, files))
 }
 
-fn as_task(run: &RunRequest) -> Result<CreateTask, ApiError> {
+/// The task a run stands for, checked by the same rules as any task.
+fn spec_of(run: &RunRequest, rules: &TaskRules) -> Result<TaskSpec, FieldError> {
     let (code, files) = program_of(run)?;
-    let mut fields = json!({
-        "name": "run",
-        "script_type": run.language,
-        "script_content": code,
-    });
-    if !files.is_empty() {
-        fields["files"] = serde_json::to_value(&files).map_err(|e| ApiError::Internal(e.into()))?;
+    let draft = TaskDraft {
+        name: "run".into(),
+        script_type: run.language.clone(),
+        script_content: code,
+        files: (!files.is_empty()).then_some(files),
+        priority: run.priority,
+        timeout_seconds: run.timeout_seconds,
+        memory_mb: run.memory_mb,
+        cpus: run.cpus,
+        output_limit_bytes: run.output_limit_bytes,
+        network: run.network,
+        ..TaskDraft::default()
+    };
+    TaskSpec::parse(draft, rules)
+}
+
+/// A run that passed every check, ready to store.
+struct ValidRun {
+    spec: TaskSpec,
+    stdin: String,
+    callback_url: Option<String>,
+}
+
+/// Checks a run; errors name the run's fields and, in a batch, its index.
+fn check(state: &AppState, run: RunRequest, index: Option<usize>) -> Result<ValidRun, ApiError> {
+    let at_index = |error: ApiError| in_batch(error, index);
+    let spec = spec_of(&run, &state.task_rules())
+        .map_err(|error| at_index(ApiError::field(error, Naming::Run)))?;
+    let limit = state.config.max_stdin_bytes;
+    if run.stdin.len() > limit {
+        return Err(at_index(ApiError::invalid_field(
+            "stdin",
+            format!("is {} bytes; the limit is {limit}", run.stdin.len()),
+        )));
     }
-    let extra = serde_json::to_value(run).map_err(|e| ApiError::Internal(e.into()))?;
-    for key in [
-        "priority",
-        "timeout_seconds",
-        "memory_mb",
-        "cpus",
-        "output_limit_bytes",
-        "network",
-    ] {
-        if let Some(value) = extra.get(key) {
-            fields[key] = value.clone();
-        }
-    }
-    serde_json::from_value(fields).map_err(|error| ApiError::Validation {
-        message: format!("the run does not match the expected shape: {error}"),
-        details: Value::Null,
+    let callback_url = http::callback_url(state, run.callback_url.as_deref()).map_err(at_index)?;
+    Ok(ValidRun {
+        spec,
+        stdin: run.stdin,
+        callback_url,
     })
 }
 
-/// Validation errors name `language` and `code`, the fields a run has.
-fn with_run_names(error: ApiError, index: Option<usize>) -> ApiError {
-    match error {
-        ApiError::Validation {
-            message,
-            mut details,
-        } => {
-            let rename = |field: &str| match field {
-                "script_type" => "language".to_owned(),
-                "script_content" => "code".to_owned(),
-                other => other.to_owned(),
-            };
-            let mut message = message
-                .replace("script_type", "language")
-                .replace("script_content", "code");
-            if let Some(field) = details.get("field").and_then(Value::as_str).map(rename) {
-                details["field"] = Value::String(field);
+/// A batch's errors say which run broke the rule.
+fn in_batch(error: ApiError, index: Option<usize>) -> ApiError {
+    match (error, index) {
+        (
+            ApiError::Validation {
+                message,
+                mut details,
+            },
+            Some(index),
+        ) => {
+            if details.is_object() {
+                details["index"] = json!(index);
+            } else {
+                details = json!({ "index": index });
             }
-            if let Some(index) = index {
-                message = format!("runs[{index}]: {message}");
-                if details.is_object() {
-                    details["index"] = json!(index);
-                } else {
-                    details = json!({ "index": index });
-                }
+            ApiError::Validation {
+                message: format!("runs[{index}]: {message}"),
+                details,
             }
-            ApiError::Validation { message, details }
         }
-        other => other,
+        (error, _) => error,
     }
 }
 
-fn check_stdin(state: &AppState, run: &RunRequest) -> Result<(), ApiError> {
-    let limit = state.config.max_stdin_bytes;
-    if run.stdin.len() > limit {
-        return Err(ApiError::invalid_field(
-            "stdin",
-            format!("is {} bytes; the limit is {limit}", run.stdin.len()),
-        ));
-    }
-    Ok(())
-}
-
-/// Stores the run's program and enqueues its execution.
+/// Stores the run's program and submits its execution.
 async fn start(
     state: &AppState,
     user_id: Uuid,
-    run: RunRequest,
+    run: ValidRun,
     id: Uuid,
     idempotency_key: Option<String>,
-    index: Option<usize>,
-) -> Result<Enqueued, ApiError> {
-    let request = as_task(&run).map_err(|e| with_run_names(e, index))?;
-    check_stdin(state, &run).map_err(|e| with_run_names(e, index))?;
-    let callback_url = crate::webhooks::check_url(state, run.callback_url.as_deref())
-        .map_err(|e| with_run_names(e, index))?;
-    let task = tasks::insert(state, user_id, request, task::KIND_RUN)
-        .await
-        .map_err(|e| with_run_names(e, index))?;
-    enqueue(
-        state,
-        user_id,
-        NewExecution {
-            id,
-            callback_url,
-            task,
-            stdin: run.stdin,
-            idempotency_key,
-            rerun_of: None,
-        },
-    )
-    .await
+) -> Result<Submitted, ApiError> {
+    let task = tasks::insert(&state.db, user_id, run.spec, tasks::KIND_RUN).await?;
+    let submitted = state
+        .executions
+        .submit(
+            user_id,
+            NewExecution {
+                id,
+                callback_url: run.callback_url,
+                task,
+                stdin: run.stdin,
+                idempotency_key,
+                rerun_of: None,
+            },
+        )
+        .await?;
+    Ok(submitted)
 }
 
 /// `POST /runs`: runs a program once. 202 with the queued execution, or with `wait=true` 200
@@ -250,10 +240,18 @@ pub async fn create(
             message: format!("wait_seconds must be between 1 and {max_wait}"),
         });
     }
-    let key = idempotency_key(&headers)?;
+    let key = http::idempotency_key(&headers)?;
+    let run = check(&state, run, None)?;
     if let Some(key) = &key {
-        if let Some(earlier) = find_by_idempotency_key(&state, user_id, key).await? {
-            return replay_run(&state, earlier, &run).await;
+        if let Some(earlier) = state
+            .executions
+            .earlier_run(user_id, key, &run.spec, &run.stdin)
+            .await?
+        {
+            return Ok(http::submitted(
+                StatusCode::ACCEPTED,
+                Submitted::Replayed(earlier),
+            ));
         }
     }
     let id = Uuid::now_v7();
@@ -269,57 +267,42 @@ pub async fn create(
     } else {
         None
     };
-    let enqueued = start(&state, user_id, run, id, key, None).await?;
-    let Some(mut results) = results else {
-        return Ok(accepted(enqueued));
+    let submitted = start(&state, user_id, run, id, key).await?;
+    let (Some(results), Submitted::New(execution)) = (results, &submitted) else {
+        return Ok(http::submitted(StatusCode::ACCEPTED, submitted));
     };
-    let Enqueued::New(execution) = enqueued else {
-        return Ok(accepted(enqueued));
-    };
-    let arrived = tokio::time::timeout(Duration::from_secs(wait), results.next()).await;
+    let wait = Duration::from_secs(wait);
+    Ok(
+        match wait_for_result(&state, execution.id, results, wait).await? {
+            Some(finished) => http::submitted(StatusCode::OK, Submitted::New(finished)),
+            None => http::submitted(StatusCode::ACCEPTED, submitted),
+        },
+    )
+}
+
+/// Waits up to `wait` for the execution's result and records it: whether the recorder or this
+/// waiter applies it first, the lifecycle moves it on once, with every follow-up. Returns the
+/// execution if it is final by then.
+async fn wait_for_result(
+    state: &AppState,
+    execution_id: Uuid,
+    mut results: async_nats::Subscriber,
+    wait: Duration,
+) -> Result<Option<execution::Model>, ApiError> {
+    let arrived = tokio::time::timeout(wait, results.next()).await;
     if let Ok(Some(message)) = arrived {
-        // Recorded here rather than waiting for the recorder; whichever comes first wins.
         if let Ok(ExecutionResult::V1(result)) =
             serde_json::from_slice::<ExecutionResult>(&message.payload)
         {
-            recorder::apply_result(&state.db, &result).await?;
+            if result.execution_id == execution_id && result.status.is_final() {
+                state.executions.finish(&result).await?;
+            }
         }
     }
-    let current = execution::Entity::find_by_id(execution.id)
-        .one(&state.db)
-        .await?
-        .unwrap_or(execution);
-    if current.status.is_final() {
-        let (_, headers, body) = accepted(Enqueued::New(current));
-        return Ok((StatusCode::OK, headers, body));
-    }
-    Ok(accepted(Enqueued::New(current)))
-}
-
-/// The execution an earlier run with the same key created, if it ran the same program.
-async fn replay_run(
-    state: &AppState,
-    earlier: execution::Model,
-    run: &RunRequest,
-) -> Result<(StatusCode, HeaderMap, Json<ExecutionResponse>), ApiError> {
-    let task = task::Entity::find_by_id(earlier.task_id)
+    let current = execution::Entity::find_by_id(execution_id)
         .one(&state.db)
         .await?;
-    let same = task.is_some_and(|task| {
-        task.kind == task::KIND_RUN
-            && program_of(run).is_ok_and(|(code, _)| code == task.script_content)
-            && run
-                .language
-                .parse::<voidrunner_shared::Language>()
-                .is_ok_and(|language| task::ScriptType::from(language) == task.script_type)
-    }) && earlier.stdin == run.stdin;
-    if !same {
-        return Err(ApiError::Unprocessable {
-            code: "idempotency_key_reused",
-            message: "this Idempotency-Key was used for a different request; use a new key".into(),
-        });
-    }
-    Ok(accepted(Enqueued::Replayed(earlier)))
+    Ok(current.filter(|execution| execution.status.is_final()))
 }
 
 /// `POST /runs/batch`: up to 100 runs, validated all first (one bad run refuses the batch, with
@@ -345,17 +328,16 @@ pub async fn batch(
             format!("must hold 1 to {MAX_BATCH} runs, got {}", batch.runs.len()),
         ));
     }
-    for (index, run) in batch.runs.iter().enumerate() {
-        let request = as_task(run).map_err(|e| with_run_names(e, Some(index)))?;
-        check_stdin(&state, run).map_err(|e| with_run_names(e, Some(index)))?;
-        crate::webhooks::check_url(&state, run.callback_url.as_deref())
-            .map_err(|e| with_run_names(e, Some(index)))?;
-        tasks::check(request, &state).map_err(|e| with_run_names(e, Some(index)))?;
-    }
-    let mut items = Vec::with_capacity(batch.runs.len());
-    for (index, run) in batch.runs.into_iter().enumerate() {
-        let enqueued = start(&state, user_id, run, Uuid::now_v7(), None, Some(index)).await?;
-        let (_, _, Json(execution)) = accepted(enqueued);
+    let runs = batch
+        .runs
+        .into_iter()
+        .enumerate()
+        .map(|(index, run)| check(&state, run, Some(index)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut items = Vec::with_capacity(runs.len());
+    for run in runs {
+        let submitted = start(&state, user_id, run, Uuid::now_v7(), None).await?;
+        let (_, _, Json(execution)) = http::submitted(StatusCode::ACCEPTED, submitted);
         items.push(execution);
     }
     Ok((StatusCode::ACCEPTED, Json(BatchResponse { items })))

@@ -7,8 +7,8 @@ use serde::Serialize;
 use voidrunner_shared::events::{SandboxCounters, WorkerStatus};
 use voidrunner_shared::Language;
 
-use crate::auth::AuthUser;
 use crate::error::{ApiError, Json};
+use crate::http::AuthUser;
 use crate::openapi::{Common, Malformed};
 use crate::state::AppState;
 

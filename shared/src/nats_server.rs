@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 /// The nats-server configuration shipped in `nats/`, written next to the store at start.
-const CONFIG: &str = include_str!("../../../nats/nats-server.conf");
+const CONFIG: &str = include_str!("../../nats/nats-server.conf");
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,101 @@
+//! One change of status, whole: the guarded write, the task's status and the admission of held
+//! executions in the same transaction, then everything the change calls for outside the
+//! database. Every path that moves an execution on goes through `Lifecycle::change`, so none
+//! can forget a follow-up.
+
+use sea_orm::sea_query::SimpleExpr;
+use sea_orm::{EntityTrait, TransactionTrait};
+use uuid::Uuid;
+use voidrunner_shared::events::ResultV1;
+use voidrunner_shared::{report, Status};
+
+use super::admission::admit_in;
+use super::transitions::{self, Transition};
+use super::{ExecutionError, Lifecycle, REPORTER};
+use crate::entity::{execution, task};
+
+impl Lifecycle {
+    /// Applies `transition` to `to` with `changes`; returns the execution as it now is, or
+    /// `None` when it was in a state the transition does not leave (nothing was written).
+    pub(super) async fn change(
+        &self,
+        execution_id: Uuid,
+        transition: Transition,
+        to: Status,
+        changes: Vec<(execution::Column, SimpleExpr)>,
+    ) -> Result<Option<execution::Model>, ExecutionError> {
+        let txn = self.db.begin().await?;
+        if !transitions::apply(&txn, execution_id, transition, to, changes).await? {
+            return Ok(None);
+        }
+        let execution = execution::Entity::find_by_id(execution_id)
+            .one(&txn)
+            .await?
+            .ok_or(ExecutionError::NotFound)?;
+        task::refresh_status(&txn, execution.task_id).await?;
+        // Its place under the user's limit goes to the next held execution.
+        let admitted = if to.is_final() && execution.admitted {
+            admit_in(&txn, execution.user_id, self.max_active_per_user).await?
+        } else {
+            Vec::new()
+        };
+        txn.commit().await?;
+        self.follow_up(&execution, transition, admitted).await;
+        Ok(Some(execution))
+    }
+
+    /// What a committed change calls for beyond the database. Each step is best effort: the
+    /// sweeper dispatches what was admitted but not published, and the webhook deliverer polls.
+    pub(super) async fn follow_up(
+        &self,
+        execution: &execution::Model,
+        transition: Transition,
+        admitted: Vec<Uuid>,
+    ) {
+        observe(execution, transition.as_str());
+        self.dispatch_admitted(admitted).await;
+        if execution.status.is_final() && execution.callback_url.is_some() {
+            self.webhooks_due.notify_one();
+        }
+        if transition == Transition::Cancel {
+            self.announce_result(execution).await;
+        }
+    }
+
+    /// Publishes the outcome of a change the api made itself on the execution's reply subject,
+    /// as a worker would have: live-output streams and sync waiters end with it, and a worker
+    /// that pulls the dispatch anyway finds the result and leaves it alone.
+    async fn announce_result(&self, execution: &execution::Model) {
+        let mut result = ResultV1::fleet_error(
+            execution.id,
+            REPORTER,
+            u32::try_from(execution.attempt).unwrap_or(0),
+            execution.error.clone().unwrap_or_default(),
+        );
+        result.status = execution.status;
+        result.runs = 0;
+        if let Some(finished_at) = execution.finished_at {
+            result.finished_at = finished_at;
+        }
+        if let Err(error) =
+            report::publish_result(&self.jetstream, &self.namespace, execution.task_id, &result)
+                .await
+        {
+            tracing::warn!(execution_id = %execution.id, error = %error, "announcing the result failed");
+        }
+    }
+}
+
+/// The one place every change of an execution passes: structured logs today; metrics and
+/// trace spans hang here.
+pub(super) fn observe(execution: &execution::Model, transition: &str) {
+    tracing::info!(
+        execution_id = %execution.id,
+        task_id = %execution.task_id,
+        transition,
+        status = execution.status.as_str(),
+        attempt = execution.attempt,
+        worker_id = execution.worker_id.as_deref().unwrap_or(""),
+        "execution moved on"
+    );
+}
