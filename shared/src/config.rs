@@ -13,12 +13,29 @@ pub const ENV_PREFIX: &str = "VOIDRUNNER_";
 
 /// A configuration error that names the variable and what to do about it.
 #[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// `variable` is the name without the prefix.
+    #[error("configuration: {ENV_PREFIX}{variable} is required but not set")]
+    Missing { variable: String },
+    #[error("configuration: {ENV_PREFIX}{variable}: {problem}")]
+    Invalid { variable: String, problem: String },
+    /// A value that does not parse as its variable's type; the message names the variable.
+    #[error("configuration: {0} (variables start with {ENV_PREFIX}; see the configuration table in the README)")]
+    Unparsable(String),
+}
 
 impl ConfigError {
     pub fn invalid(variable: &str, problem: impl std::fmt::Display) -> Self {
-        ConfigError(format!("{ENV_PREFIX}{variable}: {problem}"))
+        ConfigError::Invalid {
+            variable: variable.to_owned(),
+            problem: problem.to_string(),
+        }
+    }
+
+    pub fn missing(variable: &str) -> Self {
+        ConfigError::Missing {
+            variable: variable.to_owned(),
+        }
     }
 }
 
@@ -29,13 +46,8 @@ pub fn from_env<T: DeserializeOwned>(
     envy::prefixed(ENV_PREFIX)
         .from_iter(vars)
         .map_err(|error| match error {
-            envy::Error::MissingValue(field) => ConfigError(format!(
-                "{ENV_PREFIX}{} is required but not set",
-                field.to_ascii_uppercase()
-            )),
-            envy::Error::Custom(message) => ConfigError(format!(
-                "{message} (variables start with {ENV_PREFIX}; see the configuration table in the README)"
-            )),
+            envy::Error::MissingValue(field) => ConfigError::missing(&field.to_ascii_uppercase()),
+            envy::Error::Custom(message) => ConfigError::Unparsable(message),
         })
 }
 

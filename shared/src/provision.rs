@@ -22,18 +22,16 @@ pub const HEARTBEAT_TTL: Duration = Duration::from_secs(15);
 const CANCELLATION_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
-#[error("provisioning {what} failed: {message}")]
+#[error("provisioning {what} failed")]
 pub struct ProvisionError {
     pub what: String,
-    pub message: String,
+    #[source]
+    pub source: async_nats::Error,
 }
 
 fn failed(what: impl Into<String>) -> impl FnOnce(async_nats::Error) -> ProvisionError {
     let what = what.into();
-    move |error| ProvisionError {
-        what,
-        message: error.to_string(),
-    }
+    move |source| ProvisionError { what, source }
 }
 
 /// The stream definitions of one installation, also exported to `nats/streams/` for the NATS CLI.

@@ -41,8 +41,12 @@ pub enum StartError {
     Provision(#[from] ProvisionError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
-    #[error("binding consumer {consumer}: {message}")]
-    Consumer { consumer: String, message: String },
+    #[error("binding consumer {consumer}")]
+    Consumer {
+        consumer: String,
+        #[source]
+        source: async_nats::Error,
+    },
 }
 
 /// A built worker, ready to run.
@@ -117,7 +121,7 @@ impl Worker {
             .await
             .map_err(|e| StartError::Consumer {
                 consumer: namespace.tasks_stream(),
-                message: e.to_string(),
+                source: e.into(),
             })?;
         let mut lanes = Vec::new();
         for lane in Lane::BY_PRECEDENCE {
@@ -128,7 +132,7 @@ impl Worker {
                     .await
                     .map_err(|e| StartError::Consumer {
                         consumer: name.clone(),
-                        message: e.to_string(),
+                        source: e.into(),
                     })?;
             lanes.push((lane, consumer));
         }
@@ -137,7 +141,7 @@ impl Worker {
             .await
             .map_err(|e| StartError::Consumer {
                 consumer: namespace.results_stream(),
-                message: e.to_string(),
+                source: e.into(),
             })?;
         let cancellations = cancellations::Cancellations::new(&jetstream, &namespace).await;
         let slots = config.worker_slots;

@@ -1,5 +1,4 @@
 use sea_orm::entity::prelude::*;
-use sea_orm::{QueryOrder, QuerySelect};
 use voidrunner_shared::{Language, TaskStatus};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -90,26 +89,4 @@ pub const KIND_RUN: &str = "run";
 /// Further files as the `files` column stores them.
 pub fn files_json(files: &[voidrunner_shared::events::SourceFile]) -> Json {
     serde_json::to_value(files).unwrap_or_default()
-}
-
-/// Sets a task's status to its latest execution's, after an execution was created or moved on.
-pub async fn refresh_status<C: ConnectionTrait>(db: &C, task_id: Uuid) -> Result<(), DbErr> {
-    let latest = super::execution::Entity::find()
-        .select_only()
-        .column(super::execution::Column::Status)
-        .filter(super::execution::Column::TaskId.eq(task_id))
-        .order_by_desc(super::execution::Column::CreatedAt)
-        .order_by_desc(super::execution::Column::Id)
-        .into_tuple::<super::execution::Status>()
-        .one(db)
-        .await?;
-    Entity::update_many()
-        .col_expr(
-            Column::StatusName,
-            sea_orm::sea_query::Expr::value(TaskStatus::from(latest).as_str()),
-        )
-        .filter(Column::Id.eq(task_id))
-        .exec(db)
-        .await?;
-    Ok(())
 }

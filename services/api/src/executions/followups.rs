@@ -4,10 +4,13 @@
 //! can forget a follow-up.
 
 use sea_orm::sea_query::SimpleExpr;
-use sea_orm::{EntityTrait, TransactionTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
 use uuid::Uuid;
 use voidrunner_shared::events::ResultV1;
-use voidrunner_shared::{report, Status};
+use voidrunner_shared::{report, Status, TaskStatus};
 
 use super::admission::admit_in;
 use super::transitions::{self, Transition};
@@ -32,7 +35,7 @@ impl Lifecycle {
             .one(&txn)
             .await?
             .ok_or(ExecutionError::NotFound)?;
-        task::refresh_status(&txn, execution.task_id).await?;
+        refresh_task_status(&txn, execution.task_id).await?;
         // Its place under the user's limit goes to the next held execution.
         let admitted = if to.is_final() && execution.admitted {
             admit_in(&txn, execution.user_id, self.max_active_per_user).await?
@@ -98,4 +101,29 @@ pub(super) fn observe(execution: &execution::Model, transition: &str) {
         worker_id = execution.worker_id.as_deref().unwrap_or(""),
         "execution moved on"
     );
+}
+
+/// Sets a task's status to its latest execution's, after an execution was created or moved on.
+pub(super) async fn refresh_task_status<C: ConnectionTrait>(
+    db: &C,
+    task_id: Uuid,
+) -> Result<(), DbErr> {
+    let latest = execution::Entity::find()
+        .select_only()
+        .column(execution::Column::Status)
+        .filter(execution::Column::TaskId.eq(task_id))
+        .order_by_desc(execution::Column::CreatedAt)
+        .order_by_desc(execution::Column::Id)
+        .into_tuple::<execution::Status>()
+        .one(db)
+        .await?;
+    task::Entity::update_many()
+        .col_expr(
+            task::Column::StatusName,
+            sea_orm::sea_query::Expr::value(TaskStatus::from(latest).as_str()),
+        )
+        .filter(task::Column::Id.eq(task_id))
+        .exec(db)
+        .await?;
+    Ok(())
 }

@@ -122,7 +122,7 @@ impl Lifecycle {
             }
             Err(error) => return Err(error.into()),
         };
-        task::refresh_status(&txn, execution.task_id).await?;
+        super::followups::refresh_task_status(&txn, execution.task_id).await?;
         let admitted = admit_in(&txn, user_id, self.max_active_per_user).await?;
         txn.commit().await?;
         super::followups::observe(&execution, "submit");

@@ -103,3 +103,136 @@ pub fn mermaid() -> String {
     }
     lines.join("\n") + "\n"
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
+    use voidrunner_shared::Language;
+
+    use super::*;
+    use crate::entity::{task, user};
+
+    /// A migrated in-memory database with one user and one task.
+    async fn database() -> (DatabaseConnection, Uuid, Uuid) {
+        let db = sea_orm::Database::connect("sqlite::memory:")
+            .await
+            .expect("in-memory sqlite");
+        crate::db::migrate(&db).await.expect("migrations apply");
+        let now = Utc::now();
+        let user = user::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            email: Set(format!("{}@example.com", Uuid::new_v4().simple())),
+            password_hash: Set("x".into()),
+            created_at: Set(now),
+            ..Default::default()
+        }
+        .insert(&db)
+        .await
+        .expect("user");
+        let task = task::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            user_id: Set(user.id),
+            name: Set("t".into()),
+            script_type: Set(Language::Bash),
+            script_content: Set("true".into()),
+            priority: Set(5),
+            timeout_seconds: Set(5),
+            network: Set(false),
+            max_retries: Set(0),
+            retry_backoff_seconds: Set(1),
+            status_name: Set("idle".into()),
+            kind: Set(task::KIND_TASK.into()),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        }
+        .insert(&db)
+        .await
+        .expect("task");
+        (db, user.id, task.id)
+    }
+
+    async fn execution_in(
+        db: &DatabaseConnection,
+        user_id: Uuid,
+        task_id: Uuid,
+        status: Status,
+    ) -> execution::Model {
+        let now = Utc::now() - chrono::TimeDelta::seconds(5);
+        execution::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            task_id: Set(task_id),
+            user_id: Set(user_id),
+            status: Set(status),
+            lane: Set("normal".into()),
+            stdout: Set(String::new()),
+            stdout_encoding: Set("utf-8".into()),
+            stderr: Set(String::new()),
+            stderr_encoding: Set("utf-8".into()),
+            output_truncated: Set(false),
+            stdout_truncated: Set(false),
+            stderr_truncated: Set(false),
+            oom_killed: Set(false),
+            compile_error: Set(false),
+            stdin: Set(String::new()),
+            attempt: Set(0),
+            created_at: Set(now),
+            updated_at: Set(now),
+            admitted: Set(true),
+            runs: Set(0),
+            ..Default::default()
+        }
+        .insert(db)
+        .await
+        .expect("execution")
+    }
+
+    #[tokio::test]
+    async fn every_transition_between_every_pair_of_states_is_allowed_or_refused_without_a_write() {
+        let (db, user_id, task_id) = database().await;
+        let mut allowed = Vec::new();
+        for transition in Transition::ALL {
+            for from in Status::ALL {
+                for to in Status::ALL {
+                    let before = execution_in(&db, user_id, task_id, from).await;
+                    let changes = vec![(execution::Column::WorkerId, Expr::value("w"))];
+                    let outcome = apply(&db, before.id, transition, to, changes).await;
+                    let after = execution::Entity::find_by_id(before.id)
+                        .one(&db)
+                        .await
+                        .expect("query")
+                        .expect("row");
+                    if transition.allows(from, to) {
+                        assert!(
+                            matches!(outcome, Ok(true)),
+                            "{transition:?} {from} -> {to}: {outcome:?}"
+                        );
+                        assert_eq!(after.status, to);
+                        assert_eq!(after.worker_id.as_deref(), Some("w"));
+                        allowed.push((transition, from, to));
+                    } else {
+                        assert!(
+                            matches!(outcome, Ok(false) | Err(ExecutionError::Unreachable { .. })),
+                            "{transition:?} {from} -> {to}: {outcome:?}"
+                        );
+                        assert_eq!(after, before, "{transition:?} {from} -> {to} wrote");
+                    }
+                }
+            }
+        }
+        // Start: queued or running to running; finish: either to each final state; cancel:
+        // queued to cancelled. Nothing leaves a final state.
+        assert_eq!(allowed.len(), 2 + 2 * 5 + 1);
+        assert!(allowed.iter().all(|(_, from, _)| !from.is_final()));
+    }
+
+    #[test]
+    fn the_readme_shows_the_state_diagram_of_the_transition_table() {
+        let readme = include_str!("../../../../README.md");
+        let diagram = format!("```mermaid\n{}```", mermaid());
+        assert!(
+            readme.contains(&diagram),
+            "the README's state diagram is not the table's; put this in its place:\n{diagram}"
+        );
+    }
+}
