@@ -132,7 +132,7 @@ impl Worker {
                     .await
                     .map_err(|e| StartError::Consumer {
                         consumer: name.clone(),
-                        source: e.into(),
+                        source: e,
                     })?;
             lanes.push((lane, consumer));
         }
