@@ -166,7 +166,7 @@ async fn settled(app: &TestApp, token: &str, id: &str) -> Value {
             .await
             .expect("results stream")
             .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
-                &namespace.recorder_consumer(),
+                namespace.recorder_consumer(),
             )
             .await
             .expect("recorder consumer");
