@@ -4,7 +4,11 @@
 pub mod principal;
 pub mod throttle;
 
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, Json};
 use crate::executions::view::ExecutionResponse;
@@ -38,6 +42,34 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
                 "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters (a UUID is a good choice)"
             ),
         }),
+    }
+}
+
+/// Reads every request body to its end before the request is routed, so that a request refused
+/// before its handler reads the body (a bad path, bad credentials) still leaves its connection
+/// reusable: an unread body makes the server close the connection under the client's next
+/// request. Bodies are small and bounded by `limit`.
+pub async fn read_whole_body(
+    State(limit): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Err(error) => {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::PayloadTooLarge.into_response()
+            } else {
+                ApiError::BadRequest {
+                    code: "bad_request",
+                    message: format!("the request body could not be read: {error}"),
+                }
+                .into_response()
+            }
+        }
     }
 }
 

@@ -156,6 +156,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            crate::http::read_whole_body,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             time_limit,
         ));
