@@ -555,12 +555,12 @@ async fn docker() -> bollard::Docker {
 pub async fn containers_labelled(label: &str) -> usize {
     docker()
         .await
-        .list_containers(Some(bollard::container::ListContainersOptions::<String> {
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
             all: true,
-            filters: std::collections::HashMap::from([(
+            filters: Some(std::collections::HashMap::from([(
                 "label".to_owned(),
                 vec![label.to_owned()],
-            )]),
+            )])),
             ..Default::default()
         }))
         .await

@@ -273,8 +273,8 @@ async fn a_restarted_worker_removes_the_sandboxes_its_previous_run_left_behind()
     // What a crash leaves behind: a sandbox labelled with the worker's id that nobody runs.
     let leftover = docker
         .create_container(
-            None::<bollard::container::CreateContainerOptions<String>>,
-            bollard::container::Config {
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            bollard::models::ContainerCreateBody {
                 image: Some("voidrunner/bash:5.2".to_owned()),
                 cmd: Some(vec!["true".to_owned()]),
                 labels: Some(std::collections::HashMap::from([

@@ -1,6 +1,7 @@
 //! Feeding a started sandbox its program and collecting what it does until it ends.
 
-use bollard::container::{LogOutput, WaitContainerOptions};
+use bollard::container::LogOutput;
+use bollard::query_parameters::WaitContainerOptions;
 use chrono::Utc;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -115,7 +116,7 @@ impl DockerSandbox {
         let mut waits = self
             .inner
             .docker
-            .wait_container(id, None::<WaitContainerOptions<String>>);
+            .wait_container(id, None::<WaitContainerOptions>);
         let code = match tokio::time::timeout(DOCKER_CALL_TIMEOUT, waits.next()).await {
             Ok(Some(Ok(response))) => response.status_code,
             // bollard reports a non-zero exit as an error that carries the code.

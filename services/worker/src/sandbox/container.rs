@@ -2,8 +2,7 @@
 
 use std::collections::HashMap;
 
-use bollard::container::Config;
-use bollard::models::{HostConfig, ResourcesUlimits};
+use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
 use voidrunner_shared::Language;
 
 use super::docker::{
@@ -24,7 +23,7 @@ pub(super) fn config(
     language: Language,
     limits: ContainerLimits,
     execution_id: Option<&str>,
-) -> Config<String> {
+) -> ContainerCreateBody {
     let network_mode = match (&settings.network, limits.network) {
         (Some(network), true) => network.clone(),
         _ => "none".to_owned(),
@@ -73,7 +72,7 @@ pub(super) fn config(
         Some(execution_id) => labels.insert(EXECUTION_LABEL.to_owned(), execution_id.to_owned()),
         None => labels.insert(POOL_LABEL.to_owned(), language.to_string()),
     };
-    Config {
+    ContainerCreateBody {
         image: Some(image.to_owned()),
         cmd: Some(bootstrap_command(language)),
         user: Some(SANDBOX_USER.into()),

@@ -5,9 +5,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::container::{
-    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, LogOutput,
-    RemoveContainerOptions, StartContainerOptions,
+use bollard::container::LogOutput;
+use bollard::query_parameters::{
+    AttachContainerOptions, CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
+    StartContainerOptions,
 };
 use bollard::Docker;
 use futures::Stream;
@@ -221,7 +222,7 @@ impl DockerSandbox {
             DOCKER_CALL_TIMEOUT,
             self.inner
                 .docker
-                .create_container(None::<CreateContainerOptions<String>>, config),
+                .create_container(None::<CreateContainerOptions>, config),
         )
         .await
         .map_err(|_| SandboxError::Unreachable("container create timed out".into()))?;
@@ -249,12 +250,12 @@ impl DockerSandbox {
             "attach",
             self.inner.docker.attach_container(
                 id,
-                Some(AttachContainerOptions::<String> {
-                    stdin: Some(true),
-                    stdout: Some(true),
-                    stderr: Some(true),
-                    stream: Some(true),
-                    logs: Some(false),
+                Some(AttachContainerOptions {
+                    stdin: true,
+                    stdout: true,
+                    stderr: true,
+                    stream: true,
+                    logs: false,
                     detach_keys: None,
                 }),
             ),
@@ -264,7 +265,7 @@ impl DockerSandbox {
             "start",
             self.inner
                 .docker
-                .start_container(id, None::<StartContainerOptions<String>>),
+                .start_container(id, None::<StartContainerOptions>),
         )
         .await?;
         Ok(Started {
@@ -275,10 +276,12 @@ impl DockerSandbox {
     }
 
     pub(super) async fn kill(&self, id: &str) {
-        let kill = self
-            .inner
-            .docker
-            .kill_container(id, Some(KillContainerOptions { signal: "SIGKILL" }));
+        let kill = self.inner.docker.kill_container(
+            id,
+            Some(KillContainerOptions {
+                signal: "SIGKILL".to_owned(),
+            }),
+        );
         match tokio::time::timeout(DOCKER_CALL_TIMEOUT, kill).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {

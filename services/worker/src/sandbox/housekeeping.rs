@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use bollard::container::ListContainersOptions;
+use bollard::query_parameters::ListContainersOptions;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use voidrunner_shared::Language;
@@ -75,15 +75,15 @@ impl DockerSandbox {
         let listing = self
             .inner
             .docker
-            .list_containers(Some(ListContainersOptions::<String> {
+            .list_containers(Some(ListContainersOptions {
                 all: true,
-                filters: HashMap::from([(
+                filters: Some(HashMap::from([(
                     "label".to_owned(),
                     vec![
                         WORKER_LABEL.to_owned(),
                         format!("{INSTALLATION_LABEL}={}", settings.installation),
                     ],
-                )]),
+                )])),
                 ..Default::default()
             }));
         let containers = tokio::time::timeout(DOCKER_CALL_TIMEOUT, listing)
