@@ -49,14 +49,13 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 /// before its handler reads the body (a bad path, bad credentials) still leaves its connection
 /// reusable: an unread body makes the server close the connection under the client's next
 /// request. Bodies are small and bounded by `limit`.
-pub async fn read_whole_body(
-    State(limit): State<usize>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn read_whole_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
         Err(error) => {
             let too_large = std::error::Error::source(&error)
                 .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());

@@ -8,7 +8,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use voidrunner_shared::events::StreamName;
 
-use super::docker::{bounded, docker_error, DockerSandbox, Started, DOCKER_CALL_TIMEOUT};
+use super::docker::{bounded, docker_error, DockerSandbox, DOCKER_CALL_TIMEOUT};
+use super::pool::Started;
 use super::program::{before_marker, ending, strip_markers, MARKER_ROOM};
 use super::{Exit, Interruptions, OutputChunk, RunLimits, RunReport, SandboxError, Truncated};
 
@@ -124,9 +125,7 @@ impl DockerSandbox {
             Ok(Some(Err(error))) => return Err(docker_error("wait")(error)),
             Ok(None) | Err(_) => {
                 self.kill(id).await;
-                return Err(SandboxError::Unreachable(
-                    "the container's exit was not reported".into(),
-                ));
+                return Err(SandboxError::NoAnswer { operation: "wait" });
             }
         };
         // Only a SIGKILL (137) can be the OOM killer's; skip the inspect round trip otherwise.

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
 use voidrunner_shared::Language;
 
-use super::docker::{
+use super::program::bootstrap_command;
+use super::settings::{
     SandboxSettings, EXECUTION_LABEL, INSTALLATION_LABEL, POOL_LABEL, WORKER_LABEL,
 };
-use super::program::bootstrap_command;
 use super::ContainerLimits;
 
 /// Programs run as `nobody`, never as root.

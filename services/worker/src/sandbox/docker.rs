@@ -1,48 +1,40 @@
 //! The Docker sandbox runtime, through bollard.
 
 use std::collections::{HashMap, HashSet};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::container::LogOutput;
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
     StartContainerOptions,
 };
 use bollard::Docker;
-use futures::Stream;
-use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use voidrunner_shared::Language;
 
 use super::container;
 use super::metrics::SandboxMetrics;
-use super::pool::Pool;
+use super::pool::{Pool, Started};
+use super::settings::SandboxSettings;
 use super::{ContainerLimits, Interruptions, OutputChunk, Program, RunLimits, RunReport};
 
-/// Label on every sandbox container; its value is the id of the worker that owns it.
-pub const WORKER_LABEL: &str = "io.voidrunner.worker";
-/// Label with the execution a sandbox was created for (absent on warm-pool containers).
-pub const EXECUTION_LABEL: &str = "io.voidrunner.execution";
-/// Label with the installation (subject prefix) a sandbox belongs to: housekeeping never
-/// touches another installation's sandboxes on a shared Docker engine.
-pub const INSTALLATION_LABEL: &str = "io.voidrunner.installation";
-/// Label with the language of a warm-pool container.
-pub const POOL_LABEL: &str = "io.voidrunner.pool";
 pub(super) const DOCKER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("docker is unreachable: {0}")]
-    Unreachable(String),
+    #[error("docker is unreachable")]
+    Unreachable(#[source] bollard::errors::Error),
+    /// Docker did not answer in time, or dropped what it was reporting.
+    #[error("docker {operation} did not answer")]
+    NoAnswer { operation: &'static str },
     #[error("image {image} is not available on this worker: build it with `scripts/build-images.sh` or pull it")]
     ImageMissing { image: String },
-    #[error("docker {operation} failed: {message}")]
+    #[error("docker {operation} failed")]
     Docker {
         operation: &'static str,
-        message: String,
+        #[source]
+        source: bollard::errors::Error,
     },
     #[error("preparing the program: {0}")]
     Program(#[from] std::io::Error),
@@ -55,43 +47,14 @@ pub(super) async fn bounded<T>(
 ) -> Result<T, SandboxError> {
     tokio::time::timeout(DOCKER_CALL_TIMEOUT, call)
         .await
-        .map_err(|_| SandboxError::Unreachable(format!("docker {operation} timed out")))?
+        .map_err(|_| SandboxError::NoAnswer { operation })?
         .map_err(docker_error(operation))
 }
 
 pub(super) fn docker_error(
     operation: &'static str,
 ) -> impl Fn(bollard::errors::Error) -> SandboxError {
-    move |error| SandboxError::Docker {
-        operation,
-        message: error.to_string(),
-    }
-}
-
-/// What every sandbox of this worker shares.
-#[derive(Debug, Clone)]
-pub struct SandboxSettings {
-    pub worker_id: String,
-    /// The installation's subject prefix.
-    pub installation: String,
-    pub images: HashMap<Language, String>,
-    pub pool_sizes: HashMap<Language, usize>,
-    pub pids: i64,
-    pub tmpfs_bytes: u64,
-    /// A seccomp profile (JSON) to use instead of Docker's default.
-    pub seccomp_profile: Option<String>,
-    /// The Docker network of sandboxes whose task asked for network; None: never.
-    pub network: Option<String>,
-    /// The container limits of warm-pool sandboxes: the defaults.
-    pub pool_limits: ContainerLimits,
-}
-
-/// A started container blocked in its bootstrap, with its attached streams.
-pub(super) struct Started {
-    pub(super) id: String,
-    pub(super) output:
-        Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
-    pub(super) input: Pin<Box<dyn AsyncWrite + Send>>,
+    move |source| SandboxError::Docker { operation, source }
 }
 
 /// Runs programs in fresh containers, one per execution, never reused.
@@ -114,8 +77,7 @@ pub(super) struct Inner {
 impl DockerSandbox {
     /// Connects to the local Docker engine (or `DOCKER_HOST`) and negotiates the API version.
     pub async fn connect(settings: SandboxSettings) -> Result<Self, SandboxError> {
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| SandboxError::Unreachable(e.to_string()))?;
+        let docker = Docker::connect_with_defaults().map_err(SandboxError::Unreachable)?;
         let docker = bounded("version negotiation", docker.negotiate_version()).await?;
         bounded("ping", docker.ping()).await?;
         let pools = settings
@@ -225,7 +187,9 @@ impl DockerSandbox {
                 .create_container(None::<CreateContainerOptions>, config),
         )
         .await
-        .map_err(|_| SandboxError::Unreachable("container create timed out".into()))?;
+        .map_err(|_| SandboxError::NoAnswer {
+            operation: "create",
+        })?;
         let id = match created {
             Ok(response) => response.id,
             Err(bollard::errors::Error::DockerResponseServerError {

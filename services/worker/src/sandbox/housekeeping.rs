@@ -7,10 +7,9 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use voidrunner_shared::Language;
 
-use super::docker::{
-    docker_error, DockerSandbox, DOCKER_CALL_TIMEOUT, INSTALLATION_LABEL, WORKER_LABEL,
-};
+use super::docker::{docker_error, DockerSandbox, DOCKER_CALL_TIMEOUT};
 use super::metrics::SandboxMetrics;
+use super::settings::{INSTALLATION_LABEL, WORKER_LABEL};
 use super::SandboxError;
 
 /// Containers younger than this are never taken for orphans: their owner may not have
@@ -88,7 +87,7 @@ impl DockerSandbox {
             }));
         let containers = tokio::time::timeout(DOCKER_CALL_TIMEOUT, listing)
             .await
-            .map_err(|_| SandboxError::Unreachable("listing containers timed out".into()))?
+            .map_err(|_| SandboxError::NoAnswer { operation: "list" })?
             .map_err(docker_error("list"))?;
         let now = Utc::now().timestamp();
         let own = &self.inner.settings.worker_id;

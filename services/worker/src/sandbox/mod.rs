@@ -7,15 +7,16 @@ mod housekeeping;
 mod metrics;
 mod pool;
 mod program;
+mod settings;
 
-pub use docker::{
-    DockerSandbox, SandboxError, SandboxSettings, EXECUTION_LABEL, INSTALLATION_LABEL, POOL_LABEL,
-    WORKER_LABEL,
-};
+pub use docker::{DockerSandbox, SandboxError};
 pub use metrics::{MetricsSnapshot, SandboxMetrics};
 pub use program::{
     bootstrap_command, ending, strip_markers, Ending, Program, BOOTSTRAP_FAILED_EXIT,
     COMPILE_FAILED_EXIT,
+};
+pub use settings::{
+    SandboxSettings, EXECUTION_LABEL, INSTALLATION_LABEL, POOL_LABEL, WORKER_LABEL,
 };
 
 use std::time::Duration;

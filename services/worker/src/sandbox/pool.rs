@@ -3,11 +3,21 @@
 //! each is used once and removed like any other, and the pool refills in the background.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Mutex;
 
+use bollard::container::LogOutput;
+use futures::Stream;
+use tokio::io::AsyncWrite;
 use tokio::sync::Notify;
 
-use super::docker::Started;
+/// A started container blocked in its bootstrap, with its attached streams.
+pub(super) struct Started {
+    pub(super) id: String,
+    pub(super) output:
+        Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
+    pub(super) input: Pin<Box<dyn AsyncWrite + Send>>,
+}
 
 pub(super) struct Pool {
     pub target: usize,
