@@ -387,6 +387,17 @@ impl TestApp {
         .await
     }
 
+    /// `POST /runs<query>` with `body`; returns the response status and body.
+    pub async fn post_run(&self, token: &str, query: &str, body: Value) -> (u16, Value) {
+        send(
+            self.http
+                .post(self.url(&format!("/runs{query}")))
+                .bearer_auth(token)
+                .json(&body),
+        )
+        .await
+    }
+
     /// Creates a task, starts an execution and waits for its final state.
     pub async fn run_to_end(&self, token: &str, task: Value) -> Value {
         run_to_end(&self.http, &self.base_url, token, task).await

@@ -10,27 +10,17 @@ use voidrunner_shared::events::{Captured, ResultV1, StartedV1};
 use voidrunner_shared::{report, Status};
 use voidrunner_testkit::{send, spawn_api_only, spawn_app_with, Backend, TestApp};
 
-async fn run(app: &TestApp, token: &str, query: &str, body: Value) -> (u16, Value) {
-    send(
-        app.http
-            .post(app.url(&format!("/runs{query}")))
-            .bearer_auth(token)
-            .json(&body),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn a_run_that_waited_for_its_result_leaves_its_task_with_the_final_status() {
     let app = spawn_app_with(Backend::Postgres, &[]).await;
     let token = app.login_new_user().await;
-    let (status, done) = run(
-        &app,
-        &token,
-        "?wait=true",
-        json!({ "language": "python", "code": "print(1)" }),
-    )
-    .await;
+    let (status, done) = app
+        .post_run(
+            &token,
+            "?wait=true",
+            json!({ "language": "python", "code": "print(1)" }),
+        )
+        .await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["status"], "completed");
     let task_id = done["task_id"].as_str().expect("task id");
@@ -58,23 +48,23 @@ async fn held_runs_are_admitted_as_each_one_ends_not_at_the_next_sweep() {
     )
     .await;
     let token = app.login_new_user().await;
-    let (status, first) = run(
-        &app,
-        &token,
-        "?wait=true",
-        json!({ "language": "bash", "code": "echo first" }),
-    )
-    .await;
+    let (status, first) = app
+        .post_run(
+            &token,
+            "?wait=true",
+            json!({ "language": "bash", "code": "echo first" }),
+        )
+        .await;
     assert_eq!(status, 200, "{first}");
     let mut queued = Vec::new();
     for n in 0..3 {
-        let (status, execution) = run(
-            &app,
-            &token,
-            "",
-            json!({ "language": "bash", "code": format!("echo {n}") }),
-        )
-        .await;
+        let (status, execution) = app
+            .post_run(
+                &token,
+                "",
+                json!({ "language": "bash", "code": format!("echo {n}") }),
+            )
+            .await;
         assert_eq!(status, 202, "{execution}");
         queued.push(execution["id"].as_str().expect("id").to_owned());
     }

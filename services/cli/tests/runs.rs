@@ -5,16 +5,6 @@ use serde_json::{json, Value};
 use voidrunner_api::entity::execution;
 use voidrunner_testkit::{send, spawn_app, Backend, TestApp};
 
-async fn run(app: &TestApp, token: &str, query: &str, body: Value) -> (u16, Value) {
-    send(
-        app.http
-            .post(app.url(&format!("/runs{query}")))
-            .bearer_auth(token)
-            .json(&body),
-    )
-    .await
-}
-
 async fn executions(app: &TestApp) -> u64 {
     execution::Entity::find()
         .count(&app.db.connection)
@@ -27,9 +17,7 @@ async fn a_run_needs_no_task_and_with_wait_answers_with_its_result() {
     let app = spawn_app(Backend::Postgres).await;
     let token = app.login_new_user().await;
 
-    let (status, done) = run(
-        &app,
-        &token,
+    let (status, done) = app.post_run(&token,
         "?wait=true",
         json!({ "language": "python", "code": "import sys\nprint(sys.stdin.read().upper())", "stdin": "shout" }),
     )
@@ -60,13 +48,13 @@ async fn a_run_needs_no_task_and_with_wait_answers_with_its_result() {
     assert_eq!(done["stdout"], "42\n");
 
     // A wait that ends first: 202, and the run goes on to finish.
-    let (status, pending) = run(
-        &app,
-        &token,
-        "?wait=true&wait_seconds=1",
-        json!({ "language": "bash", "code": "sleep 3; echo late" }),
-    )
-    .await;
+    let (status, pending) = app
+        .post_run(
+            &token,
+            "?wait=true&wait_seconds=1",
+            json!({ "language": "bash", "code": "sleep 3; echo late" }),
+        )
+        .await;
     assert_eq!(status, 202, "{pending}");
     assert!(matches!(
         pending["status"].as_str(),
@@ -163,7 +151,7 @@ async fn bad_runs_are_refused_with_the_runs_own_field_names_and_write_nothing() 
             "",
         ),
     ] {
-        let (got, body) = run(&app, &token, query, body).await;
+        let (got, body) = app.post_run(&token, query, body).await;
         assert_eq!(got, status, "{query} {body}");
         if !field.is_empty() {
             assert_eq!(body["error"]["details"]["field"], field, "{body}");
@@ -199,13 +187,13 @@ async fn bad_runs_are_refused_with_the_runs_own_field_names_and_write_nothing() 
         before,
         "refused runs left executions"
     );
-    let (status, _) = run(
-        &app,
-        "not-a-token",
-        "",
-        json!({ "language": "bash", "code": "true" }),
-    )
-    .await;
+    let (status, _) = app
+        .post_run(
+            "not-a-token",
+            "",
+            json!({ "language": "bash", "code": "true" }),
+        )
+        .await;
     assert_eq!(status, 401);
     app.stop().await;
 }
@@ -245,25 +233,25 @@ async fn a_batch_queues_every_run_in_order() {
 async fn a_run_may_bring_its_main_file_among_its_files() {
     let app = spawn_app(Backend::Sqlite).await;
     let token = app.login_new_user().await;
-    let (status, done) = run(
-        &app,
-        &token,
-        "?wait=true",
-        json!({ "language": "python", "files": [
+    let (status, done) = app
+        .post_run(
+            &token,
+            "?wait=true",
+            json!({ "language": "python", "files": [
             { "path": "main.py", "content": "from helper import greet\nprint(greet())" },
             { "path": "helper.py", "content": "def greet():\n    return 'from files'" },
         ] }),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["stdout"], "from files\n", "{done}");
-    let (status, body) = run(
-        &app,
-        &token,
-        "",
-        json!({ "language": "python", "files": [{ "path": "helper.py", "content": "x = 1" }] }),
-    )
-    .await;
+    let (status, body) = app
+        .post_run(
+            &token,
+            "",
+            json!({ "language": "python", "files": [{ "path": "helper.py", "content": "x = 1" }] }),
+        )
+        .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["details"]["field"], "code", "{body}");
     app.stop().await;

@@ -147,7 +147,7 @@ fn replay(earlier: execution::Model, new: &NewExecution) -> Result<Submitted, Ex
 }
 
 /// The row of a new execution: queued, held until admission, not yet dispatched.
-fn queued(user_id: Uuid, new: &NewExecution) -> execution::Model {
+pub(super) fn queued(user_id: Uuid, new: &NewExecution) -> execution::Model {
     let now = Utc::now();
     execution::Model {
         id: new.id,

@@ -109,11 +109,13 @@ mod tests {
     use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
     use voidrunner_shared::Language;
 
+    use super::super::submit::queued;
+    use super::super::NewExecution;
     use super::*;
     use crate::entity::{task, user};
 
     /// A migrated in-memory database with one user and one task.
-    async fn database() -> (DatabaseConnection, Uuid, Uuid) {
+    async fn database() -> (DatabaseConnection, Uuid, task::Model) {
         let db = sea_orm::Database::connect("sqlite::memory:")
             .await
             .expect("in-memory sqlite");
@@ -149,52 +151,41 @@ mod tests {
         .insert(&db)
         .await
         .expect("task");
-        (db, user.id, task.id)
+        (db, user.id, task)
     }
 
     async fn execution_in(
         db: &DatabaseConnection,
         user_id: Uuid,
-        task_id: Uuid,
+        task: &task::Model,
         status: Status,
     ) -> execution::Model {
-        let now = Utc::now() - chrono::TimeDelta::seconds(5);
-        execution::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            task_id: Set(task_id),
-            user_id: Set(user_id),
-            status: Set(status),
-            lane: Set("normal".into()),
-            stdout: Set(String::new()),
-            stdout_encoding: Set("utf-8".into()),
-            stderr: Set(String::new()),
-            stderr_encoding: Set("utf-8".into()),
-            output_truncated: Set(false),
-            stdout_truncated: Set(false),
-            stderr_truncated: Set(false),
-            oom_killed: Set(false),
-            compile_error: Set(false),
-            stdin: Set(String::new()),
-            attempt: Set(0),
-            created_at: Set(now),
-            updated_at: Set(now),
-            admitted: Set(true),
-            runs: Set(0),
-            ..Default::default()
-        }
-        .insert(db)
-        .await
-        .expect("execution")
+        let new = NewExecution {
+            id: Uuid::now_v7(),
+            callback_url: None,
+            task: task.clone(),
+            stdin: String::new(),
+            idempotency_key: None,
+            rerun_of: None,
+        };
+        let mut row = queued(user_id, &new);
+        row.status = status;
+        row.updated_at -= chrono::TimeDelta::seconds(5);
+        execution::ActiveModel::from(row)
+            .reset_all()
+            .insert(db)
+            .await
+            .expect("execution")
     }
 
     #[tokio::test]
     async fn every_transition_between_every_pair_of_states_is_allowed_or_refused_without_a_write() {
-        let (db, user_id, task_id) = database().await;
+        let (db, user_id, task) = database().await;
         let mut allowed = Vec::new();
         for transition in Transition::ALL {
             for from in Status::ALL {
                 for to in Status::ALL {
-                    let before = execution_in(&db, user_id, task_id, from).await;
+                    let before = execution_in(&db, user_id, &task, from).await;
                     let changes = vec![(execution::Column::WorkerId, Expr::value("w"))];
                     let outcome = apply(&db, before.id, transition, to, changes).await;
                     let after = execution::Entity::find_by_id(before.id)
