@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use voidrunner_shared::config::{ConfigError, NatsConfig, SandboxPolicy};
 use voidrunner_shared::connect::ConnectError;
 use voidrunner_shared::provision::{provision, ProvisionError};
-use voidrunner_shared::Lane;
+use voidrunner_shared::{Lane, Language};
 
 use crate::config::WorkerConfig;
 use crate::runner::Runner;
@@ -72,77 +72,10 @@ impl Worker {
         .await?;
         provision(&jetstream, &namespace, nats).await?;
 
-        let seccomp_profile = match &config.sandbox_seccomp_profile {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::invalid(
-                    "SANDBOX_SECCOMP_PROFILE",
-                    format_args!("{}: {e}", path.display()),
-                )
-            })?),
-            None => None,
-        };
-        let defaults = policy.defaults();
-        let settings = SandboxSettings {
-            worker_id: worker_id.clone(),
-            installation: namespace.prefix().to_owned(),
-            images: voidrunner_shared::Language::ALL
-                .iter()
-                .map(|language| (*language, config.image(*language).to_owned()))
-                .collect(),
-            pool_sizes: voidrunner_shared::Language::ALL
-                .iter()
-                .map(|language| (*language, config.pool_size(*language)))
-                .collect(),
-            pids: config.sandbox_pids,
-            tmpfs_bytes: config.sandbox_tmpfs_mb << 20,
-            seccomp_profile,
-            network: policy
-                .network_allowed()
-                .then(|| policy.sandbox_network.clone()),
-            pool_limits: ContainerLimits {
-                memory_bytes: i64::from(defaults.memory_mb) << 20,
-                nano_cpus: i64::from(defaults.cpu_millis) * 1_000_000,
-                network: false,
-            },
-        };
+        let settings = sandbox_settings(&config, &policy, &worker_id, &namespace)?;
         let sandbox = DockerSandbox::connect(settings).await?;
-        let mut languages = Vec::new();
-        for language in voidrunner_shared::Language::ALL {
-            let image = config.image(language);
-            if sandbox.has_image(image).await {
-                languages.push(language);
-            } else {
-                tracing::warn!(%language, image, "image missing: executions in this language will fail here until it is built (scripts/build-images.sh)");
-            }
-        }
-
-        let tasks = jetstream
-            .get_stream(namespace.tasks_stream())
-            .await
-            .map_err(|e| StartError::Consumer {
-                consumer: namespace.tasks_stream(),
-                source: e.into(),
-            })?;
-        let mut lanes = Vec::new();
-        for lane in Lane::BY_PRECEDENCE {
-            let name = namespace.lane_consumer(lane);
-            let consumer: PullConsumer =
-                tasks
-                    .get_consumer(&name)
-                    .await
-                    .map_err(|e| StartError::Consumer {
-                        consumer: name.clone(),
-                        source: e,
-                    })?;
-            lanes.push((lane, consumer));
-        }
-        let results = jetstream
-            .get_stream(namespace.results_stream())
-            .await
-            .map_err(|e| StartError::Consumer {
-                consumer: namespace.results_stream(),
-                source: e.into(),
-            })?;
+        let languages = languages_present(&sandbox, &config).await;
+        let (lanes, results) = bind(&jetstream, &namespace).await?;
         let cancellations = cancellations::Cancellations::new(&jetstream, &namespace).await;
         let slots = config.worker_slots;
         let worker = Worker {
@@ -205,22 +138,7 @@ impl Worker {
             let shutdown = shutdown.clone();
             async move { sandbox.run_pools(shutdown).await }
         });
-        let housekeeping = tokio::spawn({
-            let runner = self.runner.clone();
-            let shutdown = shutdown.clone();
-            async move {
-                let mut ticks = tokio::time::interval_at(
-                    tokio::time::Instant::now() + HOUSEKEEPING_EVERY,
-                    HOUSEKEEPING_EVERY,
-                );
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = ticks.tick() => remove_orphans(&runner, false).await,
-                    }
-                }
-            }
-        });
+        let housekeeping = tokio::spawn(housekeep(self.runner.clone(), shutdown.clone()));
         tracing::info!(worker_id = %self.runner.worker_id, slots = self.slots, "worker pulling");
 
         let mut running = tokio::task::JoinSet::new();
@@ -263,6 +181,23 @@ impl Worker {
             while running.try_join_next().is_some() {}
         }
 
+        self.finish_running(running, &halt).await;
+        drained.cancel();
+        let _ = pools.await;
+        let _ = housekeeping.await;
+        let _ = cancellation_watch.await;
+        self.runner.sandbox.wait_for_removals().await;
+        let _ = fleet.await;
+        Ok(())
+    }
+
+    /// Lets running executions finish for the grace period, then stops the rest, whose
+    /// dispatches go back to the fleet.
+    async fn finish_running(
+        &self,
+        mut running: tokio::task::JoinSet<()>,
+        halt: &CancellationToken,
+    ) {
         let grace = Duration::from_secs(self.runner.config.shutdown_grace_seconds);
         tracing::info!(
             in_flight = running.len(),
@@ -281,13 +216,6 @@ impl Worker {
             halt.cancel();
             while running.join_next().await.is_some() {}
         }
-        drained.cancel();
-        let _ = pools.await;
-        let _ = housekeeping.await;
-        let _ = cancellation_watch.await;
-        self.runner.sandbox.wait_for_removals().await;
-        let _ = fleet.await;
-        Ok(())
     }
 
     /// Takes up to `free` dispatches without waiting, in the lane order of fetch `round`.
@@ -360,6 +288,110 @@ fn default_worker_id() -> String {
         .take(40)
         .collect();
     format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// Looks for sandboxes no live execution owns, every `HOUSEKEEPING_EVERY`, until `shutdown`.
+async fn housekeep(runner: Runner, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + HOUSEKEEPING_EVERY,
+        HOUSEKEEPING_EVERY,
+    );
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => remove_orphans(&runner, false).await,
+        }
+    }
+}
+
+/// What every sandbox of this worker shares, from its configuration.
+fn sandbox_settings(
+    config: &WorkerConfig,
+    policy: &SandboxPolicy,
+    worker_id: &str,
+    namespace: &voidrunner_shared::Namespace,
+) -> Result<SandboxSettings, ConfigError> {
+    let seccomp_profile = match &config.sandbox_seccomp_profile {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::invalid(
+                "SANDBOX_SECCOMP_PROFILE",
+                format_args!("{}: {e}", path.display()),
+            )
+        })?),
+        None => None,
+    };
+    let defaults = policy.defaults();
+    Ok(SandboxSettings {
+        worker_id: worker_id.to_owned(),
+        installation: namespace.prefix().to_owned(),
+        images: Language::ALL
+            .iter()
+            .map(|language| (*language, config.image(*language).to_owned()))
+            .collect(),
+        pool_sizes: Language::ALL
+            .iter()
+            .map(|language| (*language, config.pool_size(*language)))
+            .collect(),
+        pids: config.sandbox_pids,
+        tmpfs_bytes: config.sandbox_tmpfs_mb << 20,
+        seccomp_profile,
+        network: policy
+            .network_allowed()
+            .then(|| policy.sandbox_network.clone()),
+        pool_limits: ContainerLimits {
+            memory_bytes: i64::from(defaults.memory_mb) << 20,
+            nano_cpus: i64::from(defaults.cpu_millis) * 1_000_000,
+            network: false,
+        },
+    })
+}
+
+/// The languages whose image this worker's Docker engine has.
+async fn languages_present(sandbox: &DockerSandbox, config: &WorkerConfig) -> Vec<Language> {
+    let mut languages = Vec::new();
+    for language in Language::ALL {
+        let image = config.image(language);
+        if sandbox.has_image(image).await {
+            languages.push(language);
+        } else {
+            tracing::warn!(%language, image, "image missing: executions in this language will fail here until it is built (scripts/build-images.sh)");
+        }
+    }
+    languages
+}
+
+/// The lane consumers, in the order the worker serves them, and the results stream.
+async fn bind(
+    jetstream: &async_nats::jetstream::Context,
+    namespace: &voidrunner_shared::Namespace,
+) -> Result<
+    (
+        Vec<(Lane, PullConsumer)>,
+        async_nats::jetstream::stream::Stream,
+    ),
+    StartError,
+> {
+    let unbound = |consumer: String| {
+        move |source: async_nats::Error| StartError::Consumer { consumer, source }
+    };
+    let tasks = jetstream
+        .get_stream(namespace.tasks_stream())
+        .await
+        .map_err(|e| unbound(namespace.tasks_stream())(e.into()))?;
+    let mut lanes = Vec::new();
+    for lane in Lane::BY_PRECEDENCE {
+        let name = namespace.lane_consumer(lane);
+        let consumer: PullConsumer = tasks
+            .get_consumer(&name)
+            .await
+            .map_err(unbound(name.clone()))?;
+        lanes.push((lane, consumer));
+    }
+    let results = jetstream
+        .get_stream(namespace.results_stream())
+        .await
+        .map_err(|e| unbound(namespace.results_stream())(e.into()))?;
+    Ok((lanes, results))
 }
 
 #[cfg(test)]
