@@ -123,6 +123,7 @@ impl BenchWorker {
                 network: false,
                 retry: Default::default(),
                 submitted_at: chrono::Utc::now(),
+                dispatch_token: None,
             });
             let subject = self.namespace.task_subject(Lane::Normal, Language::Python);
             let headers = headers::for_execution(&id.to_string(), *id, *id, 0);

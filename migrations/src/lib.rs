@@ -13,6 +13,7 @@ mod m20261129_000005_task_details;
 mod m20261129_000006_runs;
 mod m20261129_000007_webhooks;
 mod m20261129_000008_stream_truncation;
+mod m20261203_000009_dispatch_token;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000006_runs::Migration),
             Box::new(m20261129_000007_webhooks::Migration),
             Box::new(m20261129_000008_stream_truncation::Migration),
+            Box::new(m20261203_000009_dispatch_token::Migration),
         ]
     }
 }

@@ -47,6 +47,11 @@ pub struct DispatchV1 {
     #[serde(default, skip_serializing_if = "RetryPolicy::is_never")]
     pub retry: RetryPolicy,
     pub submitted_at: DateTime<Utc>,
+    /// The capability of the execution's dispatch: the api gives it to the workers in the
+    /// dispatch, and accepts `started` events and results only with it. Absent from
+    /// dispatches made before tokens existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_token: Option<String>,
 }
 
 /// Runs of a program that failed or timed out, after the first; cancelled runs, compile errors
@@ -114,6 +119,9 @@ pub struct StartedV1 {
     /// 1 for the first delivery of the dispatch, 2 for its first redelivery, ...
     pub attempt: u32,
     pub started_at: DateTime<Utc>,
+    /// The dispatch's token, as the dispatch carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_token: Option<String>,
 }
 
 /// Which output stream of the program a chunk came from.
@@ -200,6 +208,7 @@ pub struct ResultV1 {
     pub execution_id: Uuid,
     /// How it ended: one of the final states (`completed`, `failed`, `timeout`, `cancelled`,
     /// `error`); a result with another is refused.
+    #[schemars(schema_with = "final_status")]
     pub status: Status,
     /// The program's exit code; absent when it never ran or was killed before exiting.
     pub exit_code: Option<i64>,
@@ -231,6 +240,24 @@ pub struct ResultV1 {
     pub dead_lettered: bool,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
+    /// The dispatch's token, as the dispatch carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_token: Option<String>,
+}
+
+/// Results carry only the final states of `Status`.
+fn final_status(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
+    schemars::schema::SchemaObject {
+        instance_type: Some(schemars::schema::InstanceType::String.into()),
+        enum_values: Some(
+            Status::FINAL
+                .iter()
+                .map(|status| status.as_str().into())
+                .collect(),
+        ),
+        ..Default::default()
+    }
+    .into()
 }
 
 fn one_run() -> u32 {
@@ -259,6 +286,7 @@ impl ResultV1 {
             dead_lettered: false,
             started_at: None,
             finished_at: Utc::now(),
+            dispatch_token: None,
         }
     }
 }
@@ -398,6 +426,7 @@ mod tests {
             network: false,
             retry: RetryPolicy::default(),
             submitted_at: Utc::now(),
+            dispatch_token: None,
         });
         let json = serde_json::to_value(&dispatch).expect("serialises");
         assert_eq!(json["schema"], "voidrunner.dispatch.v1");

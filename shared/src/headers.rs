@@ -38,8 +38,13 @@ pub mod message_id {
     }
 
     /// Its result on RESULTS: one per execution, whichever attempt or reporter comes first.
-    pub fn result(execution_id: Uuid) -> String {
-        format!("result-{execution_id}")
+    /// The dispatch token is part of it, so that a result published without the token cannot
+    /// take the real one's place in the dedup window.
+    pub fn result(execution_id: Uuid, dispatch_token: Option<&str>) -> String {
+        match dispatch_token {
+            Some(token) => format!("result-{execution_id}-{token}"),
+            None => format!("result-{execution_id}"),
+        }
     }
 
     /// Its dead letter on DLQ.

@@ -23,7 +23,7 @@ pub async fn publish_result(
 ) -> Result<(), PublishError> {
     let execution_id = result.execution_id;
     let headers = headers::for_execution(
-        &message_id::result(execution_id),
+        &message_id::result(execution_id, result.dispatch_token.as_deref()),
         execution_id,
         task_id,
         result.attempt,
@@ -77,6 +77,7 @@ pub async fn publish_dead_letter(
     .await?;
     let result = ResultV1 {
         dead_lettered: true,
+        dispatch_token: dispatch.dispatch_token.clone(),
         ..ResultV1::fleet_error(execution_id, reporter, attempts, reason)
     };
     publish_result(jetstream, namespace, dispatch.task_id, &result).await

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::{json, Value};
-use voidrunner_shared::events::{Captured, ResultV1, StartedV1};
+use voidrunner_shared::events::{Captured, Dispatch, ResultV1, StartedV1};
 use voidrunner_shared::{report, Status};
 use voidrunner_testkit::{send, spawn_api_only, spawn_app_with, Backend, TestApp};
 
@@ -130,8 +130,42 @@ async fn submit_with_callback(app: &TestApp, token: &str, url: &str) -> String {
     execution["id"].as_str().expect("id").to_owned()
 }
 
-fn result_of(execution_id: uuid::Uuid, attempt: u32, status: Status, stdout: &str) -> ResultV1 {
+/// The token the execution's dispatch carries to the workers, as a worker would read it.
+async fn dispatch_token(app: &TestApp, execution_id: uuid::Uuid) -> Option<String> {
+    let namespace = app.namespace();
+    let tasks = app
+        .jetstream()
+        .await
+        .get_stream(namespace.tasks_stream())
+        .await
+        .expect("tasks stream");
+    let subject = namespace.task_subject(
+        voidrunner_shared::Lane::Normal,
+        voidrunner_shared::Language::Bash,
+    );
+    let message = tasks
+        .direct_get_last_for_subject(subject)
+        .await
+        .expect("the dispatch is on its lane");
+    let Ok(Dispatch::V1(dispatch)) = serde_json::from_slice::<Dispatch>(&message.payload) else {
+        panic!("not a dispatch");
+    };
+    assert_eq!(
+        dispatch.execution_id, execution_id,
+        "the latest dispatch is this one"
+    );
+    dispatch.dispatch_token
+}
+
+fn result_of(
+    execution_id: uuid::Uuid,
+    attempt: u32,
+    status: Status,
+    stdout: &str,
+    dispatch_token: Option<String>,
+) -> ResultV1 {
     ResultV1 {
+        dispatch_token,
         status,
         exit_code: Some(if status == Status::Completed { 0 } else { 1 }),
         stdout: Captured::from_bytes(stdout.as_bytes()),
@@ -195,7 +229,8 @@ async fn a_cancel_racing_a_result_ends_in_one_final_state_with_one_webhook() {
             .as_str()
             .and_then(|s| s.parse().ok())
             .expect("task id");
-        let result = result_of(execution_id, 1, Status::Completed, "ran\n");
+        let capability = dispatch_token(&app, execution_id).await;
+        let result = result_of(execution_id, 1, Status::Completed, "ran\n", capability);
         let publish = report::publish_result(&jetstream, &namespace, task_id, &result);
         let cancel = send(
             app.http
@@ -254,19 +289,33 @@ async fn a_result_racing_a_retry_ends_in_one_final_state_with_one_webhook() {
     let (url, seen) = receiver().await;
     let id = submit_with_callback(&app, &token, &url).await;
     let execution_id: uuid::Uuid = id.parse().expect("uuid");
+    let capability = dispatch_token(&app, execution_id).await;
     let started = |attempt: u32| StartedV1 {
         execution_id,
         worker_id: format!("worker-{attempt}"),
         attempt,
         started_at: Utc::now(),
+        dispatch_token: capability.clone(),
     };
     app.executions
         .start(&started(1))
         .await
         .expect("first delivery starts");
     // The first delivery's result arrives while the redelivery starts and reports its own.
-    let first = result_of(execution_id, 1, Status::Failed, "first\n");
-    let retry = result_of(execution_id, 2, Status::Completed, "retry\n");
+    let first = result_of(
+        execution_id,
+        1,
+        Status::Failed,
+        "first\n",
+        capability.clone(),
+    );
+    let retry = result_of(
+        execution_id,
+        2,
+        Status::Completed,
+        "retry\n",
+        capability.clone(),
+    );
     let redelivered = started(2);
     let (first_applied, retry_started, retry_applied) = tokio::join!(
         app.executions.finish(&first),

@@ -53,6 +53,7 @@ async fn an_execution_committed_but_never_published_is_dispatched_by_the_sweeper
         output_truncated: Set(false),
         stdout_truncated: Set(false),
         stderr_truncated: Set(false),
+        dispatch_token: Set(None),
         oom_killed: Set(false),
         compile_error: Set(false),
         peak_memory_bytes: Set(None),
@@ -106,6 +107,7 @@ fn result_for(execution_id: uuid::Uuid, status: Status, stdout: &str) -> ResultV
         dead_lettered: false,
         started_at: Some(Utc::now()),
         finished_at: Utc::now(),
+        dispatch_token: None,
     }
 }
 
@@ -125,8 +127,18 @@ async fn a_duplicate_or_late_message_changes_nothing() {
         .and_then(|s| s.parse().ok())
         .expect("id");
     let db = &app.db.connection;
+    // Duplicates from the fleet itself, with the dispatch's token: only the state refuses them.
+    let token = execution::Entity::find_by_id(id)
+        .one(db)
+        .await
+        .expect("query")
+        .expect("row")
+        .dispatch_token;
 
-    let duplicate = result_for(id, Status::Failed, "second");
+    let duplicate = ResultV1 {
+        dispatch_token: token.clone(),
+        ..result_for(id, Status::Failed, "second")
+    };
     assert!(
         app.executions
             .finish(&duplicate)
@@ -140,6 +152,7 @@ async fn a_duplicate_or_late_message_changes_nothing() {
         worker_id: "late".into(),
         attempt: 9,
         started_at: Utc::now(),
+        dispatch_token: token,
     };
     assert!(
         app.executions
@@ -413,6 +426,7 @@ async fn a_worker_refuses_network_its_deployment_does_not_allow_and_keeps_servin
         network: true,
         retry: Default::default(),
         submitted_at: Utc::now(),
+        dispatch_token: None,
     });
     let mut results = async_nats::connect(app.nats.url())
         .await

@@ -111,14 +111,16 @@ impl Runner {
     ) -> Outcome {
         let execution_id = dispatch.execution_id;
         let result_subject = self.namespace.result_subject(execution_id);
-        if self
+        if let Ok(stored) = self
             .results
             .direct_get_last_for_subject(&result_subject)
             .await
-            .is_ok()
         {
-            tracing::info!(%execution_id, "result already published; acknowledging the duplicate");
-            return Outcome::Resulted;
+            if answers(&stored.payload, &dispatch) {
+                tracing::info!(%execution_id, "result already published; acknowledging the duplicate");
+                return Outcome::Resulted;
+            }
+            tracing::warn!(%execution_id, security_event = "foreign_result", "the reply subject holds a result without this dispatch's token; running the execution anyway");
         }
         let registration = self.cancellations.register(execution_id);
         let tried = if self.cancellations.requested(execution_id).await {
@@ -369,6 +371,7 @@ impl Runner {
             dead_lettered: false,
             started_at: Some(report.started_at),
             finished_at: report.finished_at,
+            dispatch_token: dispatch.dispatch_token.clone(),
         }
     }
 
@@ -409,6 +412,7 @@ impl Runner {
             worker_id: self.worker_id.clone(),
             attempt,
             started_at,
+            dispatch_token: dispatch.dispatch_token.clone(),
         });
         let subject = self
             .namespace
@@ -430,7 +434,22 @@ impl Runner {
         result: &ResultV1,
     ) -> Result<(), PublishError> {
         // Deduplicated per execution: a run that raced a redelivery cannot record twice.
-        report::publish_result(&self.jetstream, &self.namespace, dispatch.task_id, result).await
+        let result = ResultV1 {
+            dispatch_token: dispatch.dispatch_token.clone(),
+            ..result.clone()
+        };
+        report::publish_result(&self.jetstream, &self.namespace, dispatch.task_id, &result).await
+    }
+}
+
+/// Whether a stored result answers this dispatch: it carries the dispatch's token (any result
+/// does, for dispatches from before tokens).
+fn answers(payload: &[u8], dispatch: &DispatchV1) -> bool {
+    match serde_json::from_slice::<voidrunner_shared::events::ExecutionResult>(payload) {
+        Ok(voidrunner_shared::events::ExecutionResult::V1(result)) => {
+            dispatch.dispatch_token.is_none() || result.dispatch_token == dispatch.dispatch_token
+        }
+        Err(_) => false,
     }
 }
 
@@ -556,6 +575,7 @@ mod tests {
             network: false,
             retry: RetryPolicy::default(),
             submitted_at: Utc::now(),
+            dispatch_token: None,
         };
         let timeout = Duration::from_secs(10);
         assert_eq!(

@@ -54,6 +54,8 @@ pub struct Model {
     pub webhook_next_at: Option<DateTimeUtc>,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// The capability of its dispatch: `started` events and results must carry it.
+    pub dispatch_token: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

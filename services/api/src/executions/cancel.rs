@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter};
 use uuid::Uuid;
 use voidrunner_shared::Status;
 
@@ -44,8 +44,14 @@ impl Lifecycle {
                 (Column::FinishedAt, Expr::value(Utc::now())),
             ];
             // Nothing is written when a worker started it meanwhile: it kills it instead.
-            self.change(execution_id, Transition::Cancel, Status::Cancelled, columns)
-                .await?;
+            self.change(
+                execution_id,
+                Transition::Cancel,
+                Status::Cancelled,
+                columns,
+                Condition::all(),
+            )
+            .await?;
         }
         self.find_owned(user_id, execution_id).await
     }

@@ -47,6 +47,7 @@ pub(super) fn dispatch_event(execution: &execution::Model, task: &task::Model) -
             backoff_seconds: u32::try_from(task.retry_backoff_seconds).unwrap_or(1),
         },
         submitted_at: execution.created_at,
+        dispatch_token: execution.dispatch_token.clone(),
     }
 }
 

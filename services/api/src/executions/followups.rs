@@ -5,8 +5,8 @@
 
 use sea_orm::sea_query::SimpleExpr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 use voidrunner_shared::events::ResultV1;
@@ -18,17 +18,19 @@ use super::{ExecutionError, Lifecycle, REPORTER};
 use crate::entity::{execution, task};
 
 impl Lifecycle {
-    /// Applies `transition` to `to` with `changes`; returns the execution as it now is, or
-    /// `None` when it was in a state the transition does not leave (nothing was written).
+    /// Applies `transition` to `to` with `changes` where `guard` holds; returns the execution
+    /// as it now is, or `None` when it was in a state the transition does not leave or the
+    /// guard failed (nothing was written).
     pub(super) async fn change(
         &self,
         execution_id: Uuid,
         transition: Transition,
         to: Status,
         changes: Vec<(execution::Column, SimpleExpr)>,
+        guard: Condition,
     ) -> Result<Option<execution::Model>, ExecutionError> {
         let txn = self.db.begin().await?;
-        if !transitions::apply(&txn, execution_id, transition, to, changes).await? {
+        if !transitions::apply(&txn, execution_id, transition, to, changes, guard).await? {
             return Ok(None);
         }
         let execution = execution::Entity::find_by_id(execution_id)
@@ -77,6 +79,7 @@ impl Lifecycle {
         );
         result.status = execution.status;
         result.runs = 0;
+        result.dispatch_token = execution.dispatch_token.clone();
         if let Some(finished_at) = execution.finished_at {
             result.finished_at = finished_at;
         }

@@ -1,7 +1,9 @@
 //! What the fleet reports, applied: `started` events and results.
 
 use sea_orm::sea_query::{Expr, SimpleExpr};
+use sea_orm::{ColumnTrait, Condition, EntityTrait};
 use voidrunner_shared::events::{Encoding, ResultV1, StartedV1};
+use voidrunner_shared::Status;
 
 use super::transitions::Transition;
 use super::{ExecutionError, Lifecycle};
@@ -69,7 +71,52 @@ fn result_columns(result: &ResultV1) -> Vec<(Column, SimpleExpr)> {
     columns
 }
 
+/// Only a message with the dispatch's token may move the execution on (executions from before
+/// tokens have none and take any).
+fn holds_token(token: Option<&str>) -> Condition {
+    let matching = match token {
+        Some(token) => Condition::any()
+            .add(Column::DispatchToken.is_null())
+            .add(Column::DispatchToken.eq(token)),
+        None => Condition::all().add(Column::DispatchToken.is_null()),
+    };
+    Condition::all().add(matching)
+}
+
+/// What a result must meet besides the token: while the execution runs, a result for the
+/// delivery in progress comes from the worker that announced it. (A result of an earlier
+/// delivery may still come, from a worker the fleet gave up on too soon; the fleet's own dead
+/// letter speaks for a worker that vanished.)
+fn answers_the_dispatch(result: &ResultV1) -> Condition {
+    let token = holds_token(result.dispatch_token.as_deref());
+    if result.dead_lettered {
+        return token;
+    }
+    let impersonates = Condition::all()
+        .add(Column::Status.eq(Status::Running))
+        .add(Column::Attempt.eq(count(result.attempt)))
+        .add(Column::WorkerId.is_not_null())
+        .add(Column::WorkerId.ne(result.worker_id.clone()));
+    token.add(impersonates.not())
+}
+
 impl Lifecycle {
+    /// Records that a message for the execution was refused: it did not come from the
+    /// execution's dispatch. Nothing of the execution changes.
+    async fn refused(&self, execution_id: uuid::Uuid, kind: &'static str, worker_id: &str) {
+        let still_open = execution::Entity::find_by_id(execution_id)
+            .one(&self.db)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|execution| !execution.status.is_final());
+        // A duplicate of what ended it is no event; a refused message for an open one is.
+        if still_open {
+            metrics::counter!("voidrunner_security_events_total", "kind" => kind).increment(1);
+            tracing::warn!(%execution_id, security_event = kind, claimed_worker = worker_id, "refused a message that does not answer the execution's dispatch");
+        }
+    }
+
     /// A worker started the execution; a late `started` after the result changes nothing.
     pub async fn start(
         &self,
@@ -80,13 +127,20 @@ impl Lifecycle {
             (Column::WorkerId, Expr::value(started.worker_id.clone())),
             (Column::Attempt, Expr::value(count(started.attempt))),
         ];
-        self.change(
-            started.execution_id,
-            Transition::Start,
-            voidrunner_shared::Status::Running,
-            columns,
-        )
-        .await
+        let changed = self
+            .change(
+                started.execution_id,
+                Transition::Start,
+                Status::Running,
+                columns,
+                holds_token(started.dispatch_token.as_deref()),
+            )
+            .await?;
+        if changed.is_none() {
+            self.refused(started.execution_id, "started_refused", &started.worker_id)
+                .await;
+        }
+        Ok(changed)
     }
 
     /// A result arrived: the execution ends as it says, once. `None` for a duplicate or a
@@ -95,12 +149,19 @@ impl Lifecycle {
         &self,
         result: &ResultV1,
     ) -> Result<Option<execution::Model>, ExecutionError> {
-        self.change(
-            result.execution_id,
-            Transition::Finish,
-            result.status,
-            result_columns(result),
-        )
-        .await
+        let changed = self
+            .change(
+                result.execution_id,
+                Transition::Finish,
+                result.status,
+                result_columns(result),
+                answers_the_dispatch(result),
+            )
+            .await?;
+        if changed.is_none() {
+            self.refused(result.execution_id, "result_refused", &result.worker_id)
+                .await;
+        }
+        Ok(changed)
     }
 }

@@ -187,5 +187,7 @@ pub(super) fn queued(user_id: Uuid, new: &NewExecution) -> execution::Model {
         webhook_next_at: None,
         stdout_truncated: false,
         stderr_truncated: false,
+        // 122 random bits from the OS: what a worker proves it holds the dispatch with.
+        dispatch_token: Some(Uuid::new_v4().simple().to_string()),
     }
 }

@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 use sea_orm::sea_query::{Expr, SimpleExpr};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 use voidrunner_shared::Status;
 
@@ -56,14 +56,16 @@ impl Transition {
 }
 
 /// Moves the execution to `to` by `transition`, writing `changes` beside the status, if it is
-/// in a state the transition leaves. Returns whether it wrote; a `to` the transition never
-/// reaches is refused before anything is written.
+/// in a state the transition leaves and meets `guard` (e.g. the message carries the dispatch's
+/// token). Returns whether it wrote; a `to` the transition never reaches is refused before
+/// anything is written.
 pub(super) async fn apply<C: ConnectionTrait>(
     db: &C,
     execution_id: Uuid,
     transition: Transition,
     to: Status,
     changes: Vec<(execution::Column, SimpleExpr)>,
+    guard: Condition,
 ) -> Result<bool, ExecutionError> {
     if !transition.to().contains(&to) {
         return Err(ExecutionError::Unreachable { transition, to });
@@ -77,6 +79,7 @@ pub(super) async fn apply<C: ConnectionTrait>(
     let outcome = update
         .filter(execution::Column::Id.eq(execution_id))
         .filter(execution::Column::Status.is_in(transition.from().iter().copied()))
+        .filter(guard)
         .exec(db)
         .await?;
     Ok(outcome.rows_affected > 0)
@@ -187,7 +190,8 @@ mod tests {
                 for to in Status::ALL {
                     let before = execution_in(&db, user_id, &task, from).await;
                     let changes = vec![(execution::Column::WorkerId, Expr::value("w"))];
-                    let outcome = apply(&db, before.id, transition, to, changes).await;
+                    let outcome =
+                        apply(&db, before.id, transition, to, changes, Condition::all()).await;
                     let after = execution::Entity::find_by_id(before.id)
                         .one(&db)
                         .await
