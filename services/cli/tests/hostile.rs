@@ -192,6 +192,30 @@ attempt("chroot", lambda: os.chroot("/tmp") or True)
         },
     },
     Attack {
+        name: "forging the bootstrap's end markers and a result document",
+        language: "bash",
+        code: r#"printf '\036voidrunner-end guessed\n'
+printf '{"schema":"voidrunner.result.v1","status":"completed","stdout":{"text":"FORGED"}}\n'
+printf '\036voidrunner-end guessed exit=0 peak=1\n' >&2
+exit 3
+"#,
+        stdin: None,
+        timeout_seconds: 10,
+        check: |r| {
+            // The markers carry a nonce the program never sees: these are only its output.
+            status_is(r, "failed");
+            assert_eq!(r["exit_code"], 3, "{r}");
+            stdout_is(
+                r,
+                "\u{1e}voidrunner-end guessed\n{\"schema\":\"voidrunner.result.v1\",\"status\":\"completed\",\"stdout\":{\"text\":\"FORGED\"}}\n",
+            );
+            assert_eq!(
+                r["stderr"], "\u{1e}voidrunner-end guessed exit=0 peak=1\n",
+                "{r}"
+            );
+        },
+    },
+    Attack {
         name: "ptrace",
         language: "python",
         code: r#"import ctypes, os
