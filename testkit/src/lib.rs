@@ -467,6 +467,40 @@ impl TestApp {
     }
 }
 
+/// How many users, tasks and executions the database holds: what a refused request must leave
+/// as it was.
+pub async fn row_counts(app: &TestApp) -> (u64, u64, u64) {
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    use voidrunner_api::entity::{execution, task, user};
+    let db = &app.db.connection;
+    (
+        user::Entity::find().count(db).await.expect("count users"),
+        task::Entity::find().count(db).await.expect("count tasks"),
+        execution::Entity::find()
+            .count(db)
+            .await
+            .expect("count executions"),
+    )
+}
+
+/// The answer is the API's error shape with this status and code, and its message mentions
+/// `mentions` (what to fix).
+pub fn assert_error(
+    status: u16,
+    body: &Value,
+    expected_status: u16,
+    expected_code: &str,
+    mentions: &str,
+) {
+    assert_eq!(status, expected_status, "{body}");
+    assert_eq!(body["error"]["code"], expected_code, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(mentions),
+        "message {message:?} should mention {mentions:?}"
+    );
+}
+
 /// Sends a request and returns status and JSON body (Null when the body is not JSON).
 pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     let response = request.send().await.expect("request sent");

@@ -125,6 +125,11 @@ impl Processes {
         self.logs.path().join(format!("{name}.log"))
     }
 
+    /// Everything `name` has logged so far.
+    pub fn log_of(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
     /// The last lines of every process's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut names: Vec<String> = std::fs::read_dir(self.logs.path())

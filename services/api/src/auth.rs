@@ -81,11 +81,21 @@ impl TokenKeys {
             .duration_since(UNIX_EPOCH)
             .map_err(|e| ApiError::Internal(e.into()))?
             .as_secs();
+        self.issue_at(user_id, session_id, now)
+    }
+
+    /// A token as if issued at `issued_at` (Unix seconds): it expires `ttl_seconds` later.
+    pub fn issue_at(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        issued_at: u64,
+    ) -> Result<String, ApiError> {
         let claims = Claims {
             sub: user_id,
             sid: session_id,
-            iat: now,
-            exp: now + self.ttl_seconds,
+            iat: issued_at,
+            exp: issued_at + self.ttl_seconds,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| ApiError::Internal(e.into()))

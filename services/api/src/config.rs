@@ -69,6 +69,10 @@ pub struct ApiConfig {
     /// `VOIDRUNNER_RATE_LIMIT_PER_IP`: requests a minute per client address (0: no limit).
     #[serde(default = "default_rate_limit_per_ip")]
     pub rate_limit_per_ip: u32,
+    /// `VOIDRUNNER_MAX_STREAMS_PER_USER`: live-output streams a user may hold open at once in
+    /// one api replica (0: no limit).
+    #[serde(default = "default_max_streams_per_user")]
+    pub max_streams_per_user: usize,
     /// `VOIDRUNNER_TRUST_PROXY`: take the client address from `X-Forwarded-For` (set it only
     /// behind a proxy that overwrites that header).
     #[serde(default)]
@@ -104,6 +108,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("webhook_timeout_seconds", &self.webhook_timeout_seconds)
             .field("rate_limit_per_user", &self.rate_limit_per_user)
             .field("rate_limit_per_ip", &self.rate_limit_per_ip)
+            .field("max_streams_per_user", &self.max_streams_per_user)
             .field("trust_proxy", &self.trust_proxy)
             .finish()
     }
@@ -159,6 +164,9 @@ fn default_rate_limit_per_user() -> u32 {
 }
 fn default_rate_limit_per_ip() -> u32 {
     1200
+}
+fn default_max_streams_per_user() -> usize {
+    16
 }
 fn default_webhook_max_attempts() -> u32 {
     8

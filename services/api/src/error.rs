@@ -39,6 +39,9 @@ pub enum ApiError {
     /// Too many requests from this user or address; try again after the given seconds.
     #[error("too many requests: slow down and retry after {retry_after_seconds} s (see the RateLimit-* headers)")]
     RateLimited { retry_after_seconds: u64 },
+    /// The user holds as many live-output streams open as it may.
+    #[error("you have {0} live-output streams open, the most this server allows (VOIDRUNNER_MAX_STREAMS_PER_USER): close one first")]
+    TooManyStreams(usize),
     /// The request was not answered within `VOIDRUNNER_REQUEST_TIMEOUT_SECONDS`.
     #[error("the request took longer than {0} s to answer; it may still complete, so check before retrying without an Idempotency-Key")]
     Timeout(u64),
@@ -74,6 +77,7 @@ impl ApiError {
             }
             ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooManyStreams(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -203,6 +207,18 @@ impl From<JsonRejection> for ApiError {
                 ),
                 details: Value::Null,
             },
+            // serde_json stops at 128 levels of nesting, before it allocates for deeper ones.
+            JsonRejection::JsonSyntaxError(error)
+                if error.body_text().contains("recursion limit exceeded") =>
+            {
+                ApiError::BadRequest {
+                    code: "json_too_deep",
+                    message: format!(
+                        "the request body nests arrays and objects deeper than 128 levels: {}",
+                        error.body_text()
+                    ),
+                }
+            }
             JsonRejection::JsonSyntaxError(error) => ApiError::BadRequest {
                 code: "malformed_json",
                 message: format!("the request body is not valid JSON: {}", error.body_text()),

@@ -103,6 +103,7 @@ impl Api {
                 config: Arc::new(config),
                 policy: Arc::new(policy),
                 limiter: ratelimit::Limiter::default(),
+                streams: ratelimit::StreamSlots::default(),
             },
         })
     }

@@ -29,7 +29,8 @@ pub enum Common {
     /// Missing, invalid or expired credentials.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
-    /// Too many requests; `Retry-After` says when to try again.
+    /// Too many requests (`rate_limited`; `Retry-After` says when to try again), or too many
+    /// live-output streams open (`too_many_streams`).
     #[response(status = 429)]
     RateLimited(ErrorBody),
     /// The database or NATS is unreachable, or the request took too long; nothing was changed.

@@ -3,7 +3,8 @@
 //! `RateLimit-Policy`; a refused request gets 429 `rate_limited` with `Retry-After`.
 //!
 //! The buckets live in each api replica: with N replicas behind a balancer a client can get up
-//! to N times the limit. The middleware that applies them is `http::throttle`.
+//! to N times the limit. The middleware that applies them is `http::throttle`. `StreamSlots`
+//! bounds the live-output streams a user holds open.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -69,8 +70,54 @@ impl Limiter {
     }
 }
 
-/// The client's address: the socket peer, or the first `X-Forwarded-For` hop when the api sits
-/// behind a proxy it trusts.
+/// Live-output streams open per user: each holds a NATS subscription and a consumer for as long
+/// as the client stays, so a user may hold only so many at once (in each api replica).
+#[derive(Clone, Default)]
+pub struct StreamSlots {
+    open: Arc<Mutex<HashMap<uuid::Uuid, usize>>>,
+}
+
+/// One open stream; the slot is free again when this is dropped.
+pub struct StreamSlot {
+    slots: StreamSlots,
+    user: uuid::Uuid,
+}
+
+impl StreamSlots {
+    /// A slot for one more of `user`'s streams, or `None` when it holds `limit` already
+    /// (`limit` 0: no limit).
+    pub fn take(&self, user: uuid::Uuid, limit: usize) -> Option<StreamSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(user).or_default();
+        if limit != 0 && *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot {
+            slots: self.clone(),
+            user,
+        })
+    }
+
+    /// How many streams `user` holds open.
+    pub fn open(&self, user: uuid::Uuid) -> usize {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&user).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +147,22 @@ mod tests {
         );
         let full = limiter.check("k", 6, start + Duration::from_secs(600));
         assert_eq!(full.remaining, 5);
+    }
+
+    #[test]
+    fn a_user_holds_at_most_its_limit_of_streams_and_a_closed_one_frees_its_slot() {
+        let slots = StreamSlots::default();
+        let (alice, bob) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let first = slots.take(alice, 2).expect("first");
+        let _second = slots.take(alice, 2).expect("second");
+        assert!(slots.take(alice, 2).is_none(), "a third is refused");
+        assert!(slots.take(bob, 2).is_some(), "users are separate");
+        drop(first);
+        assert_eq!(slots.open(alice), 1);
+        assert!(
+            slots.take(alice, 2).is_some(),
+            "a closed stream frees its slot"
+        );
+        assert!(slots.take(alice, 0).is_some(), "0 is no limit");
     }
 }

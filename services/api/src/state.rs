@@ -22,6 +22,7 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub policy: Arc<SandboxPolicy>,
     pub limiter: crate::ratelimit::Limiter,
+    pub streams: crate::ratelimit::StreamSlots,
     /// The one owner of an execution's life.
     pub executions: Lifecycle,
 }

@@ -1,37 +1,7 @@
 //! Bad input gets a 4xx with a JSON error that says what is wrong, and writes nothing.
 
-use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{json, Value};
-use voidrunner_api::entity::{execution, task, user};
-use voidrunner_testkit::{send, spawn_app, Backend, TestApp};
-
-async fn row_counts(app: &TestApp) -> (u64, u64, u64) {
-    let db = &app.db.connection;
-    (
-        user::Entity::find().count(db).await.expect("count users"),
-        task::Entity::find().count(db).await.expect("count tasks"),
-        execution::Entity::find()
-            .count(db)
-            .await
-            .expect("count executions"),
-    )
-}
-
-fn assert_error(
-    status: u16,
-    body: &Value,
-    expected_status: u16,
-    expected_code: &str,
-    mentions: &str,
-) {
-    assert_eq!(status, expected_status, "{body}");
-    assert_eq!(body["error"]["code"], expected_code, "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(mentions),
-        "message {message:?} should mention {mentions:?}"
-    );
-}
+use voidrunner_testkit::{assert_error, row_counts, send, spawn_app, Backend};
 
 fn valid_task() -> Value {
     json!({ "name": "ok", "script_type": "python", "script_content": "print(1)" })
@@ -247,6 +217,12 @@ async fn registration_and_login_refuse_bad_credentials() {
         "unauthorized",
         "wrong email or password",
     );
+    // An unknown email gets the same answer (and the same Argon2 work, against a decoy hash).
+    let (unknown_status, unknown) = send(login(
+        json!({ "email": "nobody@example.com", "password": "wrong password" }),
+    ))
+    .await;
+    assert_eq!((unknown_status, &unknown), (status, &body));
     let (status, body) = send(login(
         json!({ "email": "a@example.com", "password": "long enough" }),
     ))

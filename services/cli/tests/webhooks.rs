@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
+use futures::StreamExt as _;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -172,5 +173,114 @@ async fn callback_urls_must_be_http_and_may_not_aim_at_internal_addresses() {
     ))
     .await;
     assert_eq!(status, 422, "{body}");
+    app.stop().await;
+}
+
+/// A receiver that answers with a redirect or with a body that never ends, and counts what it
+/// was made to do.
+#[derive(Clone, Default)]
+struct Hostile {
+    landed: Arc<std::sync::atomic::AtomicUsize>,
+    streamed_bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn start_hostile_receiver() -> (String, Hostile) {
+    use std::sync::atomic::Ordering;
+    let hostile = Hostile::default();
+    let endless = {
+        let hostile = hostile.clone();
+        move || async move {
+            let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+            let counted = hostile.streamed_bytes.clone();
+            let body = futures::stream::repeat(chunk).map(move |chunk| {
+                counted.fetch_add(chunk.len(), Ordering::Relaxed);
+                Ok::<_, std::convert::Infallible>(chunk)
+            });
+            axum::body::Body::from_stream(body)
+        }
+    };
+    let landing = {
+        let hostile = hostile.clone();
+        move || async move {
+            hostile.landed.fetch_add(1, Ordering::Relaxed);
+            StatusCode::NO_CONTENT
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/redirect",
+            axum::routing::post(|| async {
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(axum::http::header::LOCATION, "/landing")],
+                )
+            }),
+        )
+        .route("/landing", axum::routing::post(landing))
+        .route("/endless", axum::routing::post(endless));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind receiver");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, hostile)
+}
+
+#[tokio::test]
+async fn a_receiver_cannot_redirect_a_delivery_or_hold_it_with_an_endless_answer() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("VOIDRUNNER_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("VOIDRUNNER_WEBHOOK_MAX_ATTEMPTS", "1"),
+        ],
+    )
+    .await;
+    let token = app.login_new_user().await;
+    let (base, hostile) = start_hostile_receiver().await;
+    let mut ids = Vec::new();
+    for hook in ["redirect", "endless"] {
+        let (status, run) = app
+            .post_run(
+                &token,
+                "",
+                json!({ "language": "bash", "code": "true", "callback_url": format!("{base}/{hook}") }),
+            )
+            .await;
+        assert_eq!(status, 202, "{run}");
+        ids.push(run["id"].as_str().expect("id").to_owned());
+    }
+    let mut settled = Vec::new();
+    for id in &ids {
+        app.wait_final(&token, id).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        settled.push(loop {
+            let execution = app.execution(&token, id).await;
+            if execution["webhook_state"] != "pending" {
+                break execution;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{execution}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+    }
+    let redirected = &settled[0];
+    assert_eq!(redirected["webhook_state"], "failed", "{redirected}");
+    assert_eq!(redirected["webhook_attempts"][0]["status_code"], 307);
+    assert_eq!(
+        hostile.landed.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the redirect was not followed"
+    );
+    let endless = &settled[1];
+    assert_eq!(endless["webhook_state"], "delivered", "{endless}");
+    assert_eq!(endless["webhook_attempts"][0]["status_code"], 200);
+    // The answer's body is never read: what the receiver got out is what socket buffers hold.
+    let streamed = hostile
+        .streamed_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        streamed < 64 << 20,
+        "{streamed} bytes were taken from the receiver"
+    );
     app.stop().await;
 }

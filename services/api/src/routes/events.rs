@@ -80,9 +80,19 @@ pub async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let resume = resume_point(&headers)?;
     let execution = state.executions.find_owned(user_id, execution_id).await?;
+    let limit = state.config.max_streams_per_user;
+    let slot = state
+        .streams
+        .take(user_id, limit)
+        .ok_or(ApiError::TooManyStreams(limit))?;
     let feeds = Feeds::open(&state, execution_id, &resume).await?;
     let (events, receiver) = mpsc::channel(64);
-    tokio::spawn(feeds.forward(execution.status.is_final(), resume, events));
+    tokio::spawn(async move {
+        feeds
+            .forward(execution.status.is_final(), resume, events)
+            .await;
+        drop(slot);
+    });
     let mut receiver = receiver;
     let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).map(Ok);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
