@@ -23,6 +23,9 @@ vr__log "python packages for the wire-contract and API checks (nats-py, jsonsche
 python3 -m pip install --quiet --disable-pip-version-check 'nats-py==2.16.0' 'jsonschema==4.26.0' \
     'schemathesis==4.6.4' 'hypothesis==6.135.0'
 
+vr__log "prometheus and promtool, for the metrics tests"
+command -v promtool >/dev/null || vr__apt_install prometheus
+
 vr__log "compose file check (docker-compose config)"
 command -v docker-compose >/dev/null || vr__apt_install docker-compose
 VOIDRUNNER_JWT_SECRET=compose-config-check docker-compose -f compose/docker-compose.yml config -q

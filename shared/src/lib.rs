@@ -11,6 +11,7 @@ pub mod events;
 pub mod export;
 pub mod headers;
 pub mod language;
+pub mod metrics;
 pub mod nats_server;
 pub mod provision;
 pub mod publish;

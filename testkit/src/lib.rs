@@ -164,6 +164,8 @@ pub fn test_env(
         ),
         ("VOIDRUNNER_OUTBOX_SWEEP_SECONDS", "1"),
         ("VOIDRUNNER_WORKER_SLOTS", "4"),
+        // Many workers on one machine: each its own port.
+        ("VOIDRUNNER_METRICS_ADDR", "127.0.0.1:0"),
         // Tests poll far faster than a client should; the rate-limit test sets its own limits.
         ("VOIDRUNNER_RATE_LIMIT_PER_USER", "0"),
         ("VOIDRUNNER_RATE_LIMIT_PER_IP", "0"),

@@ -76,6 +76,8 @@ impl Api {
         nats: &NatsConfig,
         db: DatabaseConnection,
     ) -> Result<Api, StartError> {
+        // Installed before anything is counted: counts made earlier would go nowhere.
+        voidrunner_shared::metrics::recorder();
         db::ensure_migrated(&db, config.auto_migrate).await?;
         let tokens = TokenKeys::new(
             config.required_jwt_secret()?.as_bytes(),

@@ -170,6 +170,12 @@ async fn deliver(
         .filter(execution::Column::Id.eq(execution.id))
         .exec(&state.db)
         .await?;
-    tracing::info!(execution_id = %execution.id, attempt, status = ?status_code, outcome = state_now, "webhook attempt");
+    let outcome = match state_now {
+        PENDING => "retrying",
+        other => other,
+    };
+    metrics::counter!(voidrunner_shared::metrics::WEBHOOK_DELIVERIES, "outcome" => outcome)
+        .increment(1);
+    tracing::info!(execution_id = %execution.id, attempt, status = ?status_code, outcome, "webhook attempt");
     Ok(())
 }

@@ -90,6 +90,9 @@ pub async fn run(mut embedded: Embedded, shutdown: CancellationToken) -> anyhow:
         embedded.api.jwt_secret = Some(load_or_create_secret(&data_dir.join("jwt-secret"))?);
     }
 
+    // One process, one recorder: the api's /metrics shows the worker's metrics too.
+    embedded.worker.metrics_addr = "off".into();
+
     let listener = tokio::net::TcpListener::bind(embedded.api.api_addr)
         .await
         .with_context(|| format!("binding VOIDRUNNER_API_ADDR {}", embedded.api.api_addr))?;

@@ -23,6 +23,7 @@ use voidrunner_testkit::{send, spawn_api_only, Backend, TestApp};
 const PUBLIC: &[&str] = &[
     "GET /health",
     "GET /ready",
+    "GET /metrics",
     "POST /api/v1/auth/register",
     "POST /api/v1/auth/login",
     "POST /api/v1/auth/refresh",

@@ -48,6 +48,32 @@ pub struct WorkerConfig {
     /// `VOIDRUNNER_POOL_GO`: started Go sandboxes kept waiting for work.
     #[serde(default)]
     pub pool_go: usize,
+    /// `VOIDRUNNER_METRICS_ADDR`: where the worker serves `/metrics`, `/health` and `/ready`,
+    /// or `off`. (`serve` shows its worker's metrics on the API's address instead.)
+    #[serde(default = "default_metrics_addr")]
+    pub metrics_addr: String,
+}
+
+impl WorkerConfig {
+    /// The address of the metrics endpoint, `None` when it is `off`.
+    pub fn metrics_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        if self.metrics_addr.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        self.metrics_addr.parse().map(Some).map_err(|_| {
+            ConfigError::invalid(
+                "METRICS_ADDR",
+                format!(
+                    "{:?} is not a socket address (e.g. 0.0.0.0:9464) or `off`",
+                    self.metrics_addr
+                ),
+            )
+        })
+    }
+}
+
+fn default_metrics_addr() -> String {
+    "127.0.0.1:9464".into()
 }
 
 fn default_slots() -> usize {

@@ -6,6 +6,7 @@ pub mod ack;
 mod cancellations;
 pub mod config;
 mod fleet;
+mod observability;
 pub mod runner;
 pub mod sandbox;
 
@@ -18,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use voidrunner_shared::config::{ConfigError, NatsConfig, SandboxPolicy};
 use voidrunner_shared::connect::ConnectError;
+use voidrunner_shared::metrics as names;
 use voidrunner_shared::provision::{provision, ProvisionError};
 use voidrunner_shared::{Lane, Language};
 
@@ -41,6 +43,12 @@ pub enum StartError {
     Provision(#[from] ProvisionError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[error("binding VOIDRUNNER_METRICS_ADDR {addr}")]
+    MetricsAddr {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("binding consumer {consumer}")]
     Consumer {
         consumer: String,
@@ -54,6 +62,8 @@ pub struct Worker {
     runner: Runner,
     lanes: Vec<(Lane, PullConsumer)>,
     slots: usize,
+    /// Where `/metrics`, `/health` and `/ready` are served, if anywhere.
+    metrics: Option<tokio::net::TcpListener>,
 }
 
 impl Worker {
@@ -63,7 +73,17 @@ impl Worker {
         policy: SandboxPolicy,
         nats: &NatsConfig,
     ) -> Result<Worker, StartError> {
+        // Installed before anything is counted: counts made earlier would go nowhere.
+        voidrunner_shared::metrics::recorder();
         let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
+        let metrics = match config.metrics_addr()? {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::MetricsAddr { addr, source })?,
+            ),
+            None => None,
+        };
         let namespace = nats.namespace();
         let (client, jetstream) = voidrunner_shared::connect::connect(
             nats.required_url()?,
@@ -96,6 +116,7 @@ impl Worker {
             },
             lanes,
             slots,
+            metrics,
         };
         // Seen in the fleet before it creates any sandbox, so no other worker takes them for orphans.
         fleet::beat(&worker.runner, slots, 0, false).await;
@@ -107,10 +128,17 @@ impl Worker {
         &self.runner.worker_id
     }
 
+    /// The address `/metrics`, `/health` and `/ready` are served on, if they are.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Pulls and runs executions until `shutdown`. Then it stops pulling, lets running
     /// executions finish for the configured grace period, and stops the rest, handing their
     /// dispatches back to the fleet.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), async_nats::Error> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), async_nats::Error> {
         // Cancelled once the running executions are done (or stopped): heartbeats and
         // cancellation requests must go on while they drain.
         let drained = CancellationToken::new();
@@ -122,8 +150,19 @@ impl Worker {
             .nats
             .subscribe(self.runner.namespace.wakeup_filter())
             .await?;
-        // Executions being handled now, for the fleet view.
+        // Executions being handled now, for the fleet view and the metrics.
         let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        metrics::gauge!(names::WORKER_SLOTS).set(self.slots as f64);
+        metrics::gauge!(names::WORKER_SLOTS_BUSY).set(0.0);
+        // Served until the running executions are done: a draining worker can be watched.
+        let endpoint = self.metrics.take().map(|listener| {
+            tokio::spawn(observability::serve(
+                listener,
+                self.runner.nats.clone(),
+                shutdown.clone(),
+                drained.clone(),
+            ))
+        });
         let fleet = tokio::spawn(fleet::register(
             self.runner.clone(),
             Arc::clone(&busy),
@@ -170,10 +209,12 @@ impl Worker {
                 let runner = self.runner.clone();
                 let stop = halt.child_token();
                 let busy = Arc::clone(&busy);
-                busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let now = busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                metrics::gauge!(names::WORKER_SLOTS_BUSY).set(now as f64);
                 running.spawn(async move {
                     runner.handle(message, stop).await;
-                    busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    let now = busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
+                    metrics::gauge!(names::WORKER_SLOTS_BUSY).set(now as f64);
                     drop(permit);
                 });
             }
@@ -188,6 +229,9 @@ impl Worker {
         let _ = cancellation_watch.await;
         self.runner.sandbox.wait_for_removals().await;
         let _ = fleet.await;
+        if let Some(endpoint) = endpoint {
+            let _ = endpoint.await;
+        }
         Ok(())
     }
 

@@ -240,6 +240,7 @@ impl Runner {
                 }
             };
             let mut result = self.result_of(dispatch, attempt, container, limits, report);
+            measure_run(dispatch.language, &result);
             result.runs = run_number;
             if !retryable(&result) || run_number > dispatch.retry.retries {
                 break Ok(result);
@@ -534,6 +535,22 @@ async fn forward_output(
         if let Some(payload) = payload {
             let _ = publish(seq - 1, payload).await;
         }
+    }
+}
+
+/// The metrics of one run in a sandbox.
+fn measure_run(language: Language, result: &ResultV1) {
+    use voidrunner_shared::metrics as names;
+    if let Some(started_at) = result.started_at {
+        let seconds = (result.finished_at - started_at).as_seconds_f64().max(0.0);
+        metrics::histogram!(names::SANDBOX_RUN_SECONDS, "language" => language.as_str(), "status" => result.status.as_str())
+            .record(seconds);
+    }
+    if result.oom_killed {
+        metrics::counter!(names::OOM_KILLS).increment(1);
+    }
+    if result.output_truncated {
+        metrics::counter!(names::OUTPUT_TRUNCATED).increment(1);
     }
 }
 

@@ -10,9 +10,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 use voidrunner_shared::events::ResultV1;
-use voidrunner_shared::{report, Status, TaskStatus};
+use voidrunner_shared::{report, Language, Status, TaskStatus};
 
 use super::admission::admit_in;
+use super::observe::observe;
 use super::transitions::{self, Transition};
 use super::{ExecutionError, Lifecycle, REPORTER};
 use crate::entity::{execution, task};
@@ -44,7 +45,19 @@ impl Lifecycle {
         } else {
             Vec::new()
         };
+        // What the final state is counted under.
+        let language = if to.is_final() {
+            task::Entity::find_by_id(execution.task_id)
+                .select_only()
+                .column(task::Column::ScriptType)
+                .into_tuple::<Language>()
+                .one(&txn)
+                .await?
+        } else {
+            None
+        };
         txn.commit().await?;
+        observe(&execution, transition.as_str(), language);
         self.follow_up(&execution, transition, admitted).await;
         Ok(Some(execution))
     }
@@ -57,7 +70,6 @@ impl Lifecycle {
         transition: Transition,
         admitted: Vec<Uuid>,
     ) {
-        observe(execution, transition.as_str());
         self.dispatch_admitted(admitted).await;
         if execution.status.is_final() && execution.callback_url.is_some() {
             self.webhooks_due.notify_one();
@@ -90,20 +102,6 @@ impl Lifecycle {
             tracing::warn!(execution_id = %execution.id, error = %error, "announcing the result failed");
         }
     }
-}
-
-/// The one place every change of an execution passes: structured logs today; metrics and
-/// trace spans hang here.
-pub(super) fn observe(execution: &execution::Model, transition: &str) {
-    tracing::info!(
-        execution_id = %execution.id,
-        task_id = %execution.task_id,
-        transition,
-        status = execution.status.as_str(),
-        attempt = execution.attempt,
-        worker_id = execution.worker_id.as_deref().unwrap_or(""),
-        "execution moved on"
-    );
 }
 
 /// Sets a task's status to its latest execution's, after an execution was created or moved on.

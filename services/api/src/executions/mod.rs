@@ -10,8 +10,8 @@
 //! Every change of status is one transition of the table in `transitions`: a write guarded by
 //! the states it may leave, in one transaction with the task's status and the admission of
 //! held executions it frees room for. After the commit, `followups` does what the change
-//! calls for beyond the database (dispatches, webhooks, live events, the hook for metrics and
-//! traces) — whichever path made the change, the recorder, a sync waiter or a route.
+//! calls for beyond the database (dispatches, webhooks, live events), and `observe` logs and
+//! counts it — whichever path made the change, the recorder, a sync waiter or a route.
 
 pub mod admission;
 pub mod callback;
@@ -19,6 +19,7 @@ mod cancel;
 mod dispatch;
 mod error;
 mod followups;
+mod observe;
 mod record;
 mod submit;
 pub mod transitions;

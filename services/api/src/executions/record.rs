@@ -112,7 +112,8 @@ impl Lifecycle {
             .is_some_and(|execution| !execution.status.is_final());
         // A duplicate of what ended it is no event; a refused message for an open one is.
         if still_open {
-            metrics::counter!("voidrunner_security_events_total", "kind" => kind).increment(1);
+            metrics::counter!(voidrunner_shared::metrics::SECURITY_EVENTS, "kind" => kind)
+                .increment(1);
             tracing::warn!(%execution_id, security_event = kind, claimed_worker = worker_id, "refused a message that does not answer the execution's dispatch");
         }
     }

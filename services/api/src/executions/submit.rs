@@ -125,7 +125,7 @@ impl Lifecycle {
         super::followups::refresh_task_status(&txn, execution.task_id).await?;
         let admitted = admit_in(&txn, user_id, self.max_active_per_user).await?;
         txn.commit().await?;
-        super::followups::observe(&execution, "submit");
+        super::observe::observe(&execution, "submit", None);
         self.dispatch_admitted(admitted).await;
         let execution = execution::Entity::find_by_id(execution.id)
             .one(&self.db)

@@ -1,6 +1,8 @@
 //! The HTTP edge that more than one route uses: who is calling (`principal`), the rate-limit
-//! middleware (`throttle`), the `Idempotency-Key` header and the 202 of a submission.
+//! middleware (`throttle`), request metrics (`measure`), the `Idempotency-Key` header and the
+//! 202 of a submission.
 
+pub mod measure;
 pub mod principal;
 pub mod throttle;
 

@@ -1,5 +1,6 @@
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use serde::Serialize;
 
 use crate::error::{ApiError, Json};
@@ -66,6 +67,28 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyBody
             nats,
             workers,
         }),
+    )
+}
+
+/// Prometheus metrics of this api (and, under `serve`, of its worker): executions, latencies,
+/// HTTP requests, the queue as the database and JetStream see it, and the process.
+#[utoipa::path(
+    operation_id = "service_metrics",
+    get,
+    path = "/metrics",
+    tag = "fleet",
+    responses((status = 200, description = "Prometheus' text exposition format", content_type = "text/plain", body = String), Malformed)
+)]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Err(error) = state.executions.measure_queue().await {
+        tracing::warn!(error = %error, "the queue's gauges are stale in this scrape");
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            voidrunner_shared::metrics::CONTENT_TYPE,
+        )],
+        voidrunner_shared::metrics::recorder().render(),
     )
 }
 

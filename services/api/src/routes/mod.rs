@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> Router {
     let (service, service_doc) = OpenApiRouter::<AppState>::new()
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
         .split_for_parts();
     let mut doc = crate::openapi::ApiDoc::openapi().nest("/api/v1", api_doc);
     doc.merge(service_doc);
@@ -162,7 +163,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             time_limit,
-        ));
+        ))
+        .layer(axum::middleware::from_fn(crate::http::measure::measure));
     for (name, value) in security_headers {
         // Pages that need another policy (the API docs) set their own.
         router = router.layer(SetResponseHeaderLayer::if_not_present(

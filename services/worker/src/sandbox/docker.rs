@@ -11,10 +11,11 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
+use voidrunner_shared::metrics as names;
 use voidrunner_shared::Language;
 
 use super::container;
-use super::metrics::SandboxMetrics;
+use super::metrics::{Removal, SandboxMetrics};
 use super::pool::{Pool, Started};
 use super::settings::SandboxSettings;
 use super::{ContainerLimits, Interruptions, OutputChunk, Program, RunLimits, RunReport};
@@ -84,7 +85,7 @@ impl DockerSandbox {
             .pool_sizes
             .iter()
             .filter(|(_, size)| **size > 0)
-            .map(|(language, size)| (*language, Pool::new(*size)))
+            .map(|(language, size)| (*language, Pool::new(*language, *size)))
             .collect();
         Ok(DockerSandbox {
             inner: Arc::new(Inner {
@@ -140,6 +141,7 @@ impl DockerSandbox {
         let payload = program.stdin_payload(&nonce)?;
         let language = program.language;
         let pool = self.inner.pools.get(&language);
+        let getting_ready = std::time::Instant::now();
         let warm = match pool {
             Some(pool) if container == self.inner.settings.pool_limits => pool.take(),
             _ => None,
@@ -153,17 +155,25 @@ impl DockerSandbox {
                 SandboxMetrics::add(&self.inner.metrics.cold_starts, 1);
                 if pool.is_some() && container == self.inner.settings.pool_limits {
                     SandboxMetrics::add(&self.inner.metrics.pool_empty, 1);
+                    metrics::counter!(names::WARM_POOL_MISSES, "language" => language.as_str())
+                        .increment(1);
                     tracing::debug!(%language, "warm pool empty; starting a fresh sandbox");
                 }
                 let started = self.start(language, container, Some(execution_id)).await?;
                 (started, false)
             }
         };
+        metrics::histogram!(
+            names::SANDBOX_START_SECONDS,
+            "language" => language.as_str(),
+            "path" => if was_warm { "warm" } else { "cold" }
+        )
+        .record(getting_ready.elapsed().as_secs_f64());
         let id = started.id.clone();
         let report = self
             .collect(started, payload, &nonce, run, output, interruptions)
             .await;
-        self.dispose(id);
+        self.dispose(id, Removal::Used);
         report.map(|report| RunReport {
             warm: was_warm,
             ..report
@@ -202,7 +212,7 @@ impl DockerSandbox {
         match self.attach_and_start(&id).await {
             Ok(started) => Ok(started),
             Err(error) => {
-                self.dispose(id);
+                self.dispose(id, Removal::FailedStart);
                 Err(error)
             }
         }
@@ -256,15 +266,15 @@ impl DockerSandbox {
     }
 
     /// Removes a container in the background; `shutdown` waits for every removal.
-    pub(super) fn dispose(&self, id: String) {
+    pub(super) fn dispose(&self, id: String, reason: Removal) {
         let sandbox = self.clone();
         self.inner.removals.spawn(async move {
-            sandbox.remove(&id).await;
+            sandbox.remove(&id, reason).await;
             sandbox.live().remove(&id);
         });
     }
 
-    pub(super) async fn remove(&self, id: &str) {
+    pub(super) async fn remove(&self, id: &str, reason: Removal) {
         let removal = self.inner.docker.remove_container(
             id,
             Some(RemoveContainerOptions {
@@ -274,7 +284,11 @@ impl DockerSandbox {
             }),
         );
         match tokio::time::timeout(DOCKER_CALL_TIMEOUT, removal).await {
-            Ok(Ok(())) => SandboxMetrics::add(&self.inner.metrics.containers_removed, 1),
+            Ok(Ok(())) => {
+                SandboxMetrics::add(&self.inner.metrics.containers_removed, 1);
+                metrics::counter!(names::CONTAINERS_REMOVED, "reason" => reason.as_str())
+                    .increment(1);
+            }
             Ok(Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             })) => {}

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use voidrunner_shared::Language;
 
 use super::docker::{docker_error, DockerSandbox, DOCKER_CALL_TIMEOUT};
-use super::metrics::SandboxMetrics;
+use super::metrics::{Removal, SandboxMetrics};
 use super::settings::{INSTALLATION_LABEL, WORKER_LABEL};
 use super::SandboxError;
 
@@ -29,7 +29,7 @@ impl DockerSandbox {
         while refillers.join_next().await.is_some() {}
         for pool in self.inner.pools.values() {
             for started in pool.drain() {
-                self.dispose(started.id);
+                self.dispose(started.id, Removal::PoolDrained);
             }
         }
     }
@@ -112,7 +112,7 @@ impl DockerSandbox {
             }
         }
         for id in &orphans {
-            self.remove(id).await;
+            self.remove(id, Removal::Orphan).await;
         }
         SandboxMetrics::add(&self.inner.metrics.orphans_removed, orphans.len() as u64);
         Ok(orphans.len())

@@ -1,4 +1,5 @@
-//! Counters of the sandbox runtime, reported in heartbeats and on the worker's status endpoint.
+//! Counters of the sandbox runtime, reported in heartbeats and on the worker's status endpoint
+//! (Prometheus' are recorded beside them, under the names in `voidrunner_shared::metrics`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,6 +30,30 @@ impl SandboxMetrics {
             containers_created: read(&self.containers_created),
             containers_removed: read(&self.containers_removed),
             orphans_removed: read(&self.orphans_removed),
+        }
+    }
+}
+
+/// Why a sandbox container was removed: the `reason` of `voidrunner_containers_removed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// It ran its program (every sandbox is used once).
+    Used,
+    /// It was created but could not be started.
+    FailedStart,
+    /// It waited in a warm pool that was drained at shutdown.
+    PoolDrained,
+    /// Housekeeping found it left behind by a dead or restarted worker.
+    Orphan,
+}
+
+impl Removal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Removal::Used => "used",
+            Removal::FailedStart => "failed_start",
+            Removal::PoolDrained => "pool_drained",
+            Removal::Orphan => "orphan",
         }
     }
 }

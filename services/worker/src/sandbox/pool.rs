@@ -20,14 +20,16 @@ pub(super) struct Started {
 }
 
 pub(super) struct Pool {
+    language: voidrunner_shared::Language,
     pub target: usize,
     ready: Mutex<VecDeque<Started>>,
     pub refill: Notify,
 }
 
 impl Pool {
-    pub fn new(target: usize) -> Self {
+    pub fn new(language: voidrunner_shared::Language, target: usize) -> Self {
         Pool {
+            language,
             target,
             ready: Mutex::new(VecDeque::new()),
             refill: Notify::new(),
@@ -36,13 +38,18 @@ impl Pool {
 
     /// A warm container, if one is ready; wakes the refiller either way.
     pub fn take(&self) -> Option<Started> {
-        let taken = self.lock().pop_front();
+        let mut ready = self.lock();
+        let taken = ready.pop_front();
+        self.measure(ready.len());
+        drop(ready);
         self.refill.notify_one();
         taken
     }
 
     pub fn put(&self, started: Started) {
-        self.lock().push_back(started);
+        let mut ready = self.lock();
+        ready.push_back(started);
+        self.measure(ready.len());
     }
 
     pub fn len(&self) -> usize {
@@ -51,7 +58,14 @@ impl Pool {
 
     /// Everything waiting, for removal at shutdown.
     pub fn drain(&self) -> Vec<Started> {
-        self.lock().drain(..).collect()
+        let drained = self.lock().drain(..).collect();
+        self.measure(0);
+        drained
+    }
+
+    fn measure(&self, len: usize) {
+        metrics::gauge!(voidrunner_shared::metrics::WARM_POOL_SIZE, "language" => self.language.as_str())
+            .set(len as f64);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Started>> {
