@@ -14,6 +14,7 @@ mod m20261129_000006_runs;
 mod m20261129_000007_webhooks;
 mod m20261129_000008_stream_truncation;
 mod m20261203_000009_dispatch_token;
+mod m20261203_000010_trace_parent;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000007_webhooks::Migration),
             Box::new(m20261129_000008_stream_truncation::Migration),
             Box::new(m20261203_000009_dispatch_token::Migration),
+            Box::new(m20261203_000010_trace_parent::Migration),
         ]
     }
 }

@@ -12,7 +12,8 @@ pub const ATTEMPT: &str = "Voidrunner-Attempt";
 /// W3C trace context, carried from the HTTP request to the sandbox and back.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// Headers for a message about one execution, deduplicated by `message_id`.
+/// Headers for a message about one execution, deduplicated by `message_id`, in the trace of
+/// the current span (`traceparent`), so the receiver continues it.
 pub fn for_execution(
     message_id: &str,
     execution_id: Uuid,
@@ -24,7 +25,15 @@ pub fn for_execution(
     headers.insert(EXECUTION_ID, execution_id.to_string().as_str());
     headers.insert(TASK_ID, task_id.to_string().as_str());
     headers.insert(ATTEMPT, attempt.to_string().as_str());
+    if let Some(traceparent) = crate::telemetry::current_traceparent() {
+        headers.insert(TRACEPARENT, traceparent.as_str());
+    }
     headers
+}
+
+/// The `traceparent` a message carries, if any.
+pub fn traceparent(headers: Option<&HeaderMap>) -> Option<&str> {
+    headers?.get(TRACEPARENT).map(|value| value.as_str())
 }
 
 /// The `Nats-Msg-Id` of each message about an execution. Whoever publishes one (a worker, an

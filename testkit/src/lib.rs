@@ -237,7 +237,7 @@ pub async fn spawn_api_only(backend: Backend, overrides: &[(&str, &str)]) -> Tes
 async fn spawn(backend: Backend, overrides: &[(&str, &str)], with_worker: bool) -> TestApp {
     // Service logs, when a failing test needs them: VOIDRUNNER_TEST_LOG=1 cargo test ...
     if std::env::var_os("VOIDRUNNER_TEST_LOG").is_some() {
-        voidrunner_shared::telemetry::init(false);
+        let _ = voidrunner_shared::telemetry::init(false, "voidrunner-test");
     }
     let nats = start_nats().await;
     let db = fresh_database(backend).await;

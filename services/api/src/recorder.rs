@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use voidrunner_shared::events::{ExecutionEvent, ExecutionResult, ResultV1};
 
 use crate::executions::{ExecutionError, Lifecycle};
@@ -85,6 +86,15 @@ pub enum Feed {
     Started,
 }
 
+impl Feed {
+    fn as_str(self) -> &'static str {
+        match self {
+            Feed::Results => "results",
+            Feed::Started => "started",
+        }
+    }
+}
+
 /// Drains one feed into the database until `shutdown`, re-binding after connection trouble.
 pub async fn run(state: AppState, feed: Feed, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
@@ -130,9 +140,23 @@ async fn drain(
             .await?;
         while let Some(message) = batch.next().await {
             let message = message?;
+            // Recorded in the trace of the worker that sent it.
+            let span = tracing::info_span!("record", feed = feed.as_str());
+            voidrunner_shared::telemetry::continue_trace(
+                &span,
+                voidrunner_shared::headers::traceparent(message.headers.as_ref()),
+            );
             let disposition = match feed {
-                Feed::Results => record_result(&state.executions, &message.payload).await,
-                Feed::Started => record_started(&state.executions, &message.payload).await,
+                Feed::Results => {
+                    record_result(&state.executions, &message.payload)
+                        .instrument(span)
+                        .await
+                }
+                Feed::Started => {
+                    record_started(&state.executions, &message.payload)
+                        .instrument(span)
+                        .await
+                }
             };
             acknowledge(&message, disposition).await;
         }

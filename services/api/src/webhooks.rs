@@ -14,6 +14,7 @@ use sea_orm::{
     QuerySelect, Set,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 use voidrunner_shared::backoff::Backoff;
 use voidrunner_shared::Status;
@@ -84,7 +85,10 @@ async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<(), A
             None => claim.filter(execution::Column::WebhookNextAt.is_null()),
         };
         if claim.exec(&state.db).await?.rows_affected == 1 {
-            deliver(state, client, execution).await?;
+            // Delivered in the execution's trace.
+            let span = tracing::info_span!("webhook", execution_id = %execution.id);
+            voidrunner_shared::telemetry::continue_trace(&span, execution.trace_parent.as_deref());
+            deliver(state, client, execution).instrument(span).await?;
         }
     }
     Ok(())

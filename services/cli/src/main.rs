@@ -40,10 +40,27 @@ async fn main() -> anyhow::Result<()> {
     let json_logs = vars
         .iter()
         .any(|(k, v)| k == "VOIDRUNNER_LOG_FORMAT" && v == "json");
-    voidrunner_shared::telemetry::init(json_logs);
+    let service = match cli.command {
+        Command::Api => "voidrunner-api",
+        Command::Worker => "voidrunner-worker",
+        _ => "voidrunner",
+    };
+    let telemetry = voidrunner_shared::telemetry::init(json_logs, service);
     let shutdown = voidrunner::shutdown_on_signals();
+    let outcome = run(cli.command, vars, shutdown).await;
+    // The spans still buffered go out before the process ends.
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .ok();
+    outcome
+}
 
-    match cli.command {
+async fn run(
+    command: Command,
+    vars: Vec<(String, String)>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    match command {
         Command::Serve => serve::run(Embedded::from_env(vars)?, shutdown).await,
         Command::Api => {
             let config = ApiConfig::from_env(vars.clone())?;

@@ -54,6 +54,7 @@ async fn an_execution_committed_but_never_published_is_dispatched_by_the_sweeper
         stdout_truncated: Set(false),
         stderr_truncated: Set(false),
         dispatch_token: Set(None),
+        trace_parent: Set(None),
         oom_killed: Set(false),
         compile_error: Set(false),
         peak_memory_bytes: Set(None),

@@ -81,6 +81,10 @@ impl Runner {
         let outcome = match serde_json::from_slice::<Dispatch>(&message.payload) {
             Ok(Dispatch::V1(dispatch)) => {
                 let span = tracing::info_span!("execution", execution_id = %dispatch.execution_id, attempt);
+                voidrunner_shared::telemetry::continue_trace(
+                    &span,
+                    voidrunner_shared::headers::traceparent(message.headers.as_ref()),
+                );
                 self.handle_dispatch(&message, dispatch, attempt, &stop)
                     .instrument(span)
                     .await
@@ -222,6 +226,11 @@ impl Runner {
                         cancel,
                     },
                 )
+                .instrument(tracing::info_span!(
+                    "sandbox",
+                    language = dispatch.language.as_str(),
+                    run = run_number
+                ))
                 .await;
             let report = match run {
                 Ok(report) if report.exit == Exit::Stopped => {

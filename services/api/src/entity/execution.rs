@@ -56,6 +56,8 @@ pub struct Model {
     pub stderr_truncated: bool,
     /// The capability of its dispatch: `started` events and results must carry it.
     pub dispatch_token: Option<String>,
+    /// The W3C `traceparent` of the request that created it: its trace.
+    pub trace_parent: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -5,6 +5,7 @@
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use tracing::Instrument;
 use uuid::Uuid;
 use voidrunner_shared::events::{Dispatch, DispatchV1, RequestedLimits, RetryPolicy};
 use voidrunner_shared::headers::{self, message_id};
@@ -60,9 +61,21 @@ pub(super) fn encode(
 }
 
 impl Lifecycle {
-    /// Publishes the execution to TASKS and marks it dispatched.
-    #[tracing::instrument(skip_all, fields(execution_id = %execution.id))]
+    /// Publishes the execution to TASKS and marks it dispatched, in the execution's trace
+    /// (whether the request that created it or the outbox sweeper publishes).
     pub(super) async fn dispatch(
+        &self,
+        execution: &execution::Model,
+        task: &task::Model,
+    ) -> Result<(), ExecutionError> {
+        let span = tracing::info_span!("dispatch", execution_id = %execution.id);
+        voidrunner_shared::telemetry::continue_trace(&span, execution.trace_parent.as_deref());
+        self.publish_dispatch(execution, task)
+            .instrument(span)
+            .await
+    }
+
+    async fn publish_dispatch(
         &self,
         execution: &execution::Model,
         task: &task::Model,

@@ -25,6 +25,11 @@ pub(super) fn observe(execution: &execution::Model, change: &str, language: Opti
         status = execution.status.as_str(),
         attempt = execution.attempt,
         worker_id = execution.worker_id.as_deref().unwrap_or(""),
+        trace_id = execution
+            .trace_parent
+            .as_deref()
+            .and_then(voidrunner_shared::telemetry::trace_id)
+            .unwrap_or(""),
         "execution moved on"
     );
     if execution.status == Status::Running {

@@ -189,5 +189,6 @@ pub(super) fn queued(user_id: Uuid, new: &NewExecution) -> execution::Model {
         stderr_truncated: false,
         // 122 random bits from the OS: what a worker proves it holds the dispatch with.
         dispatch_token: Some(Uuid::new_v4().simple().to_string()),
+        trace_parent: voidrunner_shared::telemetry::current_traceparent(),
     }
 }

@@ -49,6 +49,9 @@ pub struct ExecutionResponse {
     callback_url: Option<String>,
     /// `pending`, `delivered` or `failed`; null without a callback URL.
     webhook_state: Option<String>,
+    /// The OpenTelemetry trace of the execution (32 hex digits): the request that created it,
+    /// its dispatch, the worker's run and the recording of its result.
+    trace_id: Option<String>,
     /// Every delivery attempt so far (on `GET /executions/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_attempts: Option<Vec<WebhookAttemptResponse>>,
@@ -105,6 +108,11 @@ impl From<execution::Model> for ExecutionResponse {
             rerun_of: execution.rerun_of,
             callback_url: execution.callback_url,
             webhook_state: execution.webhook_state,
+            trace_id: execution
+                .trace_parent
+                .as_deref()
+                .and_then(voidrunner_shared::telemetry::trace_id)
+                .map(str::to_owned),
             webhook_attempts: None,
         }
     }

@@ -187,7 +187,15 @@ pub fn router(state: AppState) -> Router {
                     .get(REQUEST_ID)
                     .and_then(|id| id.to_str().ok())
                     .unwrap_or_default();
-                tracing::info_span!("http", method = %request.method(), path, request_id)
+                let span =
+                    tracing::info_span!("http", method = %request.method(), path, request_id);
+                // A client's trace goes on through the execution; otherwise this starts one.
+                let traceparent = request
+                    .headers()
+                    .get(voidrunner_shared::headers::TRACEPARENT)
+                    .and_then(|value| value.to_str().ok());
+                voidrunner_shared::telemetry::continue_trace(&span, traceparent);
+                span
             }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
