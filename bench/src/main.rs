@@ -4,7 +4,9 @@
 //! worker with its warm pool ready, through a worker without a pool, and of a plain hardened
 //! `docker run --rm` of the same program; then executions per second through a worker at
 //! several parallelisms. Latency through the worker runs from publishing the dispatch to
-//! receiving the result on the execution's reply subject. Prints a Markdown table.
+//! receiving the result on the execution's reply subject. The warm-pool path is measured twice:
+//! first with no instrumentation installed, then with metrics recorded and traces exported
+//! over OTLP (as every later row is). Prints a Markdown table.
 //!
 //! Needs what the tests need: Docker with the language images, and nats-server.
 
@@ -36,8 +38,19 @@ struct BenchWorker {
 
 impl BenchWorker {
     async fn start(nats_url: &str, slots: usize, pool: usize) -> anyhow::Result<BenchWorker> {
+        Self::start_with(nats_url, slots, pool, "127.0.0.1:0").await
+    }
+
+    /// `metrics_addr` `off`: the worker records no metrics.
+    async fn start_with(
+        nats_url: &str,
+        slots: usize,
+        pool: usize,
+        metrics_addr: &str,
+    ) -> anyhow::Result<BenchWorker> {
         let prefix = voidrunner_testkit::unique_prefix();
         let vars: Vec<(String, String)> = [
+            ("VOIDRUNNER_METRICS_ADDR", metrics_addr.to_owned()),
             ("VOIDRUNNER_NATS_URL", nats_url.to_owned()),
             ("VOIDRUNNER_NATS_PREFIX", prefix.clone()),
             ("VOIDRUNNER_WORKER_SLOTS", slots.to_string()),
@@ -151,6 +164,54 @@ impl BenchWorker {
     }
 }
 
+/// An OTLP/HTTP endpoint that takes every export and discards it; returns its URL.
+async fn start_collector() -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buffer = vec![0u8; 1 << 16];
+                // One request per connection is enough for the exporter: read, answer, close.
+                let mut seen = Vec::new();
+                while let Ok(n) = stream.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buffer[..n]);
+                    if let Some(end) = find(&seen, b"\r\n\r\n") {
+                        let length = content_length(&seen[..end]);
+                        if seen.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            });
+        }
+    });
+    Ok(url)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
 /// The same program through a plain hardened `docker run --rm`.
 async fn docker_run_once() -> anyhow::Result<Duration> {
     let started = Instant::now();
@@ -219,6 +280,21 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(60);
     let nats = voidrunner_testkit::start_nats().await;
 
+    // First without any instrumentation (nothing installed yet: no metrics recorder, no
+    // tracing subscriber), then with both from here on: metrics recorded and served, spans
+    // exported over OTLP to a collector that takes them.
+    eprintln!("warm pool, uninstrumented: {samples} sequential executions");
+    let bare = BenchWorker::start_with(nats.url(), 1, 1, "off").await?;
+    let mut bare_samples = Vec::new();
+    for _ in 0..samples {
+        bare.wait_for_pool(1).await?;
+        bare_samples.extend(bare.run(1).await?);
+    }
+    bare.stop().await;
+    let collector = start_collector().await?;
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", &collector);
+    let _telemetry = voidrunner_shared::telemetry::init(false, "voidrunner-bench");
+
     eprintln!("warm pool: {samples} sequential executions, each with the pool ready");
     let warm = BenchWorker::start(nats.url(), 1, 1).await?;
     let mut warm_samples = Vec::new();
@@ -248,6 +324,10 @@ async fn main() -> anyhow::Result<()> {
             samples: warm_samples,
         },
         Latency {
+            name: "worker, warm pool, no metrics or traces",
+            samples: bare_samples,
+        },
+        Latency {
             name: "worker, no pool",
             samples: cold_samples,
         },
@@ -259,7 +339,7 @@ async fn main() -> anyhow::Result<()> {
     for latency in &mut latencies {
         latency.samples.sort();
     }
-    let docker_p50 = percentile(&latencies[2].samples, 50.0);
+    let docker_p50 = percentile(&latencies[3].samples, 50.0);
 
     let mut throughput = Vec::new();
     for parallelism in PARALLELISMS {

@@ -73,15 +73,19 @@ impl Worker {
         policy: SandboxPolicy,
         nats: &NatsConfig,
     ) -> Result<Worker, StartError> {
-        // Installed before anything is counted: counts made earlier would go nowhere.
-        voidrunner_shared::metrics::recorder();
         let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
         let metrics = match config.metrics_addr()? {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::MetricsAddr { addr, source })?,
-            ),
+            Some(addr) => {
+                // Installed before anything is counted: counts made earlier would go nowhere.
+                // Without an endpoint the worker records nothing (unless, as under `serve`,
+                // the process's api installed the recorder and shows them).
+                voidrunner_shared::metrics::recorder();
+                Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| StartError::MetricsAddr { addr, source })?,
+                )
+            }
             None => None,
         };
         let namespace = nats.namespace();
