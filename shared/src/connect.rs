@@ -36,6 +36,9 @@ pub async fn connect(
     url: &str,
     client_name: &str,
 ) -> Result<(async_nats::Client, jetstream::Context), ConnectError> {
+    // rustls cannot pick a process default itself once both ring (async-nats, sqlx) and
+    // aws-lc-rs (reqwest) are built in, and async-nats's TLS needs one; an earlier install wins.
+    let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
     let client = async_nats::ConnectOptions::new()
         .name(client_name)
         .connection_timeout(Duration::from_secs(5))

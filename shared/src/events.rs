@@ -246,18 +246,12 @@ pub struct ResultV1 {
 }
 
 /// Results carry only the final states of `Status`.
-fn final_status(_: &mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema {
-    schemars::schema::SchemaObject {
-        instance_type: Some(schemars::schema::InstanceType::String.into()),
-        enum_values: Some(
-            Status::FINAL
-                .iter()
-                .map(|status| status.as_str().into())
-                .collect(),
-        ),
-        ..Default::default()
-    }
-    .into()
+fn final_status(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let finals: Vec<&str> = Status::FINAL.iter().map(|status| status.as_str()).collect();
+    schemars::json_schema!({
+        "type": "string",
+        "enum": finals,
+    })
 }
 
 fn one_run() -> u32 {
@@ -357,17 +351,22 @@ pub struct SandboxCounters {
 }
 
 /// The JSON Schema of every event, by file name under `nats/schemas/`.
-pub fn json_schemas() -> Vec<(&'static str, schemars::schema::RootSchema)> {
+pub fn json_schemas() -> Vec<(&'static str, schemars::Schema)> {
     vec![
-        ("dispatch.json", schemars::schema_for!(Dispatch)),
-        (
-            "execution-event.json",
-            schemars::schema_for!(ExecutionEvent),
-        ),
-        ("result.json", schemars::schema_for!(ExecutionResult)),
-        ("dead-letter.json", schemars::schema_for!(DeadLetter)),
-        ("worker-status.json", schemars::schema_for!(WorkerStatus)),
+        ("dispatch.json", draft07_schema::<Dispatch>()),
+        ("execution-event.json", draft07_schema::<ExecutionEvent>()),
+        ("result.json", draft07_schema::<ExecutionResult>()),
+        ("dead-letter.json", draft07_schema::<DeadLetter>()),
+        ("worker-status.json", draft07_schema::<WorkerStatus>()),
     ]
+}
+
+/// The committed schemas are draft-07, as their consumers validate them; schemars 1 defaults to
+/// 2020-12.
+fn draft07_schema<T: JsonSchema>() -> schemars::Schema {
+    schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<T>()
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -39,9 +39,8 @@ pub const REFRESH_TOKEN_PREFIX: &str = "vrr_";
 
 /// A new secret: `prefix` and 32 random bytes in hex.
 pub fn new_secret(prefix: &str) -> String {
-    use argon2::password_hash::rand_core::RngCore;
     let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
     format!("{prefix}{}", hex::encode(bytes))
 }
 
@@ -51,17 +50,19 @@ pub fn digest(secret: &str) -> String {
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
+/// Only empty HMAC keys are refused, and the configuration requires a long secret.
+const NON_EMPTY_SECRET: &str = "the jwt secret is not empty";
+
 impl TokenKeys {
     pub fn new(secret: &[u8], ttl_seconds: u64) -> Self {
         // A hash of a random password, checked when a login names no known user.
-        let salt = SaltString::generate(&mut OsRng);
         let decoy_hash = Argon2::default()
-            .hash_password(uuid::Uuid::new_v4().as_bytes(), &salt)
+            .hash_password(uuid::Uuid::new_v4().as_bytes())
             .map(|hash| hash.to_string())
             .unwrap_or_default();
         TokenKeys {
-            encoding: Arc::new(EncodingKey::from_secret(secret)),
-            decoding: Arc::new(DecodingKey::from_secret(secret)),
+            encoding: Arc::new(EncodingKey::from_secret(secret).expect(NON_EMPTY_SECRET)),
+            decoding: Arc::new(DecodingKey::from_secret(secret).expect(NON_EMPTY_SECRET)),
             ttl_seconds,
             decoy_hash: decoy_hash.into(),
         }
@@ -118,9 +119,8 @@ impl TokenKeys {
 /// Hashes a password with Argon2id on a blocking thread (it is deliberately slow).
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
     tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
+            .hash_password(password.as_bytes())
             .map(|hash| hash.to_string())
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing password: {e}")))
     })

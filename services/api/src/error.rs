@@ -142,7 +142,7 @@ pub fn database_unreachable(error: &sea_orm::DbErr) -> bool {
     match error {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
-            match error {
+            match &**error {
                 sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::PoolTimedOut
@@ -169,10 +169,14 @@ pub fn database_unreachable(error: &sea_orm::DbErr) -> bool {
 fn unstorable_text(error: &sea_orm::DbErr) -> bool {
     use sea_orm::{sqlx, DbErr, RuntimeErr};
     match error {
-        DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(error)))
-        | DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(error))) => error
-            .code()
-            .is_some_and(|code| code == "22021" || code == "22P05"),
+        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
+            match &**error {
+                sqlx::Error::Database(error) => error
+                    .code()
+                    .is_some_and(|code| code == "22021" || code == "22P05"),
+                _ => false,
+            }
+        }
         _ => false,
     }
 }

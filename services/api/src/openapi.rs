@@ -50,6 +50,7 @@ pub enum Public {
     /// The database is unreachable; nothing was changed.
     #[response(status = 503)]
     Unavailable(ErrorBody),
+    /// A bug; the body reveals nothing, the log has the cause.
     #[response(status = 500)]
     Internal(ErrorBody),
 }
@@ -57,6 +58,7 @@ pub enum Public {
 /// A malformed request: bad JSON, a path id that is not a UUID, a bad query parameter.
 #[derive(IntoResponses)]
 pub enum Malformed {
+    /// Bad JSON, a path id that is not a UUID, or a bad query parameter.
     #[response(status = 400)]
     BadRequest(ErrorBody),
 }
@@ -78,6 +80,7 @@ pub enum BodyErrors {
 /// The resource does not exist, or belongs to someone else.
 #[derive(IntoResponses)]
 pub enum Missing {
+    /// The resource does not exist, or belongs to someone else.
     #[response(status = 404)]
     NotFound(ErrorBody),
 }
@@ -85,6 +88,7 @@ pub enum Missing {
 /// The resource's state forbids the change.
 #[derive(IntoResponses)]
 pub enum Conflict {
+    /// The resource's state forbids the change.
     #[response(status = 409)]
     Conflict(ErrorBody),
 }

@@ -27,7 +27,7 @@ pub(super) async fn admit_in<C: ConnectionTrait>(
     // Touching the user's row serialises admission per user: a row lock on PostgreSQL, the
     // write lock on SQLite (the callers write before they read, so no lock upgrade can fail).
     user::Entity::update_many()
-        .col_expr(user::Column::Id, Expr::col(user::Column::Id).into())
+        .col_expr(user::Column::Id, Expr::col(user::Column::Id))
         .filter(user::Column::Id.eq(user_id))
         .exec(txn)
         .await?;
