@@ -119,7 +119,7 @@ fn describe() {
     describe_histogram!(
         QUEUE_SECONDS,
         Unit::Seconds,
-        "Time from an execution's creation to a worker starting it, by lane"
+        "Time from an execution's creation to a worker starting it, by lane (observed when it ends)"
     );
     describe_histogram!(
         END_TO_END_SECONDS,

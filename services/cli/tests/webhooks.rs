@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use voidrunner_testkit::{send, spawn_api_only, spawn_app_with, Backend};
+use voidrunner_testkit::{send, spawn_api_only, spawn_app_with, Backend, TestApp};
 
 /// A local receiver that fails the first `failures` deliveries, then accepts.
 #[derive(Clone, Default)]
@@ -47,6 +47,19 @@ async fn start_receiver(failures: usize) -> (String, Receiver) {
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, receiver)
+}
+
+/// The execution once its webhook is no longer pending (delivered or given up).
+async fn settled(app: &TestApp, token: &str, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let execution = app.execution(token, id).await;
+        if execution["webhook_state"] != "pending" {
+            return execution;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{execution}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn verify(secret: &str, signature: &str, body: &str) -> bool {
@@ -95,15 +108,7 @@ async fn the_result_is_delivered_signed_and_retried_until_the_receiver_takes_it(
     let id = execution["id"].as_str().expect("id");
     app.wait_final(&token, id).await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let delivered = loop {
-        let execution = app.execution(&token, id).await;
-        if execution["webhook_state"] != "pending" {
-            break execution;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{execution}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let delivered = settled(&app, &token, id).await;
     assert_eq!(delivered["webhook_state"], "delivered", "{delivered}");
     let attempts = delivered["webhook_attempts"].as_array().expect("attempts");
     let codes: Vec<Value> = attempts.iter().map(|a| a["status_code"].clone()).collect();
@@ -250,20 +255,12 @@ async fn a_receiver_cannot_redirect_a_delivery_or_hold_it_with_an_endless_answer
         assert_eq!(status, 202, "{run}");
         ids.push(run["id"].as_str().expect("id").to_owned());
     }
-    let mut settled = Vec::new();
+    let mut outcomes = Vec::new();
     for id in &ids {
         app.wait_final(&token, id).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        settled.push(loop {
-            let execution = app.execution(&token, id).await;
-            if execution["webhook_state"] != "pending" {
-                break execution;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{execution}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        });
+        outcomes.push(settled(&app, &token, id).await);
     }
-    let redirected = &settled[0];
+    let redirected = &outcomes[0];
     assert_eq!(redirected["webhook_state"], "failed", "{redirected}");
     assert_eq!(redirected["webhook_attempts"][0]["status_code"], 307);
     assert_eq!(
@@ -271,7 +268,7 @@ async fn a_receiver_cannot_redirect_a_delivery_or_hold_it_with_an_endless_answer
         0,
         "the redirect was not followed"
     );
-    let endless = &settled[1];
+    let endless = &outcomes[1];
     assert_eq!(endless["webhook_state"], "delivered", "{endless}");
     assert_eq!(endless["webhook_attempts"][0]["status_code"], 200);
     // The answer's body is never read: what the receiver got out is what socket buffers hold.

@@ -32,13 +32,13 @@ pub(super) fn observe(execution: &execution::Model, change: &str, language: Opti
             .unwrap_or(""),
         "execution moved on"
     );
-    if execution.status == Status::Running {
+    if execution.status.is_final() {
+        // Observed once, when the execution ends: its `started` event may be recorded after
+        // its result (they travel on different streams), or never.
         if let Some(started_at) = execution.started_at {
             metrics::histogram!(names::QUEUE_SECONDS, "lane" => execution.lane.clone())
                 .record(seconds(execution.created_at, started_at));
         }
-    }
-    if execution.status.is_final() {
         let language = language.map_or("unknown", Language::as_str);
         metrics::counter!(names::EXECUTIONS, "language" => language, "status" => execution.status.as_str())
             .increment(1);
