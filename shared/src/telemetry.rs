@@ -78,7 +78,10 @@ pub fn init(json: bool, service: &str) -> Telemetry {
     let spans = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(filter());
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours for a terminal only: a log file or collector gets plain text.
+    let logs = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     let logs = if json {
         logs.json()
             .flatten_event(true)
@@ -114,14 +117,17 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
 }
 
 /// Makes `span` a child of the span `traceparent` names (from another process); a missing or
-/// malformed one leaves `span` the root of a new trace.
+/// malformed one leaves `span` the root of a new trace. A `trace_id` field the span declares
+/// gets the continued trace's id, so every log line inside the span names its trace.
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
     let Some(traceparent) = traceparent else {
         return;
     };
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
     let context = TraceContextPropagator::new().extract(&carrier);
+    let trace_id = context.span().span_context().trace_id();
     if context.span().span_context().is_valid() {
+        span.record("trace_id", tracing::field::display(trace_id));
         let _ = span.set_parent(context);
     }
 }

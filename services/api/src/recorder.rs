@@ -141,7 +141,11 @@ async fn drain(
         while let Some(message) = batch.next().await {
             let message = message?;
             // Recorded in the trace of the worker that sent it.
-            let span = tracing::info_span!("record", feed = feed.as_str());
+            let span = tracing::info_span!(
+                "record",
+                feed = feed.as_str(),
+                trace_id = tracing::field::Empty
+            );
             voidrunner_shared::telemetry::continue_trace(
                 &span,
                 voidrunner_shared::headers::traceparent(message.headers.as_ref()),

@@ -86,7 +86,7 @@ async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<(), A
         };
         if claim.exec(&state.db).await?.rows_affected == 1 {
             // Delivered in the execution's trace.
-            let span = tracing::info_span!("webhook", execution_id = %execution.id);
+            let span = tracing::info_span!("webhook", execution_id = %execution.id, trace_id = tracing::field::Empty);
             voidrunner_shared::telemetry::continue_trace(&span, execution.trace_parent.as_deref());
             deliver(state, client, execution).instrument(span).await?;
         }

@@ -179,6 +179,14 @@ async fn one_trace_from_request_to_record(protocol: &str) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The log lines about the execution name its trace, in both services.
+    for name in ["api", "worker"] {
+        let log = processes.log_of(name);
+        assert!(
+            log.contains(&format!("trace_id={client_trace}")),
+            "the {name}'s log does not name trace {client_trace}:\n{log}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -80,7 +80,7 @@ impl Runner {
             .unwrap_or(1);
         let outcome = match serde_json::from_slice::<Dispatch>(&message.payload) {
             Ok(Dispatch::V1(dispatch)) => {
-                let span = tracing::info_span!("execution", execution_id = %dispatch.execution_id, attempt);
+                let span = tracing::info_span!("execution", execution_id = %dispatch.execution_id, attempt, trace_id = tracing::field::Empty);
                 voidrunner_shared::telemetry::continue_trace(
                     &span,
                     voidrunner_shared::headers::traceparent(message.headers.as_ref()),

@@ -68,7 +68,7 @@ impl Lifecycle {
         execution: &execution::Model,
         task: &task::Model,
     ) -> Result<(), ExecutionError> {
-        let span = tracing::info_span!("dispatch", execution_id = %execution.id);
+        let span = tracing::info_span!("dispatch", execution_id = %execution.id, trace_id = tracing::field::Empty);
         voidrunner_shared::telemetry::continue_trace(&span, execution.trace_parent.as_deref());
         self.publish_dispatch(execution, task)
             .instrument(span)

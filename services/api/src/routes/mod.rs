@@ -188,7 +188,7 @@ pub fn router(state: AppState) -> Router {
                     .and_then(|id| id.to_str().ok())
                     .unwrap_or_default();
                 let span =
-                    tracing::info_span!("http", method = %request.method(), path, request_id);
+                    tracing::info_span!("http", method = %request.method(), path, request_id, trace_id = tracing::field::Empty);
                 // A client's trace goes on through the execution; otherwise this starts one.
                 let traceparent = request
                     .headers()
