@@ -101,11 +101,6 @@ impl Recorder {
         self.process.collect();
         self.handle.render()
     }
-
-    /// Histograms' samples are kept in blocks that this rolls up; rendering does it too.
-    pub fn run_upkeep(&self) {
-        self.handle.run_upkeep();
-    }
 }
 
 /// The `Content-Type` of `render`'s output.
