@@ -14,13 +14,23 @@ use crate::Namespace;
 /// Results larger than this once encoded switch their output to base64 (NATS carries 8 MB).
 const MAX_RESULT_BYTES: usize = 6 * 1024 * 1024;
 
-/// Publishes `result` on the execution's reply subject and waits for RESULTS to store it.
+/// How a published result fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// It is the execution's result on the bus.
+    First,
+    /// Another result for the same dispatch was stored before it; this one was dropped.
+    Duplicate,
+}
+
+/// Publishes `result` on the execution's reply subject and waits for RESULTS to store it (or
+/// to answer that a result for the same dispatch is there already).
 pub async fn publish_result(
     jetstream: &jetstream::Context,
     namespace: &Namespace,
     task_id: uuid::Uuid,
     result: &ResultV1,
-) -> Result<(), PublishError> {
+) -> Result<Stored, PublishError> {
     let execution_id = result.execution_id;
     let headers = headers::for_execution(
         &message_id::result(execution_id, result.dispatch_token.as_deref()),
@@ -42,7 +52,13 @@ pub async fn publish_result(
         &event,
     )
     .await
-    .map(|_| ())
+    .map(|ack| {
+        if ack.duplicate {
+            Stored::Duplicate
+        } else {
+            Stored::First
+        }
+    })
 }
 
 /// Gives up on a dispatch for `reason` after `attempts` deliveries: its dead letter goes to DLQ
@@ -54,7 +70,7 @@ pub async fn publish_dead_letter(
     reason: String,
     attempts: u32,
     reporter: &str,
-) -> Result<(), PublishError> {
+) -> Result<Stored, PublishError> {
     let execution_id = dispatch.execution_id;
     let letter = DeadLetter::V1(DeadLetterV1 {
         dispatch: dispatch.clone(),

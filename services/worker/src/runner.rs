@@ -400,7 +400,7 @@ impl Runner {
         )
         .await
         {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::error!(%execution_id, attempt, "execution dead-lettered");
                 Outcome::GaveUp
             }
@@ -448,7 +448,9 @@ impl Runner {
             dispatch_token: dispatch.dispatch_token.clone(),
             ..result.clone()
         };
-        report::publish_result(&self.jetstream, &self.namespace, dispatch.task_id, &result).await
+        report::publish_result(&self.jetstream, &self.namespace, dispatch.task_id, &result)
+            .await
+            .map(|_| ())
     }
 }
 

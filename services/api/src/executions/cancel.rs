@@ -4,10 +4,12 @@ use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter};
 use uuid::Uuid;
+use voidrunner_shared::events::ResultV1;
+use voidrunner_shared::report::{self, Stored};
 use voidrunner_shared::Status;
 
 use super::transitions::Transition;
-use super::{ExecutionError, Lifecycle, NewExecution, Submitted};
+use super::{ExecutionError, Lifecycle, NewExecution, Submitted, REPORTER};
 use crate::entity::execution::{self, Column};
 
 impl Lifecycle {
@@ -35,25 +37,55 @@ impl Lifecycle {
             .await
             .map_err(|e| ExecutionError::Cancellation(e.into()))?;
         if execution.status == Status::Queued {
-            self.take_off_lane(&execution).await;
-            let columns = vec![
-                (
-                    Column::Error,
-                    Expr::value("cancelled on request before it started"),
-                ),
-                (Column::FinishedAt, Expr::value(Utc::now())),
-            ];
-            // Nothing is written when a worker started it meanwhile: it kills it instead.
-            self.change(
-                execution_id,
-                Transition::Cancel,
-                Status::Cancelled,
-                columns,
-                Condition::all(),
-            )
-            .await?;
+            self.cancel_queued(&execution).await?;
         }
         self.find_owned(user_id, execution_id).await
+    }
+
+    /// Ends a queued execution `cancelled`. The reply subject decides between the cancellation
+    /// and a worker that took the execution meanwhile: the cancellation is published there
+    /// first, under the message id the worker's result has, and only if it is stored first
+    /// does the execution end cancelled. So the bus, the live streams and the database tell one
+    /// outcome, and a worker that pulls the dispatch later finds the result and leaves it.
+    async fn cancel_queued(&self, execution: &execution::Model) -> Result<(), ExecutionError> {
+        self.take_off_lane(execution).await;
+        let finished_at = Utc::now();
+        let error = "cancelled on request before it started";
+        let mut announced = ResultV1::fleet_error(
+            execution.id,
+            REPORTER,
+            u32::try_from(execution.attempt).unwrap_or(0),
+            error.to_owned(),
+        );
+        announced.status = Status::Cancelled;
+        announced.runs = 0;
+        announced.finished_at = finished_at;
+        announced.dispatch_token = execution.dispatch_token.clone();
+        let stored =
+            report::publish_result(&self.jetstream, &self.namespace, execution.task_id, &announced)
+                .await
+                .map_err(|e| ExecutionError::Cancellation(e.into()))?;
+        if stored == Stored::Duplicate {
+            // A worker's result is there first: the execution ends as that says, when the
+            // recorder applies it.
+            return Err(ExecutionError::AlreadyEnded);
+        }
+        let columns = vec![
+            (Column::Error, Expr::value(error)),
+            (Column::FinishedAt, Expr::value(finished_at)),
+        ];
+        // The recorder may have applied the announcement already (then nothing is written).
+        // A worker that started meanwhile cannot report any more (its result would be a
+        // duplicate): it is told by the cancellation bucket and stops.
+        self.change(
+            execution.id,
+            Transition::Cancel,
+            Status::Cancelled,
+            columns,
+            Condition::all(),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Deletes a queued execution's dispatch from TASKS, so no worker pulls it.

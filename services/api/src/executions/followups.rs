@@ -9,13 +9,12 @@ use sea_orm::{
     QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
-use voidrunner_shared::events::ResultV1;
-use voidrunner_shared::{report, Language, Status, TaskStatus};
+use voidrunner_shared::{Language, Status, TaskStatus};
 
 use super::admission::admit_in;
 use super::observe::observe;
 use super::transitions::{self, Transition};
-use super::{ExecutionError, Lifecycle, REPORTER};
+use super::{ExecutionError, Lifecycle};
 use crate::entity::{execution, task};
 
 impl Lifecycle {
@@ -58,48 +57,16 @@ impl Lifecycle {
         };
         txn.commit().await?;
         observe(&execution, transition.as_str(), language);
-        self.follow_up(&execution, transition, admitted).await;
+        self.follow_up(&execution, admitted).await;
         Ok(Some(execution))
     }
 
     /// What a committed change calls for beyond the database. Each step is best effort: the
     /// sweeper dispatches what was admitted but not published, and the webhook deliverer polls.
-    pub(super) async fn follow_up(
-        &self,
-        execution: &execution::Model,
-        transition: Transition,
-        admitted: Vec<Uuid>,
-    ) {
+    pub(super) async fn follow_up(&self, execution: &execution::Model, admitted: Vec<Uuid>) {
         self.dispatch_admitted(admitted).await;
         if execution.status.is_final() && execution.callback_url.is_some() {
             self.webhooks_due.notify_one();
-        }
-        if transition == Transition::Cancel {
-            self.announce_result(execution).await;
-        }
-    }
-
-    /// Publishes the outcome of a change the api made itself on the execution's reply subject,
-    /// as a worker would have: live-output streams and sync waiters end with it, and a worker
-    /// that pulls the dispatch anyway finds the result and leaves it alone.
-    async fn announce_result(&self, execution: &execution::Model) {
-        let mut result = ResultV1::fleet_error(
-            execution.id,
-            REPORTER,
-            u32::try_from(execution.attempt).unwrap_or(0),
-            execution.error.clone().unwrap_or_default(),
-        );
-        result.status = execution.status;
-        result.runs = 0;
-        result.dispatch_token = execution.dispatch_token.clone();
-        if let Some(finished_at) = execution.finished_at {
-            result.finished_at = finished_at;
-        }
-        if let Err(error) =
-            report::publish_result(&self.jetstream, &self.namespace, execution.task_id, &result)
-                .await
-        {
-            tracing::warn!(execution_id = %execution.id, error = %error, "announcing the result failed");
         }
     }
 }

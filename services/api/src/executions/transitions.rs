@@ -18,7 +18,9 @@ pub enum Transition {
     Start,
     /// A result arrived: from its worker, or for a dead letter from the api.
     Finish,
-    /// The api cancelled an execution no worker had started.
+    /// The api cancelled an execution that was queued when asked: its cancellation was the
+    /// result stored first on the reply subject (a worker may have started it meanwhile; that
+    /// worker's result can no longer be stored, and it stops on the cancellation).
     Cancel,
 }
 
@@ -37,7 +39,7 @@ impl Transition {
     pub fn from(self) -> &'static [Status] {
         match self {
             Transition::Start | Transition::Finish => &Status::UNFINISHED,
-            Transition::Cancel => &[Status::Queued],
+            Transition::Cancel => &[Status::Queued, Status::Running],
         }
     }
 
@@ -216,8 +218,8 @@ mod tests {
             }
         }
         // Start: queued or running to running; finish: either to each final state; cancel:
-        // queued to cancelled. Nothing leaves a final state.
-        assert_eq!(allowed.len(), 2 + 2 * 5 + 1);
+        // either to cancelled. Nothing leaves a final state.
+        assert_eq!(allowed.len(), 2 + 2 * 5 + 2);
         assert!(allowed.iter().all(|(_, from, _)| !from.is_final()));
     }
 
