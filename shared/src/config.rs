@@ -52,7 +52,7 @@ pub fn from_env<T: DeserializeOwned>(
 }
 
 /// How a service reaches NATS and which installation (subject prefix) it belongs to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct NatsConfig {
     /// `VOIDRUNNER_NATS_URL`: server URL(s), comma separated. Unset in `serve`: start a local one.
     pub nats_url: Option<String>,
@@ -71,6 +71,54 @@ pub struct NatsConfig {
     /// `VOIDRUNNER_NATS_MAX_ACK_PENDING`: executions in flight per lane across the fleet.
     #[serde(default = "default_max_ack_pending")]
     pub nats_max_ack_pending: u32,
+    /// `VOIDRUNNER_NATS_PROVISION`: whether this service creates and updates the streams,
+    /// consumers and buckets at start. A worker whose credentials may not (the `worker` role)
+    /// sets `false` and waits for an api to have done it.
+    #[serde(default = "default_provision")]
+    pub nats_provision: bool,
+    /// `VOIDRUNNER_NATS_CREDS`: a `.creds` file (user JWT and nkey seed) to authenticate with.
+    pub nats_creds: Option<std::path::PathBuf>,
+    /// `VOIDRUNNER_NATS_NKEY_SEED_FILE`: a file holding an nkey seed (`SU…`) to authenticate with.
+    pub nats_nkey_seed_file: Option<std::path::PathBuf>,
+    /// `VOIDRUNNER_NATS_USER` and `VOIDRUNNER_NATS_PASSWORD`: user and password to authenticate with.
+    pub nats_user: Option<String>,
+    pub nats_password: Option<String>,
+    /// `VOIDRUNNER_NATS_TLS_CA`: PEM file of the CA that signed the servers' certificates; set,
+    /// the connection must use TLS.
+    pub nats_tls_ca: Option<std::path::PathBuf>,
+    /// `VOIDRUNNER_NATS_TLS_CERT` and `VOIDRUNNER_NATS_TLS_KEY`: a client certificate and its
+    /// key, for servers that verify clients.
+    pub nats_tls_cert: Option<std::path::PathBuf>,
+    pub nats_tls_key: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for NatsConfig {
+    /// Everything but the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("nats_url", &self.nats_url)
+            .field("nats_prefix", &self.nats_prefix)
+            .field("nats_replicas", &self.nats_replicas)
+            .field("nats_provision", &self.nats_provision)
+            .field("nats_user", &self.nats_user)
+            .field(
+                "nats_password",
+                &self.nats_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("nats_creds", &self.nats_creds)
+            .field("nats_nkey_seed_file", &self.nats_nkey_seed_file)
+            .field("nats_tls_ca", &self.nats_tls_ca)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a service proves who it is to NATS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsAuth {
+    None,
+    UserPassword { user: String, password: String },
+    NkeySeedFile(std::path::PathBuf),
+    CredsFile(std::path::PathBuf),
 }
 
 fn default_prefix() -> String {
@@ -87,6 +135,9 @@ fn default_max_deliver() -> u32 {
 }
 fn default_max_ack_pending() -> u32 {
     1000
+}
+fn default_provision() -> bool {
+    true
 }
 
 impl NatsConfig {
@@ -120,7 +171,98 @@ impl NatsConfig {
                 "must be at least 1",
             ));
         }
+        if self.nats_url.is_some() {
+            self.servers()?;
+        }
+        self.auth()?;
+        if self.nats_tls_cert.is_some() != self.nats_tls_key.is_some() {
+            return Err(ConfigError::invalid(
+                "NATS_TLS_CERT",
+                "and VOIDRUNNER_NATS_TLS_KEY go together: set both or neither",
+            ));
+        }
+        for (variable, path) in [
+            ("NATS_CREDS", &self.nats_creds),
+            ("NATS_NKEY_SEED_FILE", &self.nats_nkey_seed_file),
+            ("NATS_TLS_CA", &self.nats_tls_ca),
+            ("NATS_TLS_CERT", &self.nats_tls_cert),
+            ("NATS_TLS_KEY", &self.nats_tls_key),
+        ] {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return Err(ConfigError::invalid(
+                        variable,
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The server URLs of `VOIDRUNNER_NATS_URL` (comma separated; a cluster's clients are
+    /// given several, and learn the rest from the servers).
+    pub fn servers(&self) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
+        let url = self.required_url()?;
+        let servers = url
+            .split(',')
+            .map(str::trim)
+            .filter(|server| !server.is_empty())
+            .map(|server| {
+                server.parse::<async_nats::ServerAddr>().map_err(|error| {
+                    ConfigError::invalid(
+                        "NATS_URL",
+                        format!(
+                            "{server:?} is not a server URL ({error}); give one or more \
+                             comma-separated URLs, e.g. nats://10.0.0.1:4222,nats://10.0.0.2:4222"
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if servers.is_empty() {
+            return Err(ConfigError::invalid(
+                "NATS_URL",
+                "is required, e.g. nats://127.0.0.1:4222",
+            ));
+        }
+        Ok(servers)
+    }
+
+    /// The credentials to connect with; at most one kind may be configured.
+    pub fn auth(&self) -> Result<NatsAuth, ConfigError> {
+        let given = [
+            self.nats_creds.is_some(),
+            self.nats_nkey_seed_file.is_some(),
+            self.nats_user.is_some(),
+        ];
+        if given.iter().filter(|set| **set).count() > 1 {
+            return Err(ConfigError::invalid(
+                "NATS_CREDS",
+                "VOIDRUNNER_NATS_CREDS, VOIDRUNNER_NATS_NKEY_SEED_FILE and VOIDRUNNER_NATS_USER \
+                 are alternatives: set one of them",
+            ));
+        }
+        if self.nats_password.is_some() && self.nats_user.is_none() {
+            return Err(ConfigError::invalid(
+                "NATS_PASSWORD",
+                "is set without VOIDRUNNER_NATS_USER",
+            ));
+        }
+        Ok(
+            match (&self.nats_creds, &self.nats_nkey_seed_file, &self.nats_user) {
+                (Some(creds), _, _) => NatsAuth::CredsFile(creds.clone()),
+                (_, Some(seed), _) => NatsAuth::NkeySeedFile(seed.clone()),
+                (_, _, Some(user)) => NatsAuth::UserPassword {
+                    user: user.clone(),
+                    password: self
+                        .nats_password
+                        .clone()
+                        .ok_or_else(|| ConfigError::missing("NATS_PASSWORD"))?,
+                },
+                _ => NatsAuth::None,
+            },
+        )
     }
 
     /// The installation's names; the prefix was checked by `validate`.
@@ -302,6 +444,74 @@ mod tests {
         assert_eq!(config.nats_prefix, "voidrunner");
         assert_eq!(config.nats_url, None);
         assert_eq!(config.nats_max_deliver, 5);
+    }
+
+    #[test]
+    fn a_comma_separated_server_list_is_every_server_of_a_cluster() {
+        let config = NatsConfig::from_env(vars(&[(
+            "VOIDRUNNER_NATS_URL",
+            "nats://127.0.0.1:4222, nats://127.0.0.1:4223,tls://nats-2.internal:4224",
+        )]))
+        .expect("a list is valid");
+        let servers = config.servers().expect("servers");
+        let ports: Vec<u16> = servers.iter().map(|server| server.port()).collect();
+        assert_eq!(ports, [4222, 4223, 4224]);
+        assert!(servers[2].tls_required());
+
+        let error = NatsConfig::from_env(vars(&[(
+            "VOIDRUNNER_NATS_URL",
+            "nats://127.0.0.1:4222,nats://127.0.0.1:port",
+        )]))
+        .expect_err("a bad entry is refused");
+        let message = error.to_string();
+        assert!(message.contains("VOIDRUNNER_NATS_URL"), "{message}");
+        assert!(message.contains("nats://127.0.0.1:port"), "{message}");
+    }
+
+    #[test]
+    fn credentials_are_one_kind_and_complete() {
+        let both = NatsConfig::from_env(vars(&[
+            ("VOIDRUNNER_NATS_USER", "api"),
+            ("VOIDRUNNER_NATS_PASSWORD", "x"),
+            ("VOIDRUNNER_NATS_CREDS", "/etc/hostname"),
+        ]))
+        .expect_err("two kinds");
+        assert!(both.to_string().contains("alternatives"), "{both}");
+        let no_password = NatsConfig::from_env(vars(&[("VOIDRUNNER_NATS_USER", "api")]))
+            .expect_err("user without password");
+        assert!(
+            no_password.to_string().contains("VOIDRUNNER_NATS_PASSWORD"),
+            "{no_password}"
+        );
+        let missing_file = NatsConfig::from_env(vars(&[(
+            "VOIDRUNNER_NATS_CREDS",
+            "/nonexistent/worker.creds",
+        )]))
+        .expect_err("missing file");
+        assert!(
+            missing_file
+                .to_string()
+                .contains("/nonexistent/worker.creds"),
+            "{missing_file}"
+        );
+        let half_tls = NatsConfig::from_env(vars(&[("VOIDRUNNER_NATS_TLS_CERT", "/etc/hostname")]))
+            .expect_err("cert without key");
+        assert!(
+            half_tls.to_string().contains("VOIDRUNNER_NATS_TLS_KEY"),
+            "{half_tls}"
+        );
+        let user = NatsConfig::from_env(vars(&[
+            ("VOIDRUNNER_NATS_USER", "worker"),
+            ("VOIDRUNNER_NATS_PASSWORD", "pw"),
+        ]))
+        .expect("user and password");
+        assert_eq!(
+            user.auth().expect("auth"),
+            NatsAuth::UserPassword {
+                user: "worker".into(),
+                password: "pw".into()
+            }
+        );
     }
 
     #[test]

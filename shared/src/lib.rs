@@ -12,6 +12,7 @@ pub mod export;
 pub mod headers;
 pub mod language;
 pub mod metrics;
+pub mod nats_auth;
 pub mod nats_server;
 pub mod provision;
 pub mod publish;

@@ -38,10 +38,22 @@ impl NatsServer {
         store_dir: &Path,
         port: u16,
     ) -> Result<NatsServer, NatsServerError> {
+        NatsServer::start_with(binary, store_dir, port, "").await
+    }
+
+    /// Like `start`, with `extra` appended to the shipped configuration (e.g. an
+    /// `authorization` block, or a `cluster` block and a `server_name` of its own).
+    pub async fn start_with(
+        binary: &str,
+        store_dir: &Path,
+        port: u16,
+        extra: &str,
+    ) -> Result<NatsServer, NatsServerError> {
         let binary = locate(binary).ok_or_else(|| NatsServerError::NotFound(binary.to_owned()))?;
         std::fs::create_dir_all(store_dir)?;
         let config_path = store_dir.join("nats-server.conf");
-        std::fs::write(&config_path, CONFIG)?;
+        std::fs::write(&config_path, format!("{CONFIG}\n{extra}"))?;
+        restrict(&config_path)?;
         // A fresh directory: whatever `.ports` file appears in it is this server's.
         let ports_dir = store_dir.join("ports");
         if ports_dir.exists() {
@@ -110,6 +122,12 @@ impl NatsServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The configuration may hold passwords: only its owner reads it.
+fn restrict(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 fn read_ports_file(dir: &Path, suffix: &str) -> Option<String> {

@@ -187,6 +187,47 @@ pub async fn provision(
     Ok(())
 }
 
+/// How long a service that does not provision waits for one that does.
+const TOPOLOGY_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until the lane consumers exist (an api creates them after the streams), for services
+/// whose credentials may not create them.
+pub async fn wait_for_topology(
+    js: &jetstream::Context,
+    ns: &Namespace,
+) -> Result<(), ProvisionError> {
+    let deadline = tokio::time::Instant::now() + TOPOLOGY_WAIT;
+    let mut announced = false;
+    loop {
+        let missing = missing_consumer(js, ns).await;
+        let Some(error) = missing else {
+            return Ok(());
+        };
+        if tokio::time::Instant::now() > deadline {
+            return Err(error);
+        }
+        if !announced {
+            tracing::info!(error = %error, "waiting for an api to provision the streams and consumers");
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn missing_consumer(js: &jetstream::Context, ns: &Namespace) -> Option<ProvisionError> {
+    let tasks = match get_stream(js, &ns.tasks_stream()).await {
+        Ok(tasks) => tasks,
+        Err(error) => return Some(error),
+    };
+    for lane in Lane::BY_PRECEDENCE {
+        let name = ns.lane_consumer(lane);
+        if let Err(error) = tasks.get_consumer::<consumer::pull::Config>(&name).await {
+            return Some(failed(format!("consumer {name}"))(error));
+        }
+    }
+    None
+}
+
 async fn get_stream(js: &jetstream::Context, name: &str) -> Result<stream::Stream, ProvisionError> {
     js.get_stream(name)
         .await

@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use voidrunner_shared::config::{ConfigError, NatsConfig, SandboxPolicy};
 use voidrunner_shared::connect::ConnectError;
+use voidrunner_shared::nats_auth::Role;
 use voidrunner_shared::provision::{provision, ProvisionError};
 
 use crate::auth::TokenKeys;
@@ -85,7 +86,8 @@ impl Api {
         );
         let namespace = nats.namespace();
         let (client, jetstream) =
-            voidrunner_shared::connect::connect(nats.required_url()?, "voidrunner-api").await?;
+            voidrunner_shared::connect::connect(nats, "voidrunner-api", &Role::Api.inbox_prefix())
+                .await?;
         provision(&jetstream, &namespace, nats).await?;
         let executions = executions::Lifecycle::new(
             db.clone(),

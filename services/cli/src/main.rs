@@ -31,6 +31,10 @@ enum Command {
     /// Write the wire contract (event JSON Schemas, stream and consumer definitions) into a
     /// directory, as committed under `nats/`.
     ExportContract { dir: PathBuf },
+    /// Write the NATS users of the installation (VOIDRUNNER_NATS_PREFIX), one per role with
+    /// least privilege: DIR/authorization.conf to include in nats-server's configuration, and
+    /// DIR/api, DIR/worker, DIR/observer with each password (mode 0600, kept when present).
+    NatsUsers { dir: PathBuf },
 }
 
 #[tokio::main]
@@ -98,6 +102,18 @@ async fn run(
             println!(
                 "applied {applied} migration(s) to {}",
                 voidrunner_api::config::redact_url(&url)
+            );
+            Ok(())
+        }
+        Command::NatsUsers { dir } => {
+            let nats = NatsConfig::from_env(vars)?;
+            serve::nats_credentials(&dir, &nats.namespace())?;
+            println!(
+                "wrote {} (include it in nats-server.conf) and the passwords of {}",
+                dir.join("authorization.conf").display(),
+                voidrunner_shared::nats_auth::Role::ALL
+                    .map(|role| role.as_str())
+                    .join(", ")
             );
             Ok(())
         }

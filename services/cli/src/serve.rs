@@ -13,7 +13,9 @@ use voidrunner_shared::config::{from_env, NatsConfig, SandboxPolicy};
 use voidrunner_worker::config::WorkerConfig;
 use voidrunner_worker::Worker;
 
+use voidrunner_shared::nats_auth::{authorization_block, Role};
 use voidrunner_shared::nats_server::NatsServer;
+use voidrunner_shared::Namespace;
 
 #[derive(Debug, Deserialize)]
 pub struct ServeConfig {
@@ -65,17 +67,46 @@ pub async fn run(mut embedded: Embedded, shutdown: CancellationToken) -> anyhow:
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating VOIDRUNNER_DATA_DIR {}", data_dir.display()))?;
 
+    // With its own nats-server, each part connects under its role's least privilege; the
+    // observer's password is for people with the NATS CLI. A given server brings its own.
+    let mut worker_nats = embedded.nats.clone();
     let nats_child = match embedded.nats.nats_url {
         Some(_) => None,
         None => {
-            let server = NatsServer::start(
+            let nats_dir = data_dir.join("nats");
+            let credentials = nats_dir.join("credentials");
+            let namespace = embedded.nats.namespace();
+            let passwords = nats_credentials(&credentials, &namespace)?;
+            let server = NatsServer::start_with(
                 &embedded.serve.nats_server_bin,
-                &data_dir.join("nats"),
+                &nats_dir,
                 embedded.serve.embedded_nats_port,
+                &authorization_block(&namespace, &passwords),
             )
             .await?;
-            tracing::info!(url = server.url(), "started embedded nats-server");
-            embedded.nats.nats_url = Some(server.url().to_owned());
+            let url = server.url().to_owned();
+            tracing::info!(url = %url, "started embedded nats-server");
+            let password_of = |wanted: Role| {
+                passwords
+                    .iter()
+                    .find(|(role, _)| *role == wanted)
+                    .map(|(_, password)| password.clone())
+            };
+            embedded.nats.nats_url = Some(url.clone());
+            embedded.nats.nats_user = Some(Role::Api.as_str().to_owned());
+            embedded.nats.nats_password = password_of(Role::Api);
+            worker_nats.nats_url = Some(url.clone());
+            worker_nats.nats_user = Some(Role::Worker.as_str().to_owned());
+            worker_nats.nats_password = password_of(Role::Worker);
+            // The api provisions; the worker's role may not.
+            worker_nats.nats_provision = false;
+            tracing::info!(
+                "inspect the bus read-only: nats --server {url} --user {observer} --password \
+                 \"$(cat {file})\" --inbox-prefix {inbox} stream ls",
+                observer = Role::Observer.as_str(),
+                file = credentials.join(Role::Observer.as_str()).display(),
+                inbox = Role::Observer.inbox_prefix(),
+            );
             Some(server)
         }
     };
@@ -97,7 +128,7 @@ pub async fn run(mut embedded: Embedded, shutdown: CancellationToken) -> anyhow:
         .await
         .with_context(|| format!("binding VOIDRUNNER_API_ADDR {}", embedded.api.api_addr))?;
     let api = Api::build(embedded.api, embedded.policy.clone(), &embedded.nats).await?;
-    let worker = Worker::build(embedded.worker, embedded.policy, &embedded.nats).await?;
+    let worker = Worker::build(embedded.worker, embedded.policy, &worker_nats).await?;
     tracing::info!(
         api = %listener.local_addr()?,
         nats = embedded.nats.nats_url.as_deref().unwrap_or_default(),
@@ -130,6 +161,21 @@ pub async fn run(mut embedded: Embedded, shutdown: CancellationToken) -> anyhow:
 }
 
 /// The JWT secret kept in the data directory, generated on first start.
+/// The NATS users of the installation `ns`, one per role: each password in `dir/<role>`
+/// (created once, mode 0600, kept after), and `dir/authorization.conf` for nats-server.
+pub fn nats_credentials(dir: &Path, ns: &Namespace) -> anyhow::Result<Vec<(Role, String)>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut passwords = Vec::new();
+    for role in Role::ALL {
+        passwords.push((role, load_or_create_secret(&dir.join(role.as_str()))?));
+    }
+    let config = dir.join("authorization.conf");
+    let _ = std::fs::remove_file(&config);
+    write_private(&config, &authorization_block(ns, &passwords))
+        .with_context(|| format!("writing {}", config.display()))?;
+    Ok(passwords)
+}
+
 fn load_or_create_secret(path: &Path) -> anyhow::Result<String> {
     if let Ok(secret) = std::fs::read_to_string(path) {
         return Ok(secret.trim().to_owned());

@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use voidrunner_shared::config::{ConfigError, NatsConfig, SandboxPolicy};
 use voidrunner_shared::connect::ConnectError;
 use voidrunner_shared::metrics as names;
-use voidrunner_shared::provision::{provision, ProvisionError};
+use voidrunner_shared::nats_auth::Role;
+use voidrunner_shared::provision::{provision, wait_for_topology, ProvisionError};
 use voidrunner_shared::{Lane, Language};
 
 use crate::config::WorkerConfig;
@@ -90,11 +91,16 @@ impl Worker {
         };
         let namespace = nats.namespace();
         let (client, jetstream) = voidrunner_shared::connect::connect(
-            nats.required_url()?,
+            nats,
             &format!("voidrunner-worker-{worker_id}"),
+            &Role::Worker.inbox_prefix(),
         )
         .await?;
-        provision(&jetstream, &namespace, nats).await?;
+        if nats.nats_provision {
+            provision(&jetstream, &namespace, nats).await?;
+        } else {
+            wait_for_topology(&jetstream, &namespace).await?;
+        }
 
         let settings = sandbox_settings(&config, &policy, &worker_id, &namespace)?;
         let sandbox = DockerSandbox::connect(settings).await?;

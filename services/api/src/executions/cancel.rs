@@ -61,10 +61,14 @@ impl Lifecycle {
         announced.runs = 0;
         announced.finished_at = finished_at;
         announced.dispatch_token = execution.dispatch_token.clone();
-        let stored =
-            report::publish_result(&self.jetstream, &self.namespace, execution.task_id, &announced)
-                .await
-                .map_err(|e| ExecutionError::Cancellation(e.into()))?;
+        let stored = report::publish_result(
+            &self.jetstream,
+            &self.namespace,
+            execution.task_id,
+            &announced,
+        )
+        .await
+        .map_err(|e| ExecutionError::Cancellation(e.into()))?;
         if stored == Stored::Duplicate {
             // A worker's result is there first: the execution ends as that says, when the
             // recorder applies it.
