@@ -129,39 +129,57 @@ pub async fn provision(
 ) -> Result<(), ProvisionError> {
     for config in stream_configs(ns, nats) {
         let name = config.name.clone();
-        js.create_or_update_stream(config)
-            .await
-            .map_err(|e| failed(format!("stream {name}"))(e.into()))?;
+        retried(
+            format!("stream {name}"),
+            |error: &jetstream::context::CreateStreamError| {
+                matches!(
+                    error.kind(),
+                    jetstream::context::CreateStreamErrorKind::TimedOut
+                        | jetstream::context::CreateStreamErrorKind::JetStreamUnavailable
+                )
+            },
+            || js.create_or_update_stream(config.clone()),
+        )
+        .await?;
     }
 
+    let consumer_timed_out = |error: &jetstream::stream::ConsumerError| {
+        matches!(error.kind(), jetstream::stream::ConsumerErrorKind::TimedOut)
+    };
     let tasks = get_stream(js, &ns.tasks_stream()).await?;
     for lane in Lane::BY_PRECEDENCE {
         let config = lane_consumer_config(ns, nats, lane);
-        tasks
-            .create_consumer(config)
-            .await
-            .map_err(|e| failed(format!("consumer {}", ns.lane_consumer(lane)))(e.into()))?;
+        retried(
+            format!("consumer {}", ns.lane_consumer(lane)),
+            consumer_timed_out,
+            || tasks.create_consumer(config.clone()),
+        )
+        .await?;
     }
 
     let results = get_stream(js, &ns.results_stream()).await?;
-    results
-        .create_consumer(recorder_config(
-            ns.recorder_consumer(),
-            String::new(),
-            "api replicas record results into the database",
-        ))
-        .await
-        .map_err(|e| failed("consumer recorder")(e.into()))?;
+    let recorder = recorder_config(
+        ns.recorder_consumer(),
+        String::new(),
+        "api replicas record results into the database",
+    );
+    retried("consumer recorder".into(), consumer_timed_out, || {
+        results.create_consumer(recorder.clone())
+    })
+    .await?;
 
     let events = get_stream(js, &ns.events_stream()).await?;
-    events
-        .create_consumer(recorder_config(
-            ns.started_recorder_consumer(),
-            ns.started_events_filter(),
-            "api replicas mark executions running",
-        ))
-        .await
-        .map_err(|e| failed("consumer recorder-started")(e.into()))?;
+    let started_recorder = recorder_config(
+        ns.started_recorder_consumer(),
+        ns.started_events_filter(),
+        "api replicas mark executions running",
+    );
+    retried(
+        "consumer recorder-started".into(),
+        consumer_timed_out,
+        || events.create_consumer(started_recorder.clone()),
+    )
+    .await?;
 
     for (bucket, description, ttl) in [
         (ns.heartbeat_bucket(), "worker heartbeats", HEARTBEAT_TTL),
@@ -171,7 +189,7 @@ pub async fn provision(
             CANCELLATION_TTL,
         ),
     ] {
-        js.create_or_update_key_value(kv::Config {
+        let config = kv::Config {
             bucket: bucket.clone(),
             description: description.into(),
             history: 1,
@@ -179,12 +197,52 @@ pub async fn provision(
             num_replicas: nats.nats_replicas,
             storage: stream::StorageType::File,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| failed(format!("bucket {bucket}"))(e.into()))?;
+        };
+        retried(
+            format!("bucket {bucket}"),
+            |error: &jetstream::context::CreateKeyValueError| {
+                // A timeout of the stream request underneath comes wrapped.
+                matches!(
+                    error.kind(),
+                    jetstream::context::CreateKeyValueErrorKind::TimedOut
+                        | jetstream::context::CreateKeyValueErrorKind::JetStream
+                        | jetstream::context::CreateKeyValueErrorKind::BucketCreate
+                ) && error.to_string().contains("timed out")
+            },
+            || js.create_or_update_key_value(config.clone()),
+        )
+        .await?;
     }
     tracing::debug!("streams, consumers and buckets are in place");
     Ok(())
+}
+
+/// Tries of one provisioning request that went unanswered: during a cluster's elections, or
+/// when several services start at once and create the same replicated stream.
+const ATTEMPTS: u32 = 5;
+
+async fn retried<T, E, F, Fut>(
+    what: String,
+    retryable: impl Fn(&E) -> bool,
+    mut request: F,
+) -> Result<T, ProvisionError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut attempt = 1;
+    loop {
+        match request().await {
+            Ok(value) => return Ok(value),
+            Err(error) if attempt < ATTEMPTS && retryable(&error) => {
+                tracing::info!(what = %what, attempt, error = %error, "provisioning request unanswered; trying again");
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(failed(what)(error.into())),
+        }
+    }
 }
 
 /// How long a service that does not provision waits for one that does.
