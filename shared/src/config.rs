@@ -83,6 +83,8 @@ pub struct NatsConfig {
     /// `VOIDRUNNER_NATS_USER` and `VOIDRUNNER_NATS_PASSWORD`: user and password to authenticate with.
     pub nats_user: Option<String>,
     pub nats_password: Option<String>,
+    /// `VOIDRUNNER_NATS_PASSWORD_FILE`: the password read from a file instead (a mounted secret).
+    pub nats_password_file: Option<std::path::PathBuf>,
     /// `VOIDRUNNER_NATS_TLS_CA`: PEM file of the CA that signed the servers' certificates; set,
     /// the connection must use TLS.
     pub nats_tls_ca: Option<std::path::PathBuf>,
@@ -184,6 +186,7 @@ impl NatsConfig {
         for (variable, path) in [
             ("NATS_CREDS", &self.nats_creds),
             ("NATS_NKEY_SEED_FILE", &self.nats_nkey_seed_file),
+            ("NATS_PASSWORD_FILE", &self.nats_password_file),
             ("NATS_TLS_CA", &self.nats_tls_ca),
             ("NATS_TLS_CERT", &self.nats_tls_cert),
             ("NATS_TLS_KEY", &self.nats_tls_key),
@@ -229,6 +232,24 @@ impl NatsConfig {
         Ok(servers)
     }
 
+    fn password(&self) -> Result<String, ConfigError> {
+        if let Some(password) = &self.nats_password {
+            return Ok(password.clone());
+        }
+        let path = self
+            .nats_password_file
+            .as_ref()
+            .ok_or_else(|| ConfigError::missing("NATS_PASSWORD"))?;
+        std::fs::read_to_string(path)
+            .map(|password| password.trim().to_owned())
+            .map_err(|error| {
+                ConfigError::invalid(
+                    "NATS_PASSWORD_FILE",
+                    format!("cannot read {}: {error}", path.display()),
+                )
+            })
+    }
+
     /// The credentials to connect with; at most one kind may be configured.
     pub fn auth(&self) -> Result<NatsAuth, ConfigError> {
         let given = [
@@ -243,7 +264,15 @@ impl NatsConfig {
                  are alternatives: set one of them",
             ));
         }
-        if self.nats_password.is_some() && self.nats_user.is_none() {
+        if self.nats_password.is_some() && self.nats_password_file.is_some() {
+            return Err(ConfigError::invalid(
+                "NATS_PASSWORD_FILE",
+                "and VOIDRUNNER_NATS_PASSWORD are alternatives: set one",
+            ));
+        }
+        if (self.nats_password.is_some() || self.nats_password_file.is_some())
+            && self.nats_user.is_none()
+        {
             return Err(ConfigError::invalid(
                 "NATS_PASSWORD",
                 "is set without VOIDRUNNER_NATS_USER",
@@ -255,10 +284,7 @@ impl NatsConfig {
                 (_, Some(seed), _) => NatsAuth::NkeySeedFile(seed.clone()),
                 (_, _, Some(user)) => NatsAuth::UserPassword {
                     user: user.clone(),
-                    password: self
-                        .nats_password
-                        .clone()
-                        .ok_or_else(|| ConfigError::missing("NATS_PASSWORD"))?,
+                    password: self.password()?,
                 },
                 _ => NatsAuth::None,
             },
