@@ -5,6 +5,7 @@
 #
 # Usage: scripts/build-images.sh [python] [node] [bash] [go] [all]
 #   no argument = python node bash; "go" is only built when asked (or "all").
+#   compose-base: the base of compose/standins.sh (stand-ins for nats, postgres, nginx).
 #
 # Environment:
 #   VOIDRUNNER_DEBIAN_MIRROR  Debian mirror (default: taken from the apt configuration)
@@ -36,6 +37,7 @@ image_tag() {
         node)   echo "voidrunner/node:18" ;;
         bash)   echo "voidrunner/bash:5.2" ;;
         go)     echo "voidrunner/go:1.19" ;;
+        compose-base) echo "voidrunner/compose-base:bookworm" ;;
         *) return 1 ;;
     esac
 }
@@ -46,6 +48,9 @@ image_include() {
         node)   echo "nodejs" ;;
         bash)   echo "" ;;          # minbase already has bash + coreutils
         go)     echo "golang-go" ;;
+        # Stand-ins for the official nats, postgres and nginx images on a machine without a
+        # registry (compose/standins.sh builds them on top of this).
+        compose-base) echo "postgresql-15,nginx-light,ca-certificates" ;;
     esac
 }
 
@@ -66,6 +71,7 @@ image_version_check() {
         node)   echo "node --version" ;;      # v18.x
         bash)   echo "bash --version" ;;      # GNU bash, version 5.2.x
         go)     echo "go version" ;;          # go version go1.19.x
+        compose-base) echo "/usr/lib/postgresql/15/bin/postgres --version" ;;
     esac
 }
 image_version_pattern() {
@@ -74,6 +80,7 @@ image_version_pattern() {
         node)   echo '^v18\.' ;;
         bash)   echo '^GNU bash, version 5\.2\.' ;;
         go)     echo '^go version go1\.19' ;;
+        compose-base) echo '^postgres \(PostgreSQL\) 15\.' ;;
     esac
 }
 
@@ -242,7 +249,7 @@ main() {
     for a in "$@"; do
         case "$a" in
             all) langs+=(python node bash go) ;;
-            python|node|bash|go) langs+=("$a") ;;
+            python|node|bash|go|compose-base) langs+=("$a") ;;
             -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
             *) die "unknown image '$a' (expected: python node bash go all)" ;;
         esac

@@ -18,7 +18,7 @@ fi
 vr_ensure_docker
 vr_ensure_nats_server
 vr_ensure_postgres
-vr_ensure_images python node bash go
+vr_ensure_images python node bash go compose-base
 vr__log "python packages for the wire-contract and API checks (nats-py, jsonschema, schemathesis)"
 python3 -m pip install --quiet --disable-pip-version-check 'nats-py==2.16.0' 'jsonschema==4.26.0' \
     'schemathesis==4.6.4' 'hypothesis==6.135.0'
@@ -26,9 +26,13 @@ python3 -m pip install --quiet --disable-pip-version-check 'nats-py==2.16.0' 'js
 vr__log "prometheus and promtool, for the metrics tests"
 command -v promtool >/dev/null || vr__apt_install prometheus
 
-vr__log "compose file check (docker-compose config)"
+vr__log "docker-compose and openssl, for the compose stack and TLS tests"
 command -v docker-compose >/dev/null || vr__apt_install docker-compose
-VOIDRUNNER_JWT_SECRET=compose-config-check docker-compose -f compose/docker-compose.yml config -q
+command -v openssl >/dev/null || vr__apt_install openssl
+for profile in embedded distributed observability; do
+    VOIDRUNNER_JWT_SECRET=compose-config-check docker-compose -f compose/docker-compose.yml \
+        --profile "$profile" config -q
+done
 
 vr__log "cargo fmt --check"
 cargo fmt --all -- --check

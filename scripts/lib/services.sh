@@ -326,6 +326,7 @@ vr__image_tag() {
         node)   echo "voidrunner/node:18" ;;
         bash)   echo "voidrunner/bash:5.2" ;;
         go)     echo "voidrunner/go:1.19" ;;
+        compose-base) echo "voidrunner/compose-base:bookworm" ;;
         *) return 1 ;;
     esac
 }
