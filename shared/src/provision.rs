@@ -127,6 +127,11 @@ pub async fn provision(
     ns: &Namespace,
     nats: &NatsConfig,
 ) -> Result<(), ProvisionError> {
+    // When several services create the same replicated stream at once, the cluster does the
+    // work but may answer none of them: a short wait, then the retry finds it in place.
+    let mut js = js.clone();
+    js.set_timeout(PROVISION_REQUEST_TIMEOUT);
+    let js = &js;
     for config in stream_configs(ns, nats) {
         let name = config.name.clone();
         retried(
@@ -219,7 +224,8 @@ pub async fn provision(
 
 /// Tries of one provisioning request that went unanswered: during a cluster's elections, or
 /// when several services start at once and create the same replicated stream.
-const ATTEMPTS: u32 = 5;
+const ATTEMPTS: u32 = 8;
+const PROVISION_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn retried<T, E, F, Fut>(
     what: String,
