@@ -58,12 +58,13 @@ ENTRYPOINT [\"nginx\", \"-g\", \"daemon off;\"]")"
 voidrunner="$(build voidrunner/voidrunner "FROM $BASE
 RUN useradd --system --uid 10001 --home-dir /var/lib/voidrunner --create-home voidrunner
 COPY voidrunner /usr/local/bin/voidrunner
+COPY nats-server /usr/local/bin/nats-server
 ENV VOIDRUNNER_DATA_DIR=/var/lib/voidrunner VOIDRUNNER_API_ADDR=0.0.0.0:8080 VOIDRUNNER_LOG_FORMAT=json
 WORKDIR /var/lib/voidrunner
 USER voidrunner
 EXPOSE 8080
 ENTRYPOINT [\"voidrunner\"]
-CMD [\"serve\"]" "$(cd "$(dirname "$BINARY")" && pwd)/$(basename "$BINARY")")"
+CMD [\"serve\"]" "$(cd "$(dirname "$BINARY")" && pwd)/$(basename "$BINARY")" "$NATS_BIN")"
 
 cat <<VARS
 VOIDRUNNER_IMAGE=$voidrunner

@@ -180,7 +180,9 @@ pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
 impl ApiConfig {
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let config: ApiConfig = from_env(vars)?;
+        let mut config: ApiConfig = from_env(vars)?;
+        // An empty value is no value (compose passes variables through whether set or not).
+        config.jwt_secret = config.jwt_secret.filter(|secret| !secret.trim().is_empty());
         config.validate()?;
         Ok(config)
     }

@@ -117,6 +117,12 @@ pub async fn run(mut embedded: Embedded, shutdown: CancellationToken) -> anyhow:
         ));
         embedded.api.auto_migrate = true;
     }
+    // Empty is unset (compose passes the variable through whether it is set or not).
+    embedded.api.jwt_secret = embedded
+        .api
+        .jwt_secret
+        .take()
+        .filter(|s| !s.trim().is_empty());
     if embedded.api.jwt_secret.is_none() {
         embedded.api.jwt_secret = Some(load_or_create_secret(&data_dir.join("jwt-secret"))?);
     }

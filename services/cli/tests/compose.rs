@@ -21,6 +21,7 @@ fn repo() -> PathBuf {
 /// One compose project of this test; `down -v` when dropped.
 struct Stack {
     project: String,
+    profile: &'static str,
     env: Vec<(String, String)>,
 }
 
@@ -28,7 +29,7 @@ impl Stack {
     fn command(&self, args: &[&str]) -> std::process::Output {
         let output = std::process::Command::new("docker-compose")
             .current_dir(repo().join("compose"))
-            .args(["-p", &self.project, "--profile", "distributed"])
+            .args(["-p", &self.project, "--profile", self.profile])
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
@@ -179,6 +180,22 @@ impl Client {
     }
 }
 
+async fn wait_ready(stack: &Stack, http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, _) = send(http.get(format!("{base}/ready"))).await;
+        if status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stack was not ready in 120 s\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn completed(finals: &HashMap<String, Value>, stdout: &str) -> usize {
     finals
         .values()
@@ -209,6 +226,7 @@ async fn the_distributed_profile_scales_survives_a_lost_worker_and_a_lost_nats_n
     ]);
     let stack = Stack {
         project: format!("vrci{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        profile: "distributed",
         env,
     };
 
@@ -216,19 +234,7 @@ async fn the_distributed_profile_scales_survives_a_lost_worker_and_a_lost_nats_n
     stack.run(&["up", "-d", "--no-build", "--scale", "worker=1"]);
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, _) = send(http.get(format!("{base}/ready"))).await;
-        if status == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stack was not ready in 120 s\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_ready(&stack, &http, &base).await;
     timings.push(format!("up to ready {:.1}s", up.elapsed().as_secs_f64()));
 
     let token = voidrunner_testkit::login_new_user(&http, &base).await;
@@ -384,4 +390,37 @@ async fn the_distributed_profile_scales_survives_a_lost_worker_and_a_lost_nats_n
     assert!(volumes.trim().is_empty(), "volumes left behind: {volumes}");
     timings.push(format!("down -v {:.1}s", down.elapsed().as_secs_f64()));
     println!("compose distributed profile: {}", timings.join("; "));
+}
+
+#[tokio::test]
+async fn the_embedded_profile_runs_a_program_with_a_secret_it_made_itself() {
+    let port = free_port();
+    let mut env = standins();
+    // No JWT secret given: serve makes one into its data volume.
+    env.push(("VOIDRUNNER_HTTP_PORT".to_owned(), port.to_string()));
+    let stack = Stack {
+        project: format!("vrci{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        profile: "embedded",
+        env,
+    };
+    let up = Instant::now();
+    stack.run(&["up", "-d", "--no-build"]);
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&stack, &http, &base).await;
+    let ready_after = up.elapsed();
+    let token = voidrunner_testkit::login_new_user(&http, &base).await;
+    let client = Client { http, base, token };
+    let (status, run, _) = client.run("echo embedded", true).await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["stdout"], "embedded\n", "{run}");
+    stack.run(&["down", "-v", "-t", "10"]);
+    let label = format!("label=com.docker.compose.project={}", stack.project);
+    assert!(docker(&["ps", "-a", "-q", "--filter", &label])
+        .trim()
+        .is_empty());
+    println!(
+        "compose embedded profile: ready {:.1}s after up",
+        ready_after.as_secs_f64()
+    );
 }
