@@ -330,7 +330,45 @@ pub struct WorkerStatusV1 {
     /// Told to stop: it takes no more work and finishes what it runs.
     #[serde(default)]
     pub draining: bool,
+    /// What runs its executions: `docker`, or `instant` (runs nothing: load tests only).
+    #[serde(default)]
+    pub backend: SandboxBackendKind,
     pub seen_at: DateTime<Utc>,
+}
+
+/// The kinds of sandbox a worker can run executions in (`VOIDRUNNER_SANDBOX_BACKEND`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxBackendKind {
+    /// A hardened, single-use container on the Docker engine.
+    #[default]
+    Docker,
+    /// Runs no code: answers each execution at once with exit 0 and no output, saying so in
+    /// its `error`. For load tests of the control plane; never for real work.
+    Instant,
+}
+
+impl SandboxBackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxBackendKind::Docker => "docker",
+            SandboxBackendKind::Instant => "instant",
+        }
+    }
 }
 
 /// Counters of a worker's sandbox runtime since it started.

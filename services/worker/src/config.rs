@@ -23,6 +23,10 @@ pub struct WorkerConfig {
     /// `VOIDRUNNER_IMAGE_GO`: image that builds and runs Go programs.
     #[serde(default = "default_go_image")]
     pub image_go: String,
+    /// `VOIDRUNNER_SANDBOX_BACKEND`: what runs executions: `docker` (hardened single-use
+    /// containers), or `instant` (runs nothing, for load tests of the control plane).
+    #[serde(default)]
+    pub sandbox_backend: voidrunner_shared::events::SandboxBackendKind,
     /// `VOIDRUNNER_SANDBOX_PIDS`: processes and threads a sandbox may have.
     #[serde(default = "default_pids")]
     pub sandbox_pids: i64,

@@ -37,6 +37,7 @@ fn status(runner: &Runner, total: usize, busy: usize, draining: bool) -> Vec<u8>
             })
             .collect(),
         sandbox: runner.sandbox.metrics().snapshot(),
+        backend: runner.sandbox.kind(),
         draining,
         seen_at: Utc::now(),
     }))

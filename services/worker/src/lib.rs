@@ -26,7 +26,11 @@ use voidrunner_shared::{Lane, Language};
 
 use crate::config::WorkerConfig;
 use crate::runner::Runner;
-use crate::sandbox::{ContainerLimits, DockerSandbox, SandboxError, SandboxSettings};
+use crate::sandbox::{
+    ContainerLimits, DockerSandbox, InstantSandbox, Sandbox, SandboxBackend, SandboxError,
+    SandboxSettings,
+};
+use voidrunner_shared::events::SandboxBackendKind;
 
 /// Idle workers look at the lanes at least this often, for redeliveries (which raise no wake-up).
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -103,8 +107,14 @@ impl Worker {
         }
 
         let settings = sandbox_settings(&config, &policy, &worker_id, &namespace)?;
-        let sandbox = DockerSandbox::connect(settings).await?;
-        let languages = languages_present(&sandbox, &config).await;
+        let sandbox: Sandbox = match config.sandbox_backend {
+            SandboxBackendKind::Docker => Arc::new(DockerSandbox::connect(settings).await?),
+            SandboxBackendKind::Instant => {
+                tracing::warn!("VOIDRUNNER_SANDBOX_BACKEND=instant: executions are answered without running any code (load tests only)");
+                Arc::new(InstantSandbox::default())
+            }
+        };
+        let languages = languages_present(sandbox.as_ref()).await;
         let (lanes, results) = bind(&jetstream, &namespace).await?;
         let cancellations = cancellations::Cancellations::new(&jetstream, &namespace).await;
         let slots = config.worker_slots;
@@ -185,7 +195,7 @@ impl Worker {
         let pools = tokio::spawn({
             let sandbox = self.runner.sandbox.clone();
             let shutdown = shutdown.clone();
-            async move { sandbox.run_pools(shutdown).await }
+            async move { sandbox.keep_warm(shutdown).await }
         });
         let housekeeping = tokio::spawn(housekeep(self.runner.clone(), shutdown.clone()));
         tracing::info!(worker_id = %self.runner.worker_id, slots = self.slots, "worker pulling");
@@ -315,7 +325,7 @@ pub fn lane_order(round: u64) -> [Lane; 3] {
     }
 }
 
-/// Removes the sandboxes no live execution owns (see `DockerSandbox::remove_orphans`).
+/// Removes the sandboxes no live execution owns (see `SandboxBackend::remove_orphans`).
 async fn remove_orphans(runner: &Runner, start_up: bool) {
     let live_workers = fleet::live_workers(runner).await;
     match runner
@@ -400,15 +410,14 @@ fn sandbox_settings(
     })
 }
 
-/// The languages whose image this worker's Docker engine has.
-async fn languages_present(sandbox: &DockerSandbox, config: &WorkerConfig) -> Vec<Language> {
+/// The languages this worker's sandbox can run (for Docker: whose image its engine has).
+async fn languages_present(sandbox: &dyn SandboxBackend) -> Vec<Language> {
     let mut languages = Vec::new();
     for language in Language::ALL {
-        let image = config.image(language);
-        if sandbox.has_image(image).await {
+        if sandbox.has_language(language).await {
             languages.push(language);
         } else {
-            tracing::warn!(%language, image, "image missing: executions in this language will fail here until it is built (scripts/build-images.sh)");
+            tracing::warn!(%language, "image missing: executions in this language will fail here until it is built (scripts/build-images.sh)");
         }
     }
     languages

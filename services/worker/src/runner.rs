@@ -21,8 +21,8 @@ use crate::ack::Outcome;
 use crate::cancellations::Cancellations;
 use crate::config::WorkerConfig;
 use crate::sandbox::{
-    ContainerLimits, DockerSandbox, Exit, Interruptions, OutputChunk, Program, RunLimits,
-    RunReport, BOOTSTRAP_FAILED_EXIT, COMPILE_FAILED_EXIT,
+    ContainerLimits, Exit, Interruptions, OutputChunk, Program, RunLimits, RunReport, Sandbox,
+    BOOTSTRAP_FAILED_EXIT, COMPILE_FAILED_EXIT,
 };
 
 /// No execution runs longer than this, whatever its dispatch says.
@@ -57,7 +57,7 @@ pub struct Runner {
     pub jetstream: jetstream::Context,
     pub nats: async_nats::Client,
     pub namespace: Namespace,
-    pub sandbox: DockerSandbox,
+    pub sandbox: Sandbox,
     pub config: WorkerConfig,
     pub policy: SandboxPolicy,
     pub worker_id: String,
@@ -325,7 +325,12 @@ impl Runner {
                 true,
                 Some(format!("killed: out of memory (limit {} MiB)", container.memory_bytes >> 20)),
             ),
-            Exit::Exited { code: 0, .. } => (Status::Completed, Some(0), false, None),
+            Exit::Exited { code: 0, .. } => (
+                Status::Completed,
+                Some(0),
+                false,
+                report.note.map(str::to_owned),
+            ),
             Exit::Exited { code, .. } if code == COMPILE_FAILED_EXIT && dispatch.language == Language::Go => {
                 compile_error = true;
                 (

@@ -2,6 +2,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use serde::Serialize;
+use voidrunner_shared::events::SandboxBackendKind;
 
 use crate::error::{ApiError, Json};
 use crate::openapi::Malformed;
@@ -19,6 +20,9 @@ pub struct ReadyBody {
     nats: bool,
     /// Live workers that take work.
     workers: usize,
+    /// Of those, how many per sandbox backend. Any under `instant` run no code: this fleet is
+    /// set up for load tests.
+    backends: std::collections::BTreeMap<SandboxBackendKind, usize>,
 }
 
 /// Liveness: the process answers.
@@ -47,14 +51,19 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyBody
         state.nats.connection_state(),
         async_nats::connection::State::Connected
     );
-    let workers = if nats {
+    let taking_work: Vec<_> = if nats {
         super::workers::live_workers(&state)
             .await
-            .map(|workers| workers.iter().filter(|w| !w.is_draining()).count())
-            .unwrap_or(0)
+            .map(|workers| workers.into_iter().filter(|w| !w.is_draining()).collect())
+            .unwrap_or_default()
     } else {
-        0
+        Vec::new()
     };
+    let workers = taking_work.len();
+    let mut backends = std::collections::BTreeMap::new();
+    for worker in &taking_work {
+        *backends.entry(worker.backend()).or_insert(0) += 1;
+    }
     let status = if database && nats && workers > 0 {
         StatusCode::OK
     } else {
@@ -66,6 +75,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyBody
             database,
             nats,
             workers,
+            backends,
         }),
     )
 }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use chrono::Utc;
 use futures::StreamExt;
 use serde::Serialize;
-use voidrunner_shared::events::{SandboxCounters, WorkerStatus};
+use voidrunner_shared::events::{SandboxBackendKind, SandboxCounters, WorkerStatus};
 use voidrunner_shared::Language;
 
 use crate::error::{ApiError, Json};
@@ -22,6 +22,8 @@ pub struct WorkerResponse {
     languages: Vec<Language>,
     warm_pool: std::collections::BTreeMap<String, u32>,
     sandbox: SandboxCounters,
+    /// What runs its executions; `instant` runs no code (load tests only).
+    backend: SandboxBackendKind,
     draining: bool,
     last_heartbeat: chrono::DateTime<Utc>,
 }
@@ -29,6 +31,10 @@ pub struct WorkerResponse {
 impl WorkerResponse {
     pub fn is_draining(&self) -> bool {
         self.draining
+    }
+
+    pub fn backend(&self) -> SandboxBackendKind {
+        self.backend
     }
 }
 
@@ -66,6 +72,7 @@ pub async fn live_workers(state: &AppState) -> Result<Vec<WorkerResponse>, ApiEr
                 languages: status.languages,
                 warm_pool: status.warm_pool,
                 sandbox: status.sandbox,
+                backend: status.backend,
                 draining: status.draining,
                 last_heartbeat: status.seen_at,
             }),

@@ -108,6 +108,7 @@ impl DockerSandbox {
             warm: false,
             started_at,
             finished_at,
+            note: None,
         })
     }
 

@@ -10,6 +10,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use voidrunner_shared::metrics as names;
 use voidrunner_shared::Language;
@@ -311,5 +312,59 @@ impl DockerSandbox {
         self.inner.removals.close();
         self.inner.removals.wait().await;
         self.inner.removals.reopen();
+    }
+}
+
+impl super::SandboxBackend for DockerSandbox {
+    fn kind(&self) -> voidrunner_shared::events::SandboxBackendKind {
+        voidrunner_shared::events::SandboxBackendKind::Docker
+    }
+
+    fn metrics(&self) -> &SandboxMetrics {
+        DockerSandbox::metrics(self)
+    }
+
+    fn pool_levels(&self) -> HashMap<Language, usize> {
+        DockerSandbox::pool_levels(self)
+    }
+
+    fn has_language(&self, language: Language) -> futures::future::BoxFuture<'_, bool> {
+        Box::pin(async move { self.has_image(self.image(language)).await })
+    }
+
+    fn run<'a>(
+        &'a self,
+        execution_id: &'a str,
+        program: &'a Program,
+        container: ContainerLimits,
+        run: RunLimits,
+        output: Option<mpsc::Sender<OutputChunk>>,
+        interruptions: Interruptions<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<RunReport, SandboxError>> {
+        Box::pin(DockerSandbox::run(
+            self,
+            execution_id,
+            program,
+            container,
+            run,
+            output,
+            interruptions,
+        ))
+    }
+
+    fn keep_warm(&self, shutdown: CancellationToken) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(self.run_pools(shutdown))
+    }
+
+    fn remove_orphans<'a>(
+        &'a self,
+        live_workers: Option<&'a HashSet<String>>,
+        start_up: bool,
+    ) -> futures::future::BoxFuture<'a, Result<usize, SandboxError>> {
+        Box::pin(DockerSandbox::remove_orphans(self, live_workers, start_up))
+    }
+
+    fn wait_for_removals(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(DockerSandbox::wait_for_removals(self))
     }
 }

@@ -1,15 +1,20 @@
-//! Running one program in a hardened, single-use container.
+//! Running one program in a sandbox: a hardened, single-use container (`docker.rs`), or, for
+//! load tests, nothing at all (`instant.rs`), behind one trait (`backend.rs`).
 
+mod backend;
 mod collect;
 mod container;
 mod docker;
 mod housekeeping;
+mod instant;
 mod metrics;
 mod pool;
 mod program;
 mod settings;
 
+pub use backend::{Sandbox, SandboxBackend};
 pub use docker::{DockerSandbox, SandboxError};
+pub use instant::{InstantSandbox, NO_CODE_RAN};
 pub use metrics::{MetricsSnapshot, SandboxMetrics};
 pub use program::{
     bootstrap_command, ending, strip_markers, Ending, Program, BOOTSTRAP_FAILED_EXIT,
@@ -90,6 +95,9 @@ pub struct RunReport {
     pub warm: bool,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
+    /// Said in the result's `error` when the run itself reports none (the instant backend's
+    /// "no code ran").
+    pub note: Option<&'static str>,
 }
 
 /// A piece of output as it streams, for live events.
