@@ -8,7 +8,18 @@
 //! first with no instrumentation installed, then with metrics recorded and traces exported
 //! over OTLP (as every later row is). Prints a Markdown table.
 //!
-//! Needs what the tests need: Docker with the language images, and nats-server.
+//! Then the control plane alone (`dispatch.rs`): dispatch throughput and orchestration overhead
+//! through the api, the database, NATS and the recorder, with workers that run nothing.
+//!
+//!   --samples N          latency samples per sandbox path (default 60)
+//!   --executions N       executions per dispatch-throughput measurement (default 5000)
+//!   --only sandbox|control-plane
+//!   --quick              a few of everything, so CI keeps the benchmark working
+//!
+//! Needs what the tests need: Docker with the language images, nats-server, and PostgreSQL
+//! (VOIDRUNNER_TEST_DATABASE_URL) for the control plane.
+
+mod dispatch;
 
 use std::time::{Duration, Instant};
 
@@ -97,7 +108,10 @@ impl BenchWorker {
     /// Warm Python sandboxes ready now, from the worker's status endpoint.
     async fn warm_ready(&self) -> anyhow::Result<u64> {
         let subject = self.namespace.worker_status_subject(&self.worker_id);
-        let reply = self.client.request(subject, "".into()).await?;
+        // Until the worker has registered its status endpoint, nothing answers.
+        let Ok(reply) = self.client.request(subject, "".into()).await else {
+            return Ok(0);
+        };
         let status: serde_json::Value = serde_json::from_slice(&reply.payload)?;
         Ok(status["warm_pool"]["python"].as_u64().unwrap_or(0))
     }
@@ -270,14 +284,62 @@ struct Latency {
     samples: Vec<Duration>,
 }
 
+fn arg(name: &str) -> Option<String> {
+    std::env::args().skip_while(|arg| arg != name).nth(1)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let samples: usize = std::env::args()
-        .skip_while(|arg| arg != "--samples")
-        .nth(1)
+    let quick = std::env::args().any(|arg| arg == "--quick");
+    let samples: usize = arg("--samples")
         .map(|n| n.parse())
         .transpose()?
-        .unwrap_or(60);
+        .unwrap_or(if quick { 3 } else { 60 });
+    let executions: usize = arg("--executions")
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(if quick { 200 } else { 5000 });
+    let only = arg("--only");
+    if !matches!(only.as_deref(), None | Some("sandbox" | "control-plane")) {
+        bail!("--only takes sandbox or control-plane");
+    }
+    if only.as_deref() != Some("control-plane") {
+        sandbox_paths(samples, quick).await?;
+    }
+    if only.as_deref() != Some("sandbox") {
+        control_plane(executions, if quick { 10 } else { 500 }).await?;
+    }
+    Ok(())
+}
+
+async fn control_plane(executions: usize, overhead_samples: usize) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for setup in &dispatch::SETUPS {
+        rows.push(dispatch::measure(setup, executions, overhead_samples).await?);
+    }
+    println!(
+        "\nControl plane (api, database, NATS, recorder; two workers with the instant backend, \
+         256 slots each; {} concurrent clients). Dispatch: {executions} runs from the first \
+         submission to the last final state. Overhead: `POST /runs?wait=true`, {overhead_samples} \
+         sequential, request to answer:\n",
+        32
+    );
+    println!("| database | runs/s, one per request | runs/s, batches of 100 | overhead p50 ms | overhead p99 ms |");
+    println!("|---|---:|---:|---:|---:|");
+    for row in rows {
+        println!(
+            "| {} | {:.0} | {:.0} | {} | {} |",
+            row.setup,
+            row.single_per_second,
+            row.batched_per_second,
+            ms(percentile(&row.overhead, 50.0)),
+            ms(percentile(&row.overhead, 99.0)),
+        );
+    }
+    Ok(())
+}
+
+async fn sandbox_paths(samples: usize, quick: bool) -> anyhow::Result<()> {
     let nats = voidrunner_testkit::start_nats().await;
 
     // First without any instrumentation (nothing installed yet: no metrics recorder, no
@@ -341,18 +403,19 @@ async fn main() -> anyhow::Result<()> {
     }
     let docker_p50 = percentile(&latencies[3].samples, 50.0);
 
+    let throughput_executions = if quick { 4 } else { THROUGHPUT_EXECUTIONS };
     let mut throughput = Vec::new();
     for parallelism in PARALLELISMS {
-        eprintln!("throughput: {THROUGHPUT_EXECUTIONS} executions at parallelism {parallelism}");
+        eprintln!("throughput: {throughput_executions} executions at parallelism {parallelism}");
         let worker = BenchWorker::start(nats.url(), parallelism, parallelism).await?;
         worker.wait_for_pool(parallelism as u64).await?;
         let started = Instant::now();
-        worker.run(THROUGHPUT_EXECUTIONS).await?;
+        worker.run(throughput_executions).await?;
         let elapsed = started.elapsed();
         worker.stop().await;
         throughput.push((
             parallelism,
-            THROUGHPUT_EXECUTIONS as f64 / elapsed.as_secs_f64(),
+            throughput_executions as f64 / elapsed.as_secs_f64(),
         ));
     }
 
@@ -371,7 +434,7 @@ async fn main() -> anyhow::Result<()> {
             p50.as_secs_f64() / docker_p50.as_secs_f64(),
         );
     }
-    println!("\nThroughput through one worker ({THROUGHPUT_EXECUTIONS} executions published at once, slots = pool size = parallelism):\n");
+    println!("\nThroughput through one worker ({throughput_executions} executions published at once, slots = pool size = parallelism):\n");
     println!("| parallelism | executions/s |");
     println!("|---:|---:|");
     for (parallelism, rate) in throughput {
