@@ -571,6 +571,45 @@ pub async fn wait_final(
     }
 }
 
+/// Polls executions until every one is final, within `within`; returns them by id. A missing
+/// execution (or any answer but 200) fails the test.
+pub async fn wait_all_final(
+    http: &reqwest::Client,
+    base_url: &str,
+    token: &str,
+    ids: &[String],
+    within: Duration,
+) -> std::collections::HashMap<String, Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut finals = std::collections::HashMap::new();
+    while finals.len() < ids.len() {
+        for id in ids {
+            if finals.contains_key(id) {
+                continue;
+            }
+            let (status, execution) = send(
+                http.get(format!("{base_url}/api/v1/executions/{id}"))
+                    .bearer_auth(token),
+            )
+            .await;
+            assert_eq!(status, 200, "get execution {id}: {execution}");
+            if !matches!(execution["status"].as_str(), Some("queued" | "running")) {
+                finals.insert(id.clone(), execution);
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} executions not final after {within:?}",
+            ids.len() - finals.len(),
+            ids.len()
+        );
+        if finals.len() < ids.len() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    finals
+}
+
 pub async fn run_to_end(http: &reqwest::Client, base_url: &str, token: &str, task: Value) -> Value {
     let (status, created) = send(
         http.post(format!("{base_url}/api/v1/tasks"))

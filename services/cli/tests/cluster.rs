@@ -14,7 +14,8 @@ use voidrunner_shared::nats_server::NatsServer;
 use voidrunner_shared::Namespace;
 use voidrunner_testkit::processes::{free_port, Processes};
 use voidrunner_testkit::{
-    empty_database, login_new_user, nats_server_bin, send, test_env, unique_prefix, Backend,
+    empty_database, login_new_user, nats_server_bin, send, test_env, unique_prefix, wait_all_final,
+    Backend,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_voidrunner");
@@ -326,33 +327,7 @@ async fn a_three_node_cluster_loses_a_stream_leader_twice_without_losing_work() 
     let submitted_in = began.elapsed();
 
     // Every accepted execution ends, completed, once.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut finals: HashMap<String, Value> = HashMap::new();
-    while finals.len() < accepted.len() {
-        for id in &accepted {
-            if finals.contains_key(id) {
-                continue;
-            }
-            let (status, execution) = send(
-                http.get(format!("{base}/api/v1/executions/{id}"))
-                    .bearer_auth(&token),
-            )
-            .await;
-            assert_eq!(status, 200, "{execution}");
-            if !matches!(execution["status"].as_str(), Some("queued" | "running")) {
-                finals.insert(id.clone(), execution);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} accepted executions never ended",
-            accepted.len() - finals.len(),
-            accepted.len()
-        );
-        if finals.len() < accepted.len() {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+    let finals = wait_all_final(&http, &base, &token, &accepted, Duration::from_secs(300)).await;
     let all_done = began.elapsed();
     let completed = finals
         .values()

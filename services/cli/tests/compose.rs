@@ -144,30 +144,7 @@ impl Client {
 
     /// Waits until every execution is final; returns them by id.
     async fn all_final(&self, ids: &[String], within: Duration) -> HashMap<String, Value> {
-        let deadline = Instant::now() + within;
-        let mut finals = HashMap::new();
-        while finals.len() < ids.len() {
-            for id in ids {
-                if finals.contains_key(id) {
-                    continue;
-                }
-                if let Some(execution) = self.execution(id).await {
-                    if !matches!(execution["status"].as_str(), Some("queued" | "running")) {
-                        finals.insert(id.clone(), execution);
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {} executions never ended",
-                ids.len() - finals.len(),
-                ids.len()
-            );
-            if finals.len() < ids.len() {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-        finals
+        voidrunner_testkit::wait_all_final(&self.http, &self.base, &self.token, ids, within).await
     }
 
     async fn live_workers(&self) -> Vec<Value> {
