@@ -66,6 +66,8 @@ cat <<EOT
 
 VoidRunner is running in embedded mode at $base (pid $(cat "$pidfile"), state in $VOIDRUNNER_DATA_DIR).
   token:  export TOKEN=$token
+  bus:    nats --server nats://127.0.0.1:4222 --user observer --inbox-prefix _INBOX_observer \\
+            --password "\$(cat $VOIDRUNNER_DATA_DIR/nats/credentials/observer)" stream ls
   stop:   kill \$(cat $pidfile)
 EOT
 [[ "$status" == completed ]]
