@@ -94,6 +94,21 @@ pub struct NatsConfig {
     pub nats_tls_key: Option<std::path::PathBuf>,
 }
 
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::UserPassword { user, .. } => f
+                .debug_struct("UserPassword")
+                .field("user", user)
+                .field("password", &"<redacted>")
+                .finish(),
+            NatsAuth::NkeySeedFile(path) => f.debug_tuple("NkeySeedFile").field(path).finish(),
+            NatsAuth::CredsFile(path) => f.debug_tuple("CredsFile").field(path).finish(),
+        }
+    }
+}
+
 impl std::fmt::Debug for NatsConfig {
     /// Everything but the password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,8 +129,8 @@ impl std::fmt::Debug for NatsConfig {
     }
 }
 
-/// How a service proves who it is to NATS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a service proves who it is to NATS. (Its Debug output hides the password.)
+#[derive(Clone, PartialEq, Eq)]
 pub enum NatsAuth {
     None,
     UserPassword { user: String, password: String },
@@ -531,12 +546,17 @@ mod tests {
             ("VOIDRUNNER_NATS_PASSWORD", "pw"),
         ]))
         .expect("user and password");
+        let auth = user.auth().expect("auth");
         assert_eq!(
-            user.auth().expect("auth"),
+            auth,
             NatsAuth::UserPassword {
                 user: "worker".into(),
                 password: "pw".into()
             }
+        );
+        assert!(
+            !format!("{auth:?} {user:?}").contains("pw\""),
+            "a password in Debug output"
         );
     }
 
