@@ -266,7 +266,7 @@ async fn the_api_refuses_an_unmigrated_database_and_says_how_to_fix_it() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(
         body,
-        json!({ "database": true, "nats": true, "workers": 0 })
+        json!({ "database": true, "nats": true, "workers": 0, "backends": {} })
     );
     shutdown.cancel();
     serving.await.expect("join").expect("api stopped cleanly");
