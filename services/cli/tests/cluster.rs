@@ -186,8 +186,9 @@ async fn caught_up(js: &jetstream::Context, streams: &[String], node: &str) -> D
     }
 }
 
-/// `started` events per execution id on EVENTS: more than one would be a second run.
-async fn starts(js: &jetstream::Context, ns: &Namespace) -> HashMap<String, usize> {
+/// `started` events per execution id on EVENTS (attempt and worker of each): more than one
+/// would be a second run.
+async fn starts(js: &jetstream::Context, ns: &Namespace) -> HashMap<String, Vec<String>> {
     let stream = js.get_stream(ns.events_stream()).await.expect("events");
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
@@ -197,7 +198,7 @@ async fn starts(js: &jetstream::Context, ns: &Namespace) -> HashMap<String, usiz
         .await
         .expect("ordered consumer");
     let pending = consumer.cached_info().num_pending;
-    let mut counts = HashMap::new();
+    let mut counts: HashMap<String, Vec<String>> = HashMap::new();
     let mut messages = consumer.messages().await.expect("messages");
     for _ in 0..pending {
         let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
@@ -206,7 +207,11 @@ async fn starts(js: &jetstream::Context, ns: &Namespace) -> HashMap<String, usiz
             .expect("message")
             .expect("message ok");
         let id = message.subject.split('.').nth(2).expect("id").to_owned();
-        *counts.entry(id).or_insert(0) += 1;
+        let event: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
+        counts.entry(id).or_default().push(format!(
+            "attempt {} on {} at {}",
+            event["attempt"], event["worker_id"], event["started_at"]
+        ));
     }
     counts
 }
@@ -338,25 +343,33 @@ async fn a_three_node_cluster_loses_a_stream_leader_twice_without_losing_work() 
         .filter(|execution| execution["status"] != "completed")
         .collect();
     let starts = starts(&js, &ns).await;
-    let ran_twice = accepted
+    let twice: Vec<String> = accepted
         .iter()
-        .filter(|id| starts.get(*id).copied().unwrap_or(0) > 1)
-        .count();
+        .filter_map(|id| {
+            let seen = starts.get(id)?;
+            (seen.len() > 1).then(|| format!("{id}: {}", seen.join("; ")))
+        })
+        .collect();
+    let ran_twice = twice.len();
     println!(
         "cluster failover: submitted {SUBMISSIONS} in {:.1}s, accepted {}, refused {:?}, completed {completed}, \
          lost 0, ran twice {ran_twice} ({} started events), all final after {:.1}s\n  {}",
         submitted_in.as_secs_f64(),
         accepted.len(),
         refused,
-        starts.values().sum::<usize>(),
+        starts.values().map(Vec::len).sum::<usize>(),
         all_done.as_secs_f64(),
         log.join("\n  ")
     );
     assert!(not_completed.is_empty(), "{not_completed:?}");
     assert_eq!(completed, accepted.len());
-    assert_eq!(ran_twice, 0, "an execution ran twice");
+    assert_eq!(ran_twice, 0, "executions ran twice:\n{}", twice.join("\n"));
     // The count above read the real events (a `started` is best effort, so not all need be).
-    let started: usize = accepted.iter().filter_map(|id| starts.get(id)).sum();
+    let started: usize = accepted
+        .iter()
+        .filter_map(|id| starts.get(id))
+        .map(Vec::len)
+        .sum();
     assert!(
         started >= accepted.len() * 9 / 10,
         "only {started} started events"

@@ -17,6 +17,8 @@ use voidrunner_shared::publish::{publish_json, PublishError};
 use voidrunner_shared::subjects::EventKind;
 use voidrunner_shared::{report, Language, Namespace, Status};
 
+use async_nats::jetstream::stream::DirectGetErrorKind;
+
 use crate::ack::Outcome;
 use crate::cancellations::Cancellations;
 use crate::config::WorkerConfig;
@@ -115,16 +117,25 @@ impl Runner {
     ) -> Outcome {
         let execution_id = dispatch.execution_id;
         let result_subject = self.namespace.result_subject(execution_id);
-        if let Ok(stored) = self
+        match self
             .results
             .direct_get_last_for_subject(&result_subject)
             .await
         {
-            if answers(&stored.payload, &dispatch) {
-                tracing::info!(%execution_id, "result already published; acknowledging the duplicate");
-                return Outcome::Resulted;
+            Ok(stored) => {
+                if answers(&stored.payload, &dispatch) {
+                    tracing::info!(%execution_id, "result already published; acknowledging the duplicate");
+                    return Outcome::Resulted;
+                }
+                tracing::warn!(%execution_id, security_event = "foreign_result", "the reply subject holds a result without this dispatch's token; running the execution anyway");
             }
-            tracing::warn!(%execution_id, security_event = "foreign_result", "the reply subject holds a result without this dispatch's token; running the execution anyway");
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => {}
+            Err(error) => {
+                // Not knowing whether it already ran (e.g. RESULTS is electing a leader), it
+                // waits rather than risk running it twice.
+                tracing::warn!(%execution_id, error = %error, "cannot tell whether the execution already has a result; trying again later");
+                return Outcome::FleetFailed { attempt };
+            }
         }
         let registration = self.cancellations.register(execution_id);
         let tried = if self.cancellations.requested(execution_id).await {
