@@ -9,12 +9,22 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
-/// A port nothing listens on right now.
+/// Where `free_port` looks: below the kernel's ephemeral range (Linux: 32768-60999), so that
+/// a socket bound to port 0 meanwhile (a worker's metrics endpoint, a client connection) cannot
+/// take the port between this choice and the service binding it.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port nothing listens on right now, chosen at random from `TEST_PORTS`.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
+    for _ in 0..1000 {
+        let port = TEST_PORTS.start
+            + (uuid::Uuid::new_v4().as_u128() % u128::from(TEST_PORTS.end - TEST_PORTS.start))
+                as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
 /// `voidrunner` processes of one test, each logging to its own file; killed when dropped.
