@@ -24,16 +24,19 @@ const CLIENTS: usize = 32;
 const BATCH: usize = 100;
 
 pub struct Setup {
+    pub key: &'static str,
     pub name: &'static str,
     pub backend: Backend,
 }
 
 pub const SETUPS: [Setup; 2] = [
     Setup {
+        key: "postgres",
         name: "PostgreSQL",
         backend: Backend::Postgres,
     },
     Setup {
+        key: "sqlite",
         name: "SQLite (embedded)",
         backend: Backend::Sqlite,
     },

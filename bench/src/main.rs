@@ -14,11 +14,13 @@
 //!   --samples N          latency samples per sandbox path (default 60)
 //!   --executions N       executions per dispatch-throughput measurement (default 5000)
 //!   --only sandbox|control-plane
+//!   --database postgres|sqlite   the control plane on one database only
 //!   --quick              a few of everything, so CI keeps the benchmark working
 //!
 //! Needs what the tests need: Docker with the language images, nats-server, and PostgreSQL
 //! (VOIDRUNNER_TEST_DATABASE_URL) for the control plane.
 
+mod anchors;
 mod dispatch;
 
 use std::time::{Duration, Instant};
@@ -313,8 +315,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn control_plane(executions: usize, overhead_samples: usize) -> anyhow::Result<()> {
+    let database = arg("--database");
     let mut rows = Vec::new();
     for setup in &dispatch::SETUPS {
+        if database.as_deref().is_some_and(|name| name != setup.key) {
+            continue;
+        }
         rows.push(dispatch::measure(setup, executions, overhead_samples).await?);
     }
     println!(

@@ -15,6 +15,7 @@ mod m20261129_000007_webhooks;
 mod m20261129_000008_stream_truncation;
 mod m20261203_000009_dispatch_token;
 mod m20261203_000010_trace_parent;
+mod m20261203_000011_admission_counts;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000008_stream_truncation::Migration),
             Box::new(m20261203_000009_dispatch_token::Migration),
             Box::new(m20261203_000010_trace_parent::Migration),
+            Box::new(m20261203_000011_admission_counts::Migration),
         ]
     }
 }

@@ -8,6 +8,8 @@
 #   vr_ensure_nats_server            # exports VOIDRUNNER_NATS_SERVER_BIN (nats-server >= 2.11)
 #   vr_ensure_postgres               # exports VOIDRUNNER_TEST_DATABASE_URL
 #   vr_ensure_images [python node bash go]   # builds missing voidrunner/* images
+#   vr_ensure_celery                 # the benchmark's Celery anchor: redis-server (Debian) and
+#                                    # Celery in a venv (PyPI); exports VOIDRUNNER_CELERY_PYTHON
 #
 # Every function is idempotent: it leaves alone what already runs and answers.
 # Each returns non-zero on failure (callers normally run under `set -e`).
@@ -240,6 +242,27 @@ vr_ensure_nats_server() {
     fi
     export VOIDRUNNER_NATS_SERVER_BIN="${found% *}"
     vr__log "nats-server: ${found#* } at $VOIDRUNNER_NATS_SERVER_BIN"
+}
+
+# ---------------------------------------------------------------- celery (benchmark anchor)
+
+VR_CELERY_VERSION="${VR_CELERY_VERSION:-5.5.3}"
+VR_REDIS_PY_VERSION="${VR_REDIS_PY_VERSION:-6.4.0}"
+
+vr_ensure_celery() {
+    command -v redis-server >/dev/null 2>&1 || [[ -x /usr/bin/redis-server ]] \
+        || vr__apt_install redis-server || return 1
+    local venv="${XDG_CACHE_HOME:-$HOME/.cache}/voidrunner/celery-$VR_CELERY_VERSION"
+    if ! "$venv/bin/python" -c 'import celery, redis' >/dev/null 2>&1; then
+        vr__log "celery: creating $venv (celery==$VR_CELERY_VERSION redis==$VR_REDIS_PY_VERSION)"
+        rm -rf "$venv"
+        python3 -m venv "$venv" || { vr__err "python3 -m venv failed"; return 1; }
+        "$venv/bin/pip" install -q --disable-pip-version-check \
+            "celery==$VR_CELERY_VERSION" "redis==$VR_REDIS_PY_VERSION" >&2 \
+            || { vr__err "pip install celery failed"; return 1; }
+    fi
+    export VOIDRUNNER_CELERY_PYTHON="$venv/bin/python"
+    vr__log "celery: $("$venv/bin/python" -c 'import celery; print(celery.__version__)') at $venv"
 }
 
 # ---------------------------------------------------------------- postgres

@@ -39,9 +39,10 @@ pub struct ApiConfig {
     #[serde(default = "default_outbox_sweep_seconds")]
     pub outbox_sweep_seconds: u64,
     /// `VOIDRUNNER_MAX_ACTIVE_PER_USER`: how many of one user's executions may be on the lanes or
-    /// running at once, across the fleet; the rest wait their turn in the database.
+    /// running at once, across the fleet; the rest wait their turn in the database. `unlimited`
+    /// turns admission off (a fleet of one trusted tenant).
     #[serde(default = "default_max_active_per_user")]
-    pub max_active_per_user: u32,
+    pub max_active_per_user: ActiveLimit,
     /// `VOIDRUNNER_DRAIN_SECONDS`: on shutdown, how long in-flight requests and recordings may take.
     #[serde(default = "default_drain_seconds")]
     pub drain_seconds: u64,
@@ -150,8 +151,41 @@ fn default_max_stdin_bytes() -> usize {
 fn default_outbox_sweep_seconds() -> u64 {
     5
 }
-fn default_max_active_per_user() -> u32 {
-    16
+fn default_max_active_per_user() -> ActiveLimit {
+    ActiveLimit::PerUser(16)
+}
+
+/// How many of a user's executions may be active at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActiveLimit {
+    PerUser(u32),
+    /// No per-user admission: every execution is admitted at once, and no count is kept.
+    Unlimited,
+}
+
+impl std::str::FromStr for ActiveLimit {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim() {
+            "unlimited" => Ok(ActiveLimit::Unlimited),
+            number => match number.parse::<u32>() {
+                Ok(0) | Err(_) => Err(format!(
+                    "{value:?} is neither a number of executions (at least 1) nor `unlimited`"
+                )),
+                Ok(limit) => Ok(ActiveLimit::PerUser(limit)),
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ActiveLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        value.parse().map_err(|problem| {
+            serde::de::Error::custom(format!("VOIDRUNNER_MAX_ACTIVE_PER_USER: {problem}"))
+        })
+    }
 }
 fn default_drain_seconds() -> u64 {
     10
@@ -245,12 +279,6 @@ impl ApiConfig {
                     format_args!("{origin:?} is not an origin like https://app.example.com (or *)"),
                 ));
             }
-        }
-        if self.max_active_per_user == 0 {
-            return Err(ConfigError::invalid(
-                "MAX_ACTIVE_PER_USER",
-                "must be at least 1",
-            ));
         }
         if self.outbox_sweep_seconds == 0 {
             return Err(ConfigError::invalid(

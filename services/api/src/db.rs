@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use voidrunner_migration::{Migrator, MigratorTrait};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,19 +28,20 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbStartError> {
         .connect_timeout(Duration::from_secs(5))
         // A request waits this long for a connection before it answers 503.
         .acquire_timeout(Duration::from_secs(5))
-        .sqlx_logging(false);
-    let db = Database::connect(options)
+        .sqlx_logging(false)
+        // On every connection of the pool (these pragmas are per connection, but WAL): WAL lets
+        // readers proceed while the recorder writes, and with it `synchronous=NORMAL` is
+        // durable against a process crash (fsync at checkpoints, not at every commit).
+        .map_sqlx_sqlite_opts(|sqlite| {
+            sqlite
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(5))
+        });
+    Database::connect(options)
         .await
-        .map_err(DbStartError::Connect)?;
-    if db.get_database_backend() == DbBackend::Sqlite {
-        // WAL lets readers proceed while the recorder writes.
-        db.execute_unprepared(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
-        )
-        .await
-        .map_err(DbStartError::Connect)?;
-    }
-    Ok(db)
+        .map_err(DbStartError::Connect)
 }
 
 /// Applies every pending migration.

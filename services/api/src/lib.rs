@@ -52,6 +52,8 @@ pub enum StartError {
     Nats(#[from] ConnectError),
     #[error(transparent)]
     Provision(#[from] ProvisionError),
+    #[error("recounting the users' active executions failed: {0}")]
+    Recount(#[source] executions::ExecutionError),
 }
 
 /// A built api, ready to serve on a listener.
@@ -96,6 +98,15 @@ impl Api {
             namespace.clone(),
             config.max_active_per_user,
         );
+        // Counts left stale by replicas without a limit (or with another) are set right before
+        // anything is admitted by this one.
+        if config.max_active_per_user != config::ActiveLimit::Unlimited {
+            let users = executions
+                .recount_all()
+                .await
+                .map_err(StartError::Recount)?;
+            tracing::debug!(users, "recounted the users' active executions");
+        }
         Ok(Api {
             state: AppState {
                 executions,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
-use futures::StreamExt;
+use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use voidrunner_shared::events::{ExecutionEvent, ExecutionResult, ResultV1};
@@ -16,8 +16,10 @@ use crate::executions::{ExecutionError, Lifecycle};
 use crate::state::AppState;
 
 const RETRY_DELAY: Duration = Duration::from_secs(1);
-/// Messages pulled at a time, and how long a pull waits for them to arrive.
-const RECORD_BATCH: usize = 32;
+/// Messages pulled at a time, how many of them are recorded at once (each holds a database
+/// connection while it does), and how long a pull waits for them to arrive.
+const RECORD_BATCH: usize = 64;
+const RECORD_CONCURRENCY: usize = 16;
 const BATCH_WAIT: Duration = Duration::from_millis(500);
 
 /// What to do with a message once its handling ended.
@@ -130,42 +132,49 @@ async fn drain(
         .get_consumer(consumer_name)
         .await?;
     // Pulled in small batches, each handled to the end before shutdown is looked at: a stopping
-    // replica leaves no message taken but unacknowledged, waiting out ack_wait.
+    // replica leaves no message taken but unacknowledged, waiting out ack_wait. The messages of
+    // a batch are recorded concurrently: each is a transition of its own execution, guarded,
+    // so their order does not matter, and each is acked once its own change committed.
     while !shutdown.is_cancelled() {
-        let mut batch = consumer
+        consumer
             .batch()
             .max_messages(RECORD_BATCH)
             .expires(BATCH_WAIT)
             .messages()
+            .await?
+            .try_for_each_concurrent(RECORD_CONCURRENCY, |message| async move {
+                record(state, feed, &message).await;
+                Ok(())
+            })
             .await?;
-        while let Some(message) = batch.next().await {
-            let message = message?;
-            // Recorded in the trace of the worker that sent it.
-            let span = tracing::info_span!(
-                "record",
-                feed = feed.as_str(),
-                trace_id = tracing::field::Empty
-            );
-            voidrunner_shared::telemetry::continue_trace(
-                &span,
-                voidrunner_shared::headers::traceparent(message.headers.as_ref()),
-            );
-            let disposition = match feed {
-                Feed::Results => {
-                    record_result(&state.executions, &message.payload)
-                        .instrument(span)
-                        .await
-                }
-                Feed::Started => {
-                    record_started(&state.executions, &message.payload)
-                        .instrument(span)
-                        .await
-                }
-            };
-            acknowledge(&message, disposition).await;
-        }
     }
     Ok(())
+}
+
+/// Records one message in the trace of the worker that sent it, then acknowledges it.
+async fn record(state: &AppState, feed: Feed, message: &jetstream::Message) {
+    let span = tracing::info_span!(
+        "record",
+        feed = feed.as_str(),
+        trace_id = tracing::field::Empty
+    );
+    voidrunner_shared::telemetry::continue_trace(
+        &span,
+        voidrunner_shared::headers::traceparent(message.headers.as_ref()),
+    );
+    let disposition = match feed {
+        Feed::Results => {
+            record_result(&state.executions, &message.payload)
+                .instrument(span)
+                .await
+        }
+        Feed::Started => {
+            record_started(&state.executions, &message.payload)
+                .instrument(span)
+                .await
+        }
+    };
+    acknowledge(message, disposition).await;
 }
 
 /// The recorder's ack policy: what each disposition tells JetStream.

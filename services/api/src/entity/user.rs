@@ -11,6 +11,10 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// Signs the webhooks of the user's executions (HMAC-SHA256).
     pub webhook_secret: Option<String>,
+    /// The user's executions admitted and not yet final (kept by `executions::admission`).
+    pub active_executions: i64,
+    /// The user's executions held back, queued until admitted.
+    pub held_executions: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

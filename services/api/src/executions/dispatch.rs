@@ -62,12 +62,13 @@ pub(super) fn encode(
 
 impl Lifecycle {
     /// Publishes the execution to TASKS and marks it dispatched, in the execution's trace
-    /// (whether the request that created it or the outbox sweeper publishes).
+    /// (whether the request that created it or the outbox sweeper publishes); returns the
+    /// execution as marked.
     pub(super) async fn dispatch(
         &self,
         execution: &execution::Model,
         task: &task::Model,
-    ) -> Result<(), ExecutionError> {
+    ) -> Result<execution::Model, ExecutionError> {
         let span = tracing::info_span!("dispatch", execution_id = %execution.id, trace_id = tracing::field::Empty);
         voidrunner_shared::telemetry::continue_trace(&span, execution.trace_parent.as_deref());
         self.publish_dispatch(execution, task)
@@ -79,7 +80,7 @@ impl Lifecycle {
         &self,
         execution: &execution::Model,
         task: &task::Model,
-    ) -> Result<(), ExecutionError> {
+    ) -> Result<execution::Model, ExecutionError> {
         let subject = self.namespace.task_subject(task.lane(), task.script_type);
         let payload = encode(execution, task)?;
         let headers = headers::for_execution(
@@ -96,12 +97,11 @@ impl Lifecycle {
             DISPATCH_DEADLINE,
         )
         .await?;
+        let dispatched_at = Utc::now();
+        let sequence = i64::try_from(ack.sequence).unwrap_or(i64::MAX);
         execution::Entity::update_many()
-            .col_expr(execution::Column::DispatchedAt, Expr::value(Utc::now()))
-            .col_expr(
-                execution::Column::StreamSequence,
-                Expr::value(i64::try_from(ack.sequence).unwrap_or(i64::MAX)),
-            )
+            .col_expr(execution::Column::DispatchedAt, Expr::value(dispatched_at))
+            .col_expr(execution::Column::StreamSequence, Expr::value(sequence))
             .filter(execution::Column::Id.eq(execution.id))
             .filter(execution::Column::DispatchedAt.is_null())
             .exec(&self.db)
@@ -111,7 +111,11 @@ impl Lifecycle {
             duplicate = ack.duplicate,
             "dispatched"
         );
-        Ok(())
+        Ok(execution::Model {
+            dispatched_at: execution.dispatched_at.or(Some(dispatched_at)),
+            stream_sequence: execution.stream_sequence.or(Some(sequence)),
+            ..execution.clone()
+        })
     }
 
     /// Dispatches executions just admitted, oldest first; one that cannot be published is left
@@ -133,12 +137,31 @@ impl Lifecycle {
                 return;
             }
         };
-        for (execution, task) in rows {
-            let Some(task) = task else { continue };
-            if let Err(error) = self.dispatch(&execution, &task).await {
-                tracing::warn!(execution_id = %execution.id, error = %error, "dispatch deferred to the outbox sweeper");
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter_map(|(execution, task)| Some((execution, task?)))
+            .collect();
+        self.dispatch_all(rows.iter().map(|(execution, task)| (execution.clone(), task)))
+            .await;
+    }
+
+    /// Dispatches executions all at once, their publishes pipelined on the connection (in the
+    /// order given) and each marked as its acknowledgement comes. Returns them as marked; one
+    /// that could not be published is returned as it was, left to the outbox sweeper.
+    pub(super) async fn dispatch_all<'t>(
+        &self,
+        rows: impl Iterator<Item = (execution::Model, &'t task::Model)>,
+    ) -> Vec<execution::Model> {
+        futures::future::join_all(rows.map(|(execution, task)| async move {
+            match self.dispatch(&execution, task).await {
+                Ok(dispatched) => dispatched,
+                Err(error) => {
+                    tracing::warn!(execution_id = %execution.id, error = %error, "dispatch deferred to the outbox sweeper");
+                    execution
+                }
             }
-        }
+        }))
+        .await
     }
 
     /// One pass of the outbox sweeper; returns how many executions it dispatched.
@@ -158,7 +181,7 @@ impl Lifecycle {
         for (execution, task) in pending {
             let Some(task) = task else { continue };
             match self.dispatch(&execution, &task).await {
-                Ok(()) => dispatched += 1,
+                Ok(_) => dispatched += 1,
                 Err(error) => {
                     tracing::warn!(execution_id = %execution.id, error = %error, "republishing failed")
                 }

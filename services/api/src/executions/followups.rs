@@ -3,15 +3,15 @@
 //! database. Every path that moves an execution on goes through `Lifecycle::change`, so none
 //! can forget a follow-up.
 
-use sea_orm::sea_query::SimpleExpr;
+use sea_orm::sea_query::{Expr, ExprTrait, Query, SimpleExpr};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    TransactionTrait,
 };
 use uuid::Uuid;
 use voidrunner_shared::{Language, Status, TaskStatus};
 
-use super::admission::admit_in;
+use super::admission::release;
 use super::observe::observe;
 use super::transitions::{self, Transition};
 use super::{ExecutionError, Lifecycle};
@@ -30,20 +30,12 @@ impl Lifecycle {
         guard: Condition,
     ) -> Result<Option<execution::Model>, ExecutionError> {
         let txn = self.db.begin().await?;
-        if !transitions::apply(&txn, execution_id, transition, to, changes, guard).await? {
+        let Some(execution) =
+            transitions::apply(&txn, execution_id, transition, to, changes, guard).await?
+        else {
             return Ok(None);
-        }
-        let execution = execution::Entity::find_by_id(execution_id)
-            .one(&txn)
-            .await?
-            .ok_or(ExecutionError::NotFound)?;
-        refresh_task_status(&txn, execution.task_id).await?;
-        // Its place under the user's limit goes to the next held execution.
-        let admitted = if to.is_final() && execution.admitted {
-            admit_in(&txn, execution.user_id, self.max_active_per_user).await?
-        } else {
-            Vec::new()
         };
+        refresh_task_status(&txn, &execution).await?;
         // What the final state is counted under.
         let language = if to.is_final() {
             task::Entity::find_by_id(execution.task_id)
@@ -54,6 +46,19 @@ impl Lifecycle {
                 .await?
         } else {
             None
+        };
+        // Its place under the user's limit goes to the next held execution; last, so that the
+        // user's row is held only for the commit.
+        let admitted = if to.is_final() {
+            release(
+                &txn,
+                execution.user_id,
+                execution.admitted,
+                self.max_active_per_user,
+            )
+            .await?
+        } else {
+            Vec::new()
         };
         txn.commit().await?;
         observe(&execution, transition.as_str(), language);
@@ -71,26 +76,36 @@ impl Lifecycle {
     }
 }
 
-/// Sets a task's status to its latest execution's, after an execution was created or moved on.
+/// Sets a task's status to `execution`'s (created or just moved on), unless a later execution
+/// of the task exists: a task shows its latest execution's status. One statement.
 pub(super) async fn refresh_task_status<C: ConnectionTrait>(
     db: &C,
-    task_id: Uuid,
+    execution: &execution::Model,
 ) -> Result<(), DbErr> {
-    let latest = execution::Entity::find()
-        .select_only()
-        .column(execution::Column::Status)
-        .filter(execution::Column::TaskId.eq(task_id))
-        .order_by_desc(execution::Column::CreatedAt)
-        .order_by_desc(execution::Column::Id)
-        .into_tuple::<execution::Status>()
-        .one(db)
-        .await?;
+    let later = Query::select()
+        .expr(Expr::val(1))
+        .from(execution::Entity)
+        .cond_where(
+            Condition::all()
+                .add(execution::Column::TaskId.eq(execution.task_id))
+                .add(
+                    Condition::any()
+                        .add(execution::Column::CreatedAt.gt(execution.created_at))
+                        .add(
+                            Condition::all()
+                                .add(execution::Column::CreatedAt.eq(execution.created_at))
+                                .add(execution::Column::Id.gt(execution.id)),
+                        ),
+                ),
+        )
+        .to_owned();
     task::Entity::update_many()
         .col_expr(
             task::Column::StatusName,
-            sea_orm::sea_query::Expr::value(TaskStatus::from(latest).as_str()),
+            Expr::value(TaskStatus::from(Some(execution.status)).as_str()),
         )
-        .filter(task::Column::Id.eq(task_id))
+        .filter(task::Column::Id.eq(execution.task_id))
+        .filter(Expr::exists(later).not())
         .exec(db)
         .await?;
     Ok(())

@@ -36,7 +36,7 @@ use voidrunner_shared::Namespace;
 use crate::entity::execution;
 
 pub use error::ExecutionError;
-pub use submit::{NewExecution, Submitted};
+pub use submit::{NewExecution, NewRun, Submitted};
 
 /// Stands in for a worker id in what the api reports on the fleet's behalf.
 pub const REPORTER: &str = "api";
@@ -49,7 +49,7 @@ pub struct Lifecycle {
     pub(crate) jetstream: jetstream::Context,
     pub(crate) namespace: Namespace,
     /// `VOIDRUNNER_MAX_ACTIVE_PER_USER`.
-    pub(crate) max_active_per_user: u32,
+    pub(crate) max_active_per_user: crate::config::ActiveLimit,
     /// Woken when an execution with a callback finishes, so its webhook goes out at once.
     webhooks_due: Arc<Notify>,
 }
@@ -60,7 +60,7 @@ impl Lifecycle {
         nats: async_nats::Client,
         jetstream: jetstream::Context,
         namespace: Namespace,
-        max_active_per_user: u32,
+        max_active_per_user: crate::config::ActiveLimit,
     ) -> Lifecycle {
         Lifecycle {
             db,

@@ -3,11 +3,12 @@
 //! execution will reach a final state.
 
 use chrono::Utc;
+use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, SqlErr, TransactionTrait};
 use uuid::Uuid;
-use voidrunner_shared::Status;
+use voidrunner_shared::{Status, TaskStatus};
 
-use super::admission::admit_in;
+use super::admission::{admit_many, admit_new};
 use super::dispatch::encode;
 use super::{callback, ExecutionError, Lifecycle};
 use crate::entity::{execution, task};
@@ -22,6 +23,14 @@ pub struct NewExecution {
     pub stdin: String,
     pub idempotency_key: Option<String>,
     pub rerun_of: Option<Uuid>,
+}
+
+/// A one-shot run to submit with others: its task, not yet stored, and its execution's input.
+pub struct NewRun {
+    pub task: task::ActiveModel,
+    pub id: Uuid,
+    pub callback_url: Option<String>,
+    pub stdin: String,
 }
 
 /// How a submission was taken.
@@ -122,18 +131,116 @@ impl Lifecycle {
             }
             Err(error) => return Err(error.into()),
         };
-        super::followups::refresh_task_status(&txn, execution.task_id).await?;
-        let admitted = admit_in(&txn, user_id, self.max_active_per_user).await?;
+        super::followups::refresh_task_status(&txn, &execution).await?;
+        // Last, so that the user's row is held only for the commit.
+        let admitted = admit_new(&txn, user_id, self.max_active_per_user).await?;
+        let mut execution = execution;
+        if admitted {
+            execution::Entity::update_many()
+                .col_expr(execution::Column::Admitted, Expr::value(true))
+                .filter(execution::Column::Id.eq(execution.id))
+                .exec(&txn)
+                .await?;
+            execution.admitted = true;
+        }
         txn.commit().await?;
         super::observe::observe(&execution, "submit", None);
-        self.dispatch_admitted(admitted).await;
-        let execution = execution::Entity::find_by_id(execution.id)
-            .one(&self.db)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(execution);
+        if admitted {
+            // A failure is left to the outbox sweeper: the execution is committed.
+            match self.dispatch(&execution, &new.task).await {
+                Ok(dispatched) => execution = dispatched,
+                Err(error) => {
+                    tracing::warn!(execution_id = %execution.id, error = %error, "dispatch deferred to the outbox sweeper")
+                }
+            }
+        }
         Ok(Submitted::New(execution))
+    }
+}
+
+impl Lifecycle {
+    /// Commits new executions of one-shot runs, with their tasks, in one transaction: all are
+    /// queued or none is. Then admits what the user's limit allows, oldest first, and
+    /// dispatches those at once (their publishes pipelined). Returns them in the order given.
+    pub async fn submit_runs(
+        &self,
+        user_id: Uuid,
+        runs: Vec<NewRun>,
+    ) -> Result<Vec<execution::Model>, ExecutionError> {
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            return Err(ExecutionError::BrokerDown);
+        }
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin().await?;
+        let tasks = task::Entity::insert_many(runs.iter().map(|run| run.task.clone()))
+            .exec_with_returning(&txn)
+            .await?;
+        let mut tasks: std::collections::HashMap<Uuid, task::Model> =
+            tasks.into_iter().map(|task| (task.id, task)).collect();
+        let max = self.nats.server_info().max_payload;
+        let mut news = Vec::with_capacity(runs.len());
+        for run in runs {
+            let task = run
+                .task
+                .id
+                .try_as_ref()
+                .and_then(|id| tasks.remove(id))
+                .ok_or(ExecutionError::NotFound)?;
+            let new = NewExecution {
+                id: run.id,
+                callback_url: run.callback_url,
+                task,
+                stdin: run.stdin,
+                idempotency_key: None,
+                rerun_of: None,
+            };
+            news.push(new);
+        }
+        let mut rows = Vec::with_capacity(news.len());
+        for new in &news {
+            let row = queued(user_id, new);
+            let size = encode(&row, &new.task)?.len();
+            if size > max {
+                return Err(ExecutionError::TooLarge { size, max });
+            }
+            rows.push(row);
+        }
+        execution::Entity::insert_many(
+            rows.iter()
+                .map(|row| execution::ActiveModel::from(row.clone()).reset_all()),
+        )
+        .exec(&txn)
+        .await?;
+        // Each run's task is new and has this one execution.
+        task::Entity::update_many()
+            .col_expr(
+                task::Column::StatusName,
+                Expr::value(TaskStatus::from(Some(Status::Queued)).as_str()),
+            )
+            .filter(task::Column::Id.is_in(news.iter().map(|new| new.task.id)))
+            .exec(&txn)
+            .await?;
+        let admitted = admit_many(&txn, user_id, rows.len(), self.max_active_per_user).await?;
+        if admitted > 0 {
+            execution::Entity::update_many()
+                .col_expr(execution::Column::Admitted, Expr::value(true))
+                .filter(execution::Column::Id.is_in(rows[..admitted].iter().map(|row| row.id)))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        for row in &mut rows[..admitted] {
+            row.admitted = true;
+        }
+        for row in &rows {
+            super::observe::observe(row, "submit", None);
+        }
+        let dispatched = self
+            .dispatch_all(rows.drain(..admitted).zip(news.iter().map(|new| &new.task)))
+            .await;
+        Ok(dispatched.into_iter().chain(rows).collect())
     }
 }
 

@@ -59,7 +59,7 @@ impl Transition {
 
 /// Moves the execution to `to` by `transition`, writing `changes` beside the status, if it is
 /// in a state the transition leaves and meets `guard` (e.g. the message carries the dispatch's
-/// token). Returns whether it wrote; a `to` the transition never reaches is refused before
+/// token). Returns the execution as written, `None` if nothing was; a `to` the transition never reaches is refused before
 /// anything is written.
 pub(super) async fn apply<C: ConnectionTrait>(
     db: &C,
@@ -68,7 +68,7 @@ pub(super) async fn apply<C: ConnectionTrait>(
     to: Status,
     changes: Vec<(execution::Column, SimpleExpr)>,
     guard: Condition,
-) -> Result<bool, ExecutionError> {
+) -> Result<Option<execution::Model>, ExecutionError> {
     if !transition.to().contains(&to) {
         return Err(ExecutionError::Unreachable { transition, to });
     }
@@ -78,13 +78,13 @@ pub(super) async fn apply<C: ConnectionTrait>(
     for (column, value) in changes {
         update = update.col_expr(column, value);
     }
-    let outcome = update
+    let changed = update
         .filter(execution::Column::Id.eq(execution_id))
         .filter(execution::Column::Status.is_in(transition.from().iter().copied()))
         .filter(guard)
-        .exec(db)
+        .exec_with_returning(db)
         .await?;
-    Ok(outcome.rows_affected > 0)
+    Ok(changed.into_iter().next())
 }
 
 /// The state diagram of an execution in Mermaid, drawn from the table (the README shows it,
@@ -200,16 +200,14 @@ mod tests {
                         .expect("query")
                         .expect("row");
                     if transition.allows(from, to) {
-                        assert!(
-                            matches!(outcome, Ok(true)),
-                            "{transition:?} {from} -> {to}: {outcome:?}"
-                        );
+                        let written = outcome.as_ref().ok().and_then(Option::as_ref);
+                        assert_eq!(written, Some(&after), "{transition:?} {from} -> {to}");
                         assert_eq!(after.status, to);
                         assert_eq!(after.worker_id.as_deref(), Some("w"));
                         allowed.push((transition, from, to));
                     } else {
                         assert!(
-                            matches!(outcome, Ok(false) | Err(ExecutionError::Unreachable { .. })),
+                            matches!(outcome, Ok(None) | Err(ExecutionError::Unreachable { .. })),
                             "{transition:?} {from} -> {to}: {outcome:?}"
                         );
                         assert_eq!(after, before, "{transition:?} {from} -> {to} wrote");

@@ -155,6 +155,8 @@ pub async fn register(
         password_hash: Set(password_hash),
         created_at: Set(Utc::now()),
         webhook_secret: Set(Some(new_secret(WEBHOOK_SECRET_PREFIX))),
+        active_executions: Set(0),
+        held_executions: Set(0),
     }
     .insert(&state.db)
     .await

@@ -16,7 +16,7 @@ use voidrunner_shared::events::{ExecutionResult, SourceFile};
 use crate::entity::execution;
 use crate::error::{ApiError, Json, Query};
 use crate::executions::view::ExecutionResponse;
-use crate::executions::{NewExecution, Submitted};
+use crate::executions::{NewExecution, NewRun, Submitted};
 use crate::http::{self, AuthUser};
 use crate::openapi::{BodyErrors, Common, Malformed};
 use crate::state::AppState;
@@ -306,7 +306,8 @@ async fn wait_for_result(
 }
 
 /// `POST /runs/batch`: up to 100 runs, validated all first (one bad run refuses the batch, with
-/// its index), then queued. 202 with the executions in request order.
+/// its index), then queued in one transaction (all or none). 202 with the executions in
+/// request order.
 #[tracing::instrument(skip_all, fields(user_id = %user_id))]
 #[utoipa::path(
     operation_id = "run_batch",
@@ -334,11 +335,25 @@ pub async fn batch(
         .enumerate()
         .map(|(index, run)| check(&state, run, Some(index)))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut items = Vec::with_capacity(runs.len());
-    for run in runs {
-        let submitted = start(&state, user_id, run, Uuid::now_v7(), None).await?;
-        let (_, _, Json(execution)) = http::submitted(StatusCode::ACCEPTED, submitted);
-        items.push(execution);
-    }
+    let runs = runs
+        .into_iter()
+        .map(|run| NewRun {
+            task: tasks::new_task(user_id, run.spec, tasks::KIND_RUN),
+            id: Uuid::now_v7(),
+            callback_url: run.callback_url,
+            stdin: run.stdin,
+        })
+        .collect();
+    let items = state
+        .executions
+        .submit_runs(user_id, runs)
+        .await?
+        .into_iter()
+        .map(|execution| {
+            let (_, _, Json(execution)) =
+                http::submitted(StatusCode::ACCEPTED, Submitted::New(execution));
+            execution
+        })
+        .collect();
     Ok((StatusCode::ACCEPTED, Json(BatchResponse { items })))
 }

@@ -40,6 +40,11 @@ pub async fn insert(
     spec: TaskSpec,
     kind: &str,
 ) -> Result<task::Model, TaskError> {
+    Ok(new_task(user_id, spec, kind).insert(db).await?)
+}
+
+/// A new task of `user_id`'s, to insert.
+pub fn new_task(user_id: Uuid, spec: TaskSpec, kind: &str) -> task::ActiveModel {
     let now = Utc::now();
     let mut model = task::ActiveModel {
         id: Set(Uuid::now_v7()),
@@ -51,7 +56,7 @@ pub async fn insert(
         ..Default::default()
     };
     spec.apply(&mut model);
-    Ok(model.insert(db).await?)
+    model
 }
 
 /// Replaces a task's definition with `spec`; refused while one of its executions is unfinished.
