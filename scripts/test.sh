@@ -41,4 +41,4 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 vr__log "cargo test"
 cargo test --workspace "$@"
 vr__log "benchmark, quick mode (keeps it working; the numbers of record are in bench/RESULTS.md)"
-cargo run --quiet -p voidrunner-bench -- --quick
+bench/run.sh --quick

@@ -23,7 +23,11 @@ pub struct Anchor {
 
 /// Publisher → TASKS-like work queue → worker (pull, ack, publish the result acked) → results
 /// stream → subscriber.
-pub async fn jetstream(nats_url: &str, round_trips: usize, throughput: usize) -> anyhow::Result<Anchor> {
+pub async fn jetstream(
+    nats_url: &str,
+    round_trips: usize,
+    throughput: usize,
+) -> anyhow::Result<Anchor> {
     let client = async_nats::connect(nats_url).await?;
     let js = jetstream::new(client.clone());
     let prefix = voidrunner_testkit::unique_prefix();
@@ -61,12 +65,17 @@ pub async fn jetstream(nats_url: &str, round_trips: usize, throughput: usize) ->
                     _ = shutdown.cancelled() => return Ok::<(), anyhow::Error>(()),
                     message = messages.next() => message,
                 };
-                let Some(message) = message else { return Ok(()) };
+                let Some(message) = message else {
+                    return Ok(());
+                };
                 let message = message.map_err(|e| anyhow::anyhow!(e))?;
                 let id = String::from_utf8_lossy(&message.payload).into_owned();
                 // The result is stored before the task is acked, as a VoidRunner worker does.
                 let ack = js
-                    .publish(format!("{prefix}.anchor.results.{id}"), message.payload.clone())
+                    .publish(
+                        format!("{prefix}.anchor.results.{id}"),
+                        message.payload.clone(),
+                    )
                     .await
                     .map_err(|e| anyhow::anyhow!(e))?;
                 tokio::spawn(async move {
@@ -76,7 +85,9 @@ pub async fn jetstream(nats_url: &str, round_trips: usize, throughput: usize) ->
             }
         }
     });
-    let mut results = client.subscribe(format!("{prefix}.anchor.results.*")).await?;
+    let mut results = client
+        .subscribe(format!("{prefix}.anchor.results.*"))
+        .await?;
     client.flush().await?;
 
     let mut latencies = Vec::with_capacity(round_trips);
@@ -155,8 +166,12 @@ pub async fn celery(round_trips: usize, throughput: usize) -> anyhow::Result<(An
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let report: CeleryReport = serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("the Celery anchor printed {}", String::from_utf8_lossy(&output.stdout)))?;
+    let report: CeleryReport = serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "the Celery anchor printed {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })?;
     let mut round_trips: Vec<Duration> = report
         .round_trips_ms
         .iter()

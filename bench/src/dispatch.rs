@@ -14,31 +14,42 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{json, Value};
 use voidrunner_api::entity::execution;
-use voidrunner_testkit::{spawn_api_only, Backend, TestApp};
+use voidrunner_testkit::{spawn_api_only, Backend};
 
 /// Concurrent REST clients submitting.
-const CLIENTS: usize = 32;
+pub const CLIENTS: usize = 32;
 const BATCH: usize = 100;
 
 pub struct Setup {
     pub key: &'static str,
     pub name: &'static str,
     pub backend: Backend,
+    /// `VOIDRUNNER_MAX_ACTIVE_PER_USER`: `unlimited` measures the system without per-user
+    /// admission; a limit never reached measures what counting each execution costs.
+    pub limit: &'static str,
 }
 
-pub const SETUPS: [Setup; 2] = [
+pub const SETUPS: [Setup; 3] = [
     Setup {
         key: "postgres",
         name: "PostgreSQL",
         backend: Backend::Postgres,
+        limit: "unlimited",
+    },
+    Setup {
+        key: "postgres",
+        name: "PostgreSQL, per-user admission counted",
+        backend: Backend::Postgres,
+        limit: "1000000",
     },
     Setup {
         key: "sqlite",
         name: "SQLite (embedded)",
         backend: Backend::Sqlite,
+        limit: "unlimited",
     },
 ];
 
@@ -47,9 +58,11 @@ pub struct Measured {
     pub single_per_second: f64,
     pub batched_per_second: f64,
     pub overhead: Vec<Duration>,
+    /// Runs per second, one per request, by number of concurrent clients.
+    pub by_clients: Vec<(usize, f64)>,
 }
 
-async fn finals(app: &TestApp) -> anyhow::Result<u64> {
+async fn finals(db: &DatabaseConnection) -> anyhow::Result<u64> {
     Ok(execution::Entity::find()
         .filter(execution::Column::Status.is_in([
             execution::Status::Completed,
@@ -58,15 +71,19 @@ async fn finals(app: &TestApp) -> anyhow::Result<u64> {
             execution::Status::Cancelled,
             execution::Status::Error,
         ]))
-        .count(&app.db.connection)
+        .count(db)
         .await?)
 }
 
 /// Waits until `target` executions are final; how long since `since`.
-async fn all_final(app: &TestApp, target: u64, since: Instant) -> anyhow::Result<Duration> {
+pub async fn all_final(
+    db: &DatabaseConnection,
+    target: u64,
+    since: Instant,
+) -> anyhow::Result<Duration> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        if finals(app).await? >= target {
+        if finals(db).await? >= target {
             return Ok(since.elapsed());
         }
         if Instant::now() > deadline {
@@ -80,24 +97,26 @@ fn run_body(i: usize) -> Value {
     json!({ "language": "python", "code": format!("print({i})") })
 }
 
-/// `count` submissions by `CLIENTS` concurrent clients, each `per_request` runs.
-async fn submit(
-    app: &TestApp,
+/// `count` submissions by `clients` concurrent clients, each `per_request` runs.
+pub async fn submit(
+    http: &reqwest::Client,
+    base: &str,
     token: &str,
     count: usize,
     per_request: usize,
+    clients: usize,
 ) -> anyhow::Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let requests = count / per_request;
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
         let (http, base, token, next) = (
-            app.http.clone(),
-            app.base_url.clone(),
+            http.clone(),
+            base.to_owned(),
             token.to_owned(),
             next.clone(),
         );
-        clients.push(tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= requests {
@@ -123,8 +142,8 @@ async fn submit(
             }
         }));
     }
-    for client in clients {
-        client.await.context("client task")??;
+    for task in tasks {
+        task.await.context("client task")??;
     }
     Ok(())
 }
@@ -133,10 +152,12 @@ pub async fn measure(
     setup: &Setup,
     executions: usize,
     overhead_samples: usize,
+    sweep: &[usize],
+    per_sweep: usize,
 ) -> anyhow::Result<Measured> {
     let app = spawn_api_only(
         setup.backend,
-        &[("VOIDRUNNER_MAX_ACTIVE_PER_USER", "1000000")],
+        &[("VOIDRUNNER_MAX_ACTIVE_PER_USER", setup.limit)],
     )
     .await;
     let workers = [
@@ -167,23 +188,38 @@ pub async fn measure(
         overhead.push(began.elapsed());
     }
     overhead.sort();
-    let before = finals(&app).await?;
+    let db = &app.db.connection;
+    let before = finals(db).await?;
 
     eprintln!(
         "{}: {executions} runs, one per request, {CLIENTS} clients",
         setup.name
     );
     let began = Instant::now();
-    submit(&app, &token, executions, 1).await?;
-    let single = all_final(&app, before + executions as u64, began).await?;
+    submit(&app.http, &app.base_url, &token, executions, 1, CLIENTS).await?;
+    let single = all_final(db, before + executions as u64, began).await?;
 
     eprintln!(
         "{}: {executions} runs in batches of {BATCH}, {CLIENTS} clients",
         setup.name
     );
     let began = Instant::now();
-    submit(&app, &token, executions, BATCH).await?;
-    let batched = all_final(&app, before + 2 * executions as u64, began).await?;
+    submit(&app.http, &app.base_url, &token, executions, BATCH, CLIENTS).await?;
+    let batched = all_final(db, before + 2 * executions as u64, began).await?;
+
+    let mut by_clients = Vec::new();
+    let mut done = before + 2 * executions as u64;
+    for &clients in sweep {
+        eprintln!(
+            "{}: {per_sweep} runs, one per request, {clients} clients",
+            setup.name
+        );
+        let began = Instant::now();
+        submit(&app.http, &app.base_url, &token, per_sweep, 1, clients).await?;
+        done += per_sweep as u64;
+        let took = all_final(db, done, began).await?;
+        by_clients.push((clients, per_sweep as f64 / took.as_secs_f64()));
+    }
 
     for worker in workers {
         worker.stop().await;
@@ -194,5 +230,6 @@ pub async fn measure(
         single_per_second: executions as f64 / single.as_secs_f64(),
         batched_per_second: executions as f64 / batched.as_secs_f64(),
         overhead,
+        by_clients,
     })
 }

@@ -22,6 +22,8 @@
 
 mod anchors;
 mod dispatch;
+mod distributed;
+mod plot;
 
 use std::time::{Duration, Instant};
 
@@ -309,30 +311,55 @@ async fn main() -> anyhow::Result<()> {
         sandbox_paths(samples, quick).await?;
     }
     if only.as_deref() != Some("sandbox") {
-        control_plane(executions, if quick { 10 } else { 500 }).await?;
+        control_plane(executions, quick).await?;
     }
     Ok(())
 }
 
-async fn control_plane(executions: usize, overhead_samples: usize) -> anyhow::Result<()> {
+async fn control_plane(executions: usize, quick: bool) -> anyhow::Result<()> {
+    // Logs of the services in this process, to follow one execution through them.
+    let _telemetry = std::env::var_os("RUST_LOG")
+        .map(|_| voidrunner_shared::telemetry::init(false, "voidrunner-bench"));
+    let overhead_samples = if quick { 10 } else { 500 };
+    let sweep: &[usize] = if quick {
+        &[1, 4]
+    } else {
+        &[1, 2, 4, 8, 16, 32, 64]
+    };
+    let per_sweep = if quick { 20 } else { 1000 };
     let database = arg("--database");
+
+    eprintln!("anchor: raw JetStream");
+    let nats = voidrunner_testkit::start_nats().await;
+    let jetstream = anchors::jetstream(nats.url(), overhead_samples, executions).await?;
+    drop(nats);
+    eprintln!("anchor: Celery + Redis");
+    let (celery, celery_about) = anchors::celery(overhead_samples, executions).await?;
+
     let mut rows = Vec::new();
     for setup in &dispatch::SETUPS {
         if database.as_deref().is_some_and(|name| name != setup.key) {
             continue;
         }
-        rows.push(dispatch::measure(setup, executions, overhead_samples).await?);
+        // The sweep over clients once, on the first setup (PostgreSQL without admission).
+        let sweep = if rows.is_empty() { sweep } else { &[] };
+        rows.push(dispatch::measure(setup, executions, overhead_samples, sweep, per_sweep).await?);
     }
+    eprintln!("distributed: api and two workers as processes, {executions} runs");
+    let processes = distributed::measure(executions).await?;
+    let settings = postgres_settings().await?;
+
     println!(
-        "\nControl plane (api, database, NATS, recorder; two workers with the instant backend, \
-         256 slots each; {} concurrent clients). Dispatch: {executions} runs from the first \
-         submission to the last final state. Overhead: `POST /runs?wait=true`, {overhead_samples} \
-         sequential, request to answer:\n",
-        32
+        "\nControl plane: api, database, NATS, recorder and two workers with the instant backend \
+         (256 slots each), in this process. Dispatch: {executions} runs submitted by {} \
+         concurrent clients, from the first submission to the last final state in the \
+         database. Round trip: `POST /runs?wait=true`, {overhead_samples} sequential, request \
+         to answer. PostgreSQL runs with {settings}.\n",
+        dispatch::CLIENTS
     );
-    println!("| database | runs/s, one per request | runs/s, batches of 100 | overhead p50 ms | overhead p99 ms |");
+    println!("| setup | runs/s, one per request | runs/s, batches of 100 | round trip p50 ms | round trip p99 ms |");
     println!("|---|---:|---:|---:|---:|");
-    for row in rows {
+    for row in &rows {
         println!(
             "| {} | {:.0} | {:.0} | {} | {} |",
             row.setup,
@@ -342,7 +369,118 @@ async fn control_plane(executions: usize, overhead_samples: usize) -> anyhow::Re
             ms(percentile(&row.overhead, 99.0)),
         );
     }
+    println!(
+        "| PostgreSQL, api and 2 workers as processes | {:.0} | | | |",
+        processes.per_second
+    );
+    println!(
+        "\nAnchors, same run: round trips sequential ({overhead_samples}), throughput with {executions} \
+         tasks in flight at once. {celery_about}, acks late (after the task ran, as VoidRunner acks).\n"
+    );
+    println!("| anchor | round trip p50 ms | round trip p99 ms | tasks/s |");
+    println!("|---|---:|---:|---:|");
+    for anchor in [&jetstream, &celery] {
+        println!(
+            "| {} | {} | {} | {:.0} |",
+            anchor.name,
+            ms(percentile(&anchor.round_trips, 50.0)),
+            ms(percentile(&anchor.round_trips, 99.0)),
+            anchor.per_second
+        );
+    }
+    if let Some(best) = rows
+        .iter()
+        .filter(|row| row.setup.starts_with("PostgreSQL"))
+        .map(|row| row.single_per_second.max(row.batched_per_second))
+        .reduce(f64::max)
+    {
+        println!(
+            "\nPostgreSQL dispatch at its best: {best:.0} runs/s, {:.1}x Celery's {:.0} tasks/s.",
+            best / celery.per_second,
+            celery.per_second
+        );
+    }
+    let mib = |bytes: u64| format!("{:.1}", bytes as f64 / (1024.0 * 1024.0));
+    println!("\nResident memory (MiB), processes as deployed: idle once ready, peak while {executions} runs went through, and after:\n");
+    println!("| process | idle | peak under load | after the load |");
+    println!("|---|---:|---:|---:|");
+    for (name, memory) in [("api", processes.api), ("worker", processes.worker)] {
+        println!(
+            "| {name} | {} | {} | {} |",
+            mib(memory.idle),
+            mib(memory.peak),
+            mib(memory.after)
+        );
+    }
+    if let Some(first) = rows.first() {
+        println!(
+            "\n{}: runs/s by concurrent clients ({per_sweep} runs, one per request):\n",
+            first.setup
+        );
+        println!("| clients | runs/s |");
+        println!("|---:|---:|");
+        for (clients, rate) in &first.by_clients {
+            println!("| {clients} | {rate:.0} |");
+        }
+    }
+
+    // Committed beside the results; a quick run draws them where it does no harm.
+    let dir = if quick {
+        std::env::temp_dir()
+    } else {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    };
+    let mut latencies: Vec<(String, Vec<std::time::Duration>)> = rows
+        .iter()
+        .map(|row| (format!("VoidRunner, {}", row.setup), row.overhead.clone()))
+        .collect();
+    latencies.push((jetstream.name.to_owned(), jetstream.round_trips.clone()));
+    latencies.push((celery.name.to_owned(), celery.round_trips.clone()));
+    plot::latency_cdf(&dir.join("latency.svg"), &latencies)?;
+    let sweeps: Vec<(String, Vec<(usize, f64)>)> = rows
+        .iter()
+        .filter(|row| !row.by_clients.is_empty())
+        .map(|row| (format!("VoidRunner, {}", row.setup), row.by_clients.clone()))
+        .collect();
+    plot::throughput(
+        &dir.join("throughput.svg"),
+        &sweeps,
+        &[
+            (
+                format!("{} (all in flight)", jetstream.name),
+                jetstream.per_second,
+            ),
+            (
+                format!("{} (all in flight)", celery.name),
+                celery.per_second,
+            ),
+        ],
+    )?;
+    eprintln!(
+        "plots: {} and {}",
+        dir.join("latency.svg").display(),
+        dir.join("throughput.svg").display()
+    );
     Ok(())
+}
+
+/// The durability settings of the PostgreSQL the benchmark ran on, for its results.
+async fn postgres_settings() -> anyhow::Result<String> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sea_orm::Database::connect(voidrunner_testkit::postgres_admin_url()).await?;
+    let mut settings = Vec::new();
+    for name in ["fsync", "synchronous_commit"] {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("SHOW {name}"),
+            ))
+            .await?
+            .context("SHOW answers a row")?;
+        let value: String = row.try_get_by_index(0)?;
+        settings.push(format!("`{name}={value}`"));
+    }
+    Ok(settings.join(", "))
 }
 
 async fn sandbox_paths(samples: usize, quick: bool) -> anyhow::Result<()> {

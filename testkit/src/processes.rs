@@ -120,6 +120,11 @@ impl Processes {
         }
     }
 
+    /// The process id of `name`, while it runs.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children.get(name).and_then(Child::id)
+    }
+
     /// Fails the test if `name` is no longer running.
     pub fn assert_running(&mut self, name: &str) {
         let child = self

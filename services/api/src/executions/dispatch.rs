@@ -141,8 +141,11 @@ impl Lifecycle {
             .into_iter()
             .filter_map(|(execution, task)| Some((execution, task?)))
             .collect();
-        self.dispatch_all(rows.iter().map(|(execution, task)| (execution.clone(), task)))
-            .await;
+        self.dispatch_all(
+            rows.iter()
+                .map(|(execution, task)| (execution.clone(), task)),
+        )
+        .await;
     }
 
     /// Dispatches executions all at once, their publishes pipelined on the connection (in the
