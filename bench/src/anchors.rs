@@ -28,7 +28,10 @@ pub async fn jetstream(
     round_trips: usize,
     throughput: usize,
 ) -> anyhow::Result<Anchor> {
-    let client = async_nats::connect(nats_url).await?;
+    let client = async_nats::ConnectOptions::new()
+        .subscription_capacity(1 << 16)
+        .connect(nats_url)
+        .await?;
     let js = jetstream::new(client.clone());
     let prefix = voidrunner_testkit::unique_prefix();
     let tasks = js
@@ -101,21 +104,27 @@ pub async fn jetstream(
     }
     latencies.sort();
 
+    // Results are counted as they come, while the tasks are still being published: a
+    // subscriber left unread would overflow and drop them.
     let began = Instant::now();
+    let counted = tokio::spawn(async move {
+        for _ in 0..throughput {
+            next_result(&mut results).await?;
+        }
+        Ok::<_, anyhow::Error>(began.elapsed())
+    });
+    // Acks awaited as they come: the context allows only so many unawaited at once.
     let mut acks = Vec::with_capacity(throughput);
     for i in 0..throughput {
-        acks.push(
-            js.publish(format!("{prefix}.anchor.tasks"), format!("t{i}").into())
-                .await?,
-        );
+        let ack = js
+            .publish(format!("{prefix}.anchor.tasks"), format!("t{i}").into())
+            .await?;
+        acks.push(tokio::spawn(async move { ack.await }));
     }
     for ack in acks {
-        ack.await?;
+        ack.await??;
     }
-    for _ in 0..throughput {
-        next_result(&mut results).await?;
-    }
-    let per_second = throughput as f64 / began.elapsed().as_secs_f64();
+    let per_second = throughput as f64 / counted.await??.as_secs_f64();
 
     shutdown.cancel();
     worker.await??;

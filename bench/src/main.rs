@@ -331,7 +331,12 @@ async fn control_plane(executions: usize, quick: bool) -> anyhow::Result<()> {
 
     eprintln!("anchor: raw JetStream");
     let nats = voidrunner_testkit::start_nats().await;
-    let jetstream = anchors::jetstream(nats.url(), overhead_samples, executions).await?;
+    let jetstream = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        anchors::jetstream(nats.url(), overhead_samples, executions),
+    )
+    .await
+    .context("the JetStream anchor did not finish within 5 minutes")??;
     drop(nats);
     eprintln!("anchor: Celery + Redis");
     let (celery, celery_about) = anchors::celery(overhead_samples, executions).await?;

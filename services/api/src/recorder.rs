@@ -16,8 +16,9 @@ use crate::executions::{ExecutionError, Lifecycle};
 use crate::state::AppState;
 
 const RETRY_DELAY: Duration = Duration::from_secs(1);
-/// Messages pulled at a time, how many of them are recorded at once (each holds a database
-/// connection while it does), and how long a pull waits for them to arrive.
+/// Messages pulled at a time, how many of them are recorded at once on PostgreSQL (each holds a
+/// connection while it does; SQLite has one writer, so there one at a time), and how long a
+/// pull waits for them to arrive.
 const RECORD_BATCH: usize = 64;
 const RECORD_CONCURRENCY: usize = 16;
 const BATCH_WAIT: Duration = Duration::from_millis(500);
@@ -131,6 +132,10 @@ async fn drain(
         .await?
         .get_consumer(consumer_name)
         .await?;
+    let concurrency = match sea_orm::ConnectionTrait::get_database_backend(&state.db) {
+        sea_orm::DbBackend::Sqlite => 1,
+        _ => RECORD_CONCURRENCY,
+    };
     // Pulled in small batches, each handled to the end before shutdown is looked at: a stopping
     // replica leaves no message taken but unacknowledged, waiting out ack_wait. The messages of
     // a batch are recorded concurrently: each is a transition of its own execution, guarded,
@@ -142,7 +147,7 @@ async fn drain(
             .expires(BATCH_WAIT)
             .messages()
             .await?
-            .try_for_each_concurrent(RECORD_CONCURRENCY, |message| async move {
+            .try_for_each_concurrent(concurrency, |message| async move {
                 record(state, feed, &message).await;
                 Ok(())
             })

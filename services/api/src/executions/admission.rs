@@ -311,3 +311,104 @@ async fn users_with_held(db: &DatabaseConnection) -> Result<Vec<Uuid>, DbErr> {
     }
     Ok(users)
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
+
+    use super::super::transitions::tests::{database, execution_in};
+    use super::*;
+
+    async fn counts(db: &DatabaseConnection, user_id: Uuid) -> (i64, i64) {
+        let user = user::Entity::find_by_id(user_id)
+            .one(db)
+            .await
+            .expect("query")
+            .expect("user");
+        (user.active_executions, user.held_executions)
+    }
+
+    async fn admitted(db: &DatabaseConnection, id: Uuid) -> bool {
+        execution::Entity::find_by_id(id)
+            .one(db)
+            .await
+            .expect("query")
+            .expect("execution")
+            .admitted
+    }
+
+    #[tokio::test]
+    async fn past_the_limit_executions_are_held_and_each_end_admits_the_oldest_held() {
+        let (db, user_id, task) = database().await;
+        let limit = ActiveLimit::PerUser(1);
+        let running = execution_in(&db, user_id, &task, Status::Running).await;
+        let mut row = running.clone().into_active_model();
+        row.admitted = Set(true);
+        row.update(&db).await.expect("admitted");
+        assert!(admit_new(&db, user_id, limit).await.expect("admit"));
+        let older = execution_in(&db, user_id, &task, Status::Queued).await;
+        let newer = execution_in(&db, user_id, &task, Status::Queued).await;
+        assert!(!admit_new(&db, user_id, limit).await.expect("hold"));
+        assert!(!admit_new(&db, user_id, limit).await.expect("hold"));
+        assert_eq!(counts(&db, user_id).await, (1, 2));
+        // Room under the limit does not let a newcomer pass the held ones.
+        assert_eq!(admit_many(&db, user_id, 3, ActiveLimit::PerUser(10)).await.expect("many"), 0);
+        assert_eq!(counts(&db, user_id).await, (1, 5));
+
+        let next = release(&db, user_id, true, limit).await.expect("release");
+        assert_eq!(next, vec![older.id]);
+        assert!(admitted(&db, older.id).await);
+        assert!(!admitted(&db, newer.id).await);
+        assert_eq!(counts(&db, user_id).await, (1, 4));
+        // A held execution that ends (cancelled) gives up its place in line, admitting nobody.
+        assert!(release(&db, user_id, false, limit).await.expect("release").is_empty());
+        assert_eq!(counts(&db, user_id).await, (1, 3));
+    }
+
+    #[tokio::test]
+    async fn counts_that_drifted_are_recounted_from_the_executions() {
+        let (db, user_id, task) = database().await;
+        let running = execution_in(&db, user_id, &task, Status::Running).await;
+        let mut row = running.into_active_model();
+        row.admitted = Set(true);
+        row.update(&db).await.expect("admitted");
+        execution_in(&db, user_id, &task, Status::Queued).await;
+        execution_in(&db, user_id, &task, Status::Completed).await;
+        let mut user = user::Entity::find_by_id(user_id)
+            .one(&db)
+            .await
+            .expect("query")
+            .expect("user")
+            .into_active_model();
+        user.active_executions = Set(40);
+        user.held_executions = Set(0);
+        user.update(&db).await.expect("drift");
+        let recounted = recount(&db, user_id).await.expect("recount").expect("user");
+        assert_eq!(
+            (recounted.active_executions, recounted.held_executions),
+            (1, 1)
+        );
+        assert_eq!(counts(&db, user_id).await, (1, 1));
+    }
+
+    #[tokio::test]
+    async fn without_a_limit_everything_is_admitted_and_nothing_counted() {
+        let (db, user_id, _) = database().await;
+        for _ in 0..3 {
+            assert!(admit_new(&db, user_id, ActiveLimit::Unlimited).await.expect("admit"));
+        }
+        assert_eq!(admit_many(&db, user_id, 5, ActiveLimit::Unlimited).await.expect("many"), 5);
+        assert!(release(&db, user_id, true, ActiveLimit::Unlimited).await.expect("release").is_empty());
+        assert_eq!(counts(&db, user_id).await, (0, 0));
+    }
+
+    #[test]
+    fn the_limit_is_a_positive_number_or_unlimited() {
+        assert_eq!("16".parse(), Ok(ActiveLimit::PerUser(16)));
+        assert_eq!("unlimited".parse(), Ok(ActiveLimit::Unlimited));
+        for bad in ["0", "-1", "lots", ""] {
+            let error = bad.parse::<ActiveLimit>().expect_err(bad);
+            assert!(error.contains("unlimited"), "{error}");
+        }
+    }
+}

@@ -110,7 +110,7 @@ pub fn mermaid() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use sea_orm::{ActiveModelTrait, DatabaseConnection, Set};
     use voidrunner_shared::Language;
 
@@ -120,7 +120,7 @@ mod tests {
     use crate::entity::{task, user};
 
     /// A migrated in-memory database with one user and one task.
-    async fn database() -> (DatabaseConnection, Uuid, task::Model) {
+    pub(in crate::executions) async fn database() -> (DatabaseConnection, Uuid, task::Model) {
         let db = sea_orm::Database::connect("sqlite::memory:")
             .await
             .expect("in-memory sqlite");
@@ -159,7 +159,7 @@ mod tests {
         (db, user.id, task)
     }
 
-    async fn execution_in(
+    pub(in crate::executions) async fn execution_in(
         db: &DatabaseConnection,
         user_id: Uuid,
         task: &task::Model,
