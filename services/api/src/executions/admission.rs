@@ -352,7 +352,12 @@ mod tests {
         assert!(!admit_new(&db, user_id, limit).await.expect("hold"));
         assert_eq!(counts(&db, user_id).await, (1, 2));
         // Room under the limit does not let a newcomer pass the held ones.
-        assert_eq!(admit_many(&db, user_id, 3, ActiveLimit::PerUser(10)).await.expect("many"), 0);
+        assert_eq!(
+            admit_many(&db, user_id, 3, ActiveLimit::PerUser(10))
+                .await
+                .expect("many"),
+            0
+        );
         assert_eq!(counts(&db, user_id).await, (1, 5));
 
         let next = release(&db, user_id, true, limit).await.expect("release");
@@ -361,7 +366,10 @@ mod tests {
         assert!(!admitted(&db, newer.id).await);
         assert_eq!(counts(&db, user_id).await, (1, 4));
         // A held execution that ends (cancelled) gives up its place in line, admitting nobody.
-        assert!(release(&db, user_id, false, limit).await.expect("release").is_empty());
+        assert!(release(&db, user_id, false, limit)
+            .await
+            .expect("release")
+            .is_empty());
         assert_eq!(counts(&db, user_id).await, (1, 3));
     }
 
@@ -395,10 +403,20 @@ mod tests {
     async fn without_a_limit_everything_is_admitted_and_nothing_counted() {
         let (db, user_id, _) = database().await;
         for _ in 0..3 {
-            assert!(admit_new(&db, user_id, ActiveLimit::Unlimited).await.expect("admit"));
+            assert!(admit_new(&db, user_id, ActiveLimit::Unlimited)
+                .await
+                .expect("admit"));
         }
-        assert_eq!(admit_many(&db, user_id, 5, ActiveLimit::Unlimited).await.expect("many"), 5);
-        assert!(release(&db, user_id, true, ActiveLimit::Unlimited).await.expect("release").is_empty());
+        assert_eq!(
+            admit_many(&db, user_id, 5, ActiveLimit::Unlimited)
+                .await
+                .expect("many"),
+            5
+        );
+        assert!(release(&db, user_id, true, ActiveLimit::Unlimited)
+            .await
+            .expect("release")
+            .is_empty());
         assert_eq!(counts(&db, user_id).await, (0, 0));
     }
 
