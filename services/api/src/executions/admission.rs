@@ -188,6 +188,17 @@ async fn admit_waiting<C: ConnectionTrait>(
 
 /// Sets the user's counts to what their executions say, taking the user's row.
 async fn recount<C: ConnectionTrait>(txn: &C, user_id: Uuid) -> Result<Option<user::Model>, DbErr> {
+    // The row first, in a statement of its own: the counting statement then starts after every
+    // admission that held the row committed, and its snapshot sees them (PostgreSQL's read
+    // committed re-checks a waiting update's row, not its subqueries).
+    user::Entity::update_many()
+        .col_expr(
+            user::Column::HeldExecutions,
+            Expr::col(user::Column::HeldExecutions),
+        )
+        .filter(user::Column::Id.eq(user_id))
+        .exec(txn)
+        .await?;
     let counted = |admitted: bool, statuses: &[Status]| {
         Query::select()
             .expr(Expr::col(execution::Column::Id).count())
