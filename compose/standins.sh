@@ -9,6 +9,7 @@
 #
 # Each image is rebuilt only when what it is made from changed (a content hash in its tag).
 set -euo pipefail
+shopt -s inherit_errexit   # a failing build inside $(build ...) stops the script
 cd "$(dirname "$0")/.."
 BASE=voidrunner/compose-base:bookworm
 BINARY="${1:-target/debug/voidrunner}"
@@ -23,6 +24,11 @@ docker image inspect "$BASE" >/dev/null 2>&1 ||
 [[ -x "$NATS_BIN" ]] || die "no nats-server (set VOIDRUNNER_NATS_SERVER_BIN)"
 base_id="$(docker image inspect --format '{{.Id}}' "$BASE")"
 
+# One build at a time on this engine: concurrent legacy builds of the same layers can fail
+# ("failed to register layer"), and a second caller should wait and then find the tag built.
+exec 9>"${TMPDIR:-/tmp}/voidrunner-standins.lock"
+flock 9
+
 # build NAME DOCKERFILE FILE...: the image NAME:<hash of base, Dockerfile and files>.
 build() {
     local name="$1" dockerfile="$2"; shift 2
@@ -35,8 +41,9 @@ build() {
         for f in "$@"; do cp -p "$f" "$ctx/"; done
         printf '%s\n' "$dockerfile" > "$ctx/Dockerfile"
         log "building $tag"
-        docker build -q -t "$tag" "$ctx" >/dev/null
+        docker build -q -t "$tag" "$ctx" >/dev/null || { rm -rf "$ctx"; die "building $tag failed"; }
         rm -rf "$ctx"
+        docker image inspect "$tag" >/dev/null 2>&1 || die "$tag is missing right after its build"
     fi
     echo "$tag"
 }

@@ -16,6 +16,7 @@ mod m20261129_000008_stream_truncation;
 mod m20261203_000009_dispatch_token;
 mod m20261203_000010_trace_parent;
 mod m20261203_000011_admission_counts;
+mod m20261204_000012_executions_by_user;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000009_dispatch_token::Migration),
             Box::new(m20261203_000010_trace_parent::Migration),
             Box::new(m20261203_000011_admission_counts::Migration),
+            Box::new(m20261204_000012_executions_by_user::Migration),
         ]
     }
 }

@@ -63,6 +63,16 @@ impl Language {
             Language::Go => "main.go",
         }
     }
+
+    /// The language whose main file has this extension (`py`, `js`, `sh`, `go`), so that a
+    /// file's name can say what it is written in.
+    pub fn for_extension(extension: &str) -> Option<Language> {
+        Language::ALL.into_iter().find(|language| {
+            std::path::Path::new(language.main_file())
+                .extension()
+                .is_some_and(|own| own.eq_ignore_ascii_case(extension))
+        })
+    }
 }
 
 impl fmt::Display for Language {
@@ -76,18 +86,35 @@ impl fmt::Display for Language {
 #[error("unknown language {0:?}: expected one of python, javascript, bash, go")]
 pub struct UnknownLanguage(pub String);
 
+impl Language {
+    /// Every name a request may give a language by, canonical names first, then aliases
+    /// (lowercase, matched exactly, as the OpenAPI document's `enum` says).
+    pub const NAMES: [(&'static str, Language); 12] = [
+        ("python", Language::Python),
+        ("javascript", Language::Javascript),
+        ("bash", Language::Bash),
+        ("go", Language::Go),
+        ("python3", Language::Python),
+        ("py", Language::Python),
+        ("js", Language::Javascript),
+        ("node", Language::Javascript),
+        ("nodejs", Language::Javascript),
+        ("sh", Language::Bash),
+        ("shell", Language::Bash),
+        ("golang", Language::Go),
+    ];
+}
+
 impl FromStr for Language {
     type Err = UnknownLanguage;
 
     /// Accepts the canonical names and the usual aliases (`py`, `js`, `node`, `sh`).
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        match name.to_ascii_lowercase().as_str() {
-            "python" | "python3" | "py" => Ok(Language::Python),
-            "javascript" | "js" | "node" | "nodejs" => Ok(Language::Javascript),
-            "bash" | "sh" | "shell" => Ok(Language::Bash),
-            "go" | "golang" => Ok(Language::Go),
-            _ => Err(UnknownLanguage(name.to_owned())),
-        }
+        Language::NAMES
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, language)| *language)
+            .ok_or_else(|| UnknownLanguage(name.to_owned()))
     }
 }
 
@@ -146,9 +173,23 @@ mod tests {
     }
 
     #[test]
+    fn a_main_file_extension_names_its_language_and_an_unknown_one_none() {
+        for language in Language::ALL {
+            let extension = language.main_file().rsplit('.').next().expect("extension");
+            assert_eq!(Language::for_extension(extension), Some(language));
+        }
+        assert_eq!(Language::for_extension("PY"), Some(Language::Python));
+        assert_eq!(Language::for_extension("txt"), None);
+    }
+
+    #[test]
     fn language_aliases_parse_to_the_canonical_language() {
         assert_eq!("py".parse::<Language>().ok(), Some(Language::Python));
-        assert_eq!("Node".parse::<Language>().ok(), Some(Language::Javascript));
+        assert_eq!("node".parse::<Language>().ok(), Some(Language::Javascript));
+        assert!(
+            "Node".parse::<Language>().is_err(),
+            "names are matched exactly"
+        );
         assert_eq!("sh".parse::<Language>().ok(), Some(Language::Bash));
         assert!("cobol".parse::<Language>().is_err());
     }

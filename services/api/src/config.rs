@@ -213,6 +213,14 @@ fn default_webhook_timeout_seconds() -> u64 {
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
 impl ApiConfig {
+    /// The longest a request may wait for its result (`wait_seconds`): under the request
+    /// time limit, so that the answer comes before the limit cuts the request off.
+    pub fn max_wait_seconds(&self) -> u64 {
+        self.request_timeout_seconds.saturating_sub(1).max(1)
+    }
+}
+
+impl ApiConfig {
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let mut config: ApiConfig = from_env(vars)?;
         // An empty value is no value (compose passes variables through whether set or not).

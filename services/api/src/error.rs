@@ -23,9 +23,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Conflict(&'static str),
-    /// Well-formed, but at odds with what the server already holds (e.g. a reused idempotency key).
+    /// Well-formed, but at odds with what the server already holds (e.g. a reused idempotency
+    /// key): 409, with a code of its own.
     #[error("{message}")]
-    Unprocessable { code: &'static str, message: String },
+    StateConflict { code: &'static str, message: String },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("the request body is larger than this server accepts (see VOIDRUNNER_MAX_SCRIPT_BYTES and VOIDRUNNER_MAX_STDIN_BYTES)")]
@@ -67,7 +68,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            ApiError::StateConflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -97,7 +98,7 @@ impl From<ExecutionError> for ApiError {
             ExecutionError::AlreadyEnded => {
                 ApiError::Conflict("the execution has already ended and cannot be cancelled")
             }
-            ExecutionError::KeyReused => ApiError::Unprocessable {
+            ExecutionError::KeyReused => ApiError::StateConflict {
                 code: "idempotency_key_reused",
                 message: error.to_string(),
             },

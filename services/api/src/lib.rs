@@ -21,6 +21,7 @@ pub mod pagination;
 pub mod ratelimit;
 pub mod recorder;
 pub mod routes;
+pub mod rules;
 pub mod state;
 pub mod tasks;
 pub mod webhooks;

@@ -4,6 +4,14 @@
 use axum::http::{header, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
+use serde_json::{json, Value};
+use voidrunner_shared::status::TaskStatus;
+use voidrunner_shared::{Language, Status};
+
+use crate::pagination;
+use crate::rules;
+use crate::state::AppState;
+use crate::tasks::Naming;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
@@ -130,6 +138,197 @@ impl Modify for Security {
     )
 )]
 pub struct ApiDoc;
+
+/// The document as this deployment serves it: the handlers' annotations, with every rule the
+/// validators enforce under this configuration stated on the field or parameter it governs.
+pub fn served(doc: &utoipa::openapi::OpenApi, state: &AppState) -> Value {
+    let mut doc = serde_json::to_value(doc).expect("the document is JSON");
+    let rules = state.task_rules();
+    let schemas = &mut doc["components"]["schemas"];
+    // A patch clears an optional field with null; these three it can only replace.
+    for field in ["name", "script_content", "script_type"] {
+        schemas["TaskPatch"]["properties"][field] = json!({ "type": "string" });
+    }
+    schemas["RunRequest"]["properties"]["code"] = json!({
+        "type": "string",
+        "description": "The main file. (The api also takes a run without it whose `files` hold the language's main file.)",
+    });
+    let mut constrain = |schema: &str, fields: Vec<(&str, Value)>| {
+        for (field, keywords) in fields {
+            let property = &mut schemas[schema]["properties"][field];
+            assert!(
+                property.is_object(),
+                "{schema}.{field} is not in the document"
+            );
+            merge(property, keywords);
+        }
+    };
+    constrain("TaskDraft", rules.documented(Naming::Task));
+    constrain("TaskPatch", rules.documented(Naming::Task));
+    let mut run = rules.documented(Naming::Run);
+    run.retain(|(field, _)| {
+        !matches!(
+            *field,
+            "name" | "description" | "metadata" | "max_retries" | "retry_backoff_seconds"
+        )
+    });
+    let stdin = json!({ "maxLength": state.config.max_stdin_bytes });
+    let callback_url = || {
+        let mut keywords = rules::CALLBACK_URL.schema();
+        if !state.config.webhook_allow_private {
+            keywords["description"] = json!("Where to POST the result when it ends (signed; see the README). Loopback and private addresses are refused in this deployment (VOIDRUNNER_WEBHOOK_ALLOW_PRIVATE).");
+        }
+        keywords
+    };
+    run.extend([("stdin", stdin.clone()), ("callback_url", callback_url())]);
+    constrain("RunRequest", run);
+    constrain(
+        "StartExecution",
+        vec![("stdin", stdin), ("callback_url", callback_url())],
+    );
+    let mut path = rules::FILE_PATH.schema();
+    path["description"] = json!("Relative to the main file's directory. Files are written in order: a later file with the same path replaces an earlier one; none may be the language's main file (main.py, main.js, main.sh, main.go).");
+    constrain("SourceFile", vec![("path", path)]);
+    constrain(
+        "BatchRequest",
+        vec![(
+            "runs",
+            json!({ "minItems": rules::BATCH_RUNS.min, "maxItems": rules::BATCH_RUNS.max }),
+        )],
+    );
+    constrain(
+        "Credentials",
+        vec![
+            ("email", rules::EMAIL.schema()),
+            ("password", rules::PASSWORD.schema()),
+        ],
+    );
+    constrain("NewApiKey", vec![("name", rules::API_KEY_NAME.schema())]);
+    // The api also takes a run whose `files` hold the language's main file instead of `code`;
+    // the document asks for `code`, the one form a schema can state exactly.
+    schemas["RunRequest"]["required"] = json!(["language", "code"]);
+    schemas["TaskPatch"]["additionalProperties"] = json!(false);
+
+    if state.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        refuse_nul(&mut doc["components"]["schemas"]);
+    }
+
+    let languages: Vec<&str> = Language::NAMES.iter().map(|(name, _)| *name).collect();
+    let statuses: Vec<&str> = Status::ALL.iter().map(|status| status.as_str()).collect();
+    let task_statuses: Vec<&str> = TaskStatus::all().map(TaskStatus::as_str).collect();
+    let parameters = |path: &str, name: &str| -> Option<Value> {
+        Some(match name {
+            "limit" => json!({ "minimum": 1, "maximum": pagination::MAX_PAGE }),
+            "wait_seconds" => json!({ "minimum": 1, "maximum": state.config.max_wait_seconds() }),
+            "script_type" => json!({ "enum": languages }),
+            "status" if path.ends_with("/tasks") => json!({ "enum": task_statuses }),
+            "status" => json!({ "enum": statuses }),
+            _ => return None,
+        })
+    };
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            let operations = item
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|item| item.values_mut());
+            for operation in operations {
+                let listed = operation
+                    .get_mut("parameters")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten();
+                for parameter in listed {
+                    let name = parameter["name"].as_str().unwrap_or_default().to_owned();
+                    if let Some(keywords) = parameters(path, &name) {
+                        merge(&mut parameter["schema"], keywords);
+                    }
+                }
+            }
+        }
+    }
+    doc
+}
+
+/// The request bodies' schemas.
+const REQUESTS: [&str; 9] = [
+    "TaskDraft",
+    "TaskPatch",
+    "RunRequest",
+    "StartExecution",
+    "SourceFile",
+    "BatchRequest",
+    "Credentials",
+    "NewApiKey",
+    "RefreshRequest",
+];
+
+/// PostgreSQL cannot store U+0000 in text: on it, the request bodies' strings may not hold
+/// one, and say so (the rules' own patterns exclude it already).
+fn refuse_nul(schemas: &mut Value) {
+    for name in REQUESTS {
+        let Some(properties) = schemas[name]["properties"].as_object_mut() else {
+            continue;
+        };
+        // A password is hashed, never stored: it may hold anything.
+        let stored = properties
+            .iter_mut()
+            .filter(|(name, _)| name.as_str() != "password");
+        for (_, property) in stored {
+            let value = match property.get_mut("anyOf").and_then(Value::as_array_mut) {
+                Some(branches) => &mut branches[0],
+                None => property,
+            };
+            if value["type"] == json!("string")
+                && value.get("pattern").is_none()
+                && value.get("enum").is_none()
+            {
+                value["pattern"] = json!(rules::NO_NUL);
+            }
+        }
+    }
+    schemas["TaskDraft"]["properties"]["metadata"]["description"] =
+        json!("Any JSON object of the user's, at most 16 KiB, whose strings hold no U+0000.");
+}
+
+/// `keywords` set on `schema`, over what it had. On a nullable scalar (`type: [T, "null"]`)
+/// they go on the non-null branch of an `anyOf`, where generators read them as bounds of the
+/// value rather than of its type.
+fn merge(schema: &mut Value, keywords: Value) {
+    let Some(object) = schema.as_object_mut() else {
+        return;
+    };
+    let Value::Object(keywords) = keywords else {
+        return;
+    };
+    let nullable_type = match object.get("type") {
+        Some(Value::Array(types)) if types.len() == 2 && types.contains(&json!("null")) => {
+            types.iter().find(|kind| **kind != json!("null")).cloned()
+        }
+        _ => None,
+    };
+    let constrains_value = keywords
+        .keys()
+        .any(|key| key != "description" && key != "type");
+    match nullable_type {
+        Some(kind) if constrains_value && !keywords.contains_key("enum") => {
+            object.remove("type");
+            let mut value = serde_json::Map::new();
+            value.insert("type".into(), kind);
+            for key in ["format", "items"] {
+                if let Some(moved) = object.remove(key) {
+                    value.insert(key.into(), moved);
+                }
+            }
+            if let Some(description) = keywords.get("description") {
+                object.insert("description".into(), description.clone());
+            }
+            value.extend(keywords.into_iter().filter(|(key, _)| key != "description"));
+            object.insert("anyOf".into(), json!([value, { "type": "null" }]));
+        }
+        _ => object.extend(keywords),
+    }
+}
 
 /// The reference page: the document rendered by Scalar (loaded from its CDN by the browser).
 pub async fn docs() -> Response {

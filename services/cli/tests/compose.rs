@@ -76,8 +76,14 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Builds the images and returns the variables naming them.
+/// Builds the images and returns the variables naming them: once for both tests, which run
+/// in parallel in this process (standins.sh also serialises builds across processes).
 fn standins() -> Vec<(String, String)> {
+    static STANDINS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    STANDINS.get_or_init(build_standins).clone()
+}
+
+fn build_standins() -> Vec<(String, String)> {
     let output = std::process::Command::new("bash")
         .arg(repo().join("compose/standins.sh"))
         .arg(BIN)

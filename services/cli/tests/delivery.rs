@@ -90,7 +90,7 @@ async fn an_idempotency_key_gives_one_execution_however_often_and_concurrently_i
         Some(json!({ "stdin": "other" })),
     )
     .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "idempotency_key_reused");
     let (status, _, body) = submit(&app, &token, &task, Some(&"k".repeat(256)), None).await;
     assert_eq!(status, 400, "{body}");

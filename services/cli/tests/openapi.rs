@@ -9,7 +9,7 @@ use std::process::Stdio;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
-use voidrunner_testkit::{spawn_api_only, spawn_app, Backend, TestApp};
+use voidrunner_testkit::{spawn_api_only, spawn_app, spawn_app_with, Backend, TestApp};
 
 fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
@@ -415,9 +415,10 @@ async fn the_responses_of_a_full_workflow_validate_against_the_document() {
 
 /// Runs schemathesis against the api with `args`; returns its report.
 async fn schemathesis(app: &TestApp, token: &str, args: &[&str]) -> (bool, String) {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
     let output =
         Command::new(std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".into()))
-            .arg("run")
+            .args(["--config-file", config, "run"])
             .arg(format!("{}/openapi.json", app.base_url))
             .args(["-H", &format!("Authorization: Bearer {token}")])
             .args(["--generation-with-security-parameters", "false"])
@@ -450,58 +451,54 @@ fn generated(report: &str) -> u64 {
         .unwrap_or(0)
 }
 
-const ALL_CHECKS: &str =
-    "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance";
-/// Statuses only: for requests with headers the HTTP parser refuses (control bytes) and
-/// answers with a bare 400 before the api sees them.
-const STATUS_CHECKS: &str = "not_a_server_error,status_code_conformance";
+/// Every check but the two about a response's body, for the operations with header
+/// parameters in negative mode: headers the HTTP parser refuses (control bytes, bad names) are
+/// answered with its own bare 400 before the api sees them.
+const BUT_BODY_CHECKS: &str = "content_type_conformance,response_schema_conformance";
 /// Operations whose documented header parameters make schemathesis send arbitrary headers.
 const WITH_HEADER_PARAMETERS: &str = "(/runs|/tasks/\\{task_id\\}/executions)$";
-/// Everything but those, live-output streams (open until their execution ends) and readiness
-/// (503 here, with no worker, by design); they have tests of their own.
-const EVERYTHING_ELSE: &str = "(events|ready|/runs|/tasks/\\{task_id\\}/executions)$";
+/// Live-output streams (open until their execution ends), readiness (503 here, with no worker,
+/// by design) and logout (it would end the session the run uses) have tests of their own.
+const OWN_TESTS: &str = "(events|ready|logout)$";
+/// Both of the above.
+const OWN_TESTS_AND_HEADER_PARAMETERS: &str =
+    "(events|ready|logout|/runs|/tasks/\\{task_id\\}/executions)$";
 
 #[tokio::test]
 async fn thousands_of_generated_requests_find_no_5xx_and_nothing_that_contradicts_the_document() {
-    // No worker: the runs it queues need not run, and nothing waits for them.
-    let app = spawn_api_only(Backend::Postgres, &[]).await;
-    let token = app.login_new_user().await;
+    // Workers that answer at once (no code runs), so that a run that waits ends at once; and
+    // callback URLs to any host, so that every rule left is one the document states. Valid
+    // requests go to an embedded (SQLite) api; invalid ones to one on PostgreSQL, whose
+    // refusals (a NUL in text) are theirs to find.
+    let settings = [
+        ("VOIDRUNNER_SANDBOX_BACKEND", "instant"),
+        ("VOIDRUNNER_WEBHOOK_ALLOW_PRIVATE", "true"),
+    ];
+    let embedded = spawn_app_with(Backend::Sqlite, &settings).await;
+    let distributed = spawn_app_with(Backend::Postgres, &settings).await;
+    let tokens = [
+        embedded.login_new_user().await,
+        distributed.login_new_user().await,
+    ];
     let mut total = 0;
-    // Live-output streams stay open until their execution ends, and readiness is 503 here
-    // (no worker) by design; both have tests of their own.
     let runs: [(&str, Vec<&str>); 3] = [
         (
-            "valid requests, every check",
+            "valid requests, every check (SQLite)",
             vec![
                 "--mode",
                 "positive",
                 "--phases",
-                "examples,fuzzing",
+                "examples,coverage,fuzzing",
                 "-n",
                 "100",
                 "-c",
-                ALL_CHECKS,
+                "all",
                 "--exclude-path-regex",
-                EVERYTHING_ELSE,
+                OWN_TESTS,
             ],
         ),
         (
-            "valid requests to the operations with header parameters",
-            vec![
-                "--mode",
-                "positive",
-                "--phases",
-                "fuzzing",
-                "-n",
-                "200",
-                "-c",
-                STATUS_CHECKS,
-                "--include-path-regex",
-                WITH_HEADER_PARAMETERS,
-            ],
-        ),
-        (
-            "invalid and boundary requests",
+            "invalid and boundary requests, every check",
             vec![
                 "--mode",
                 "negative",
@@ -510,14 +507,35 @@ async fn thousands_of_generated_requests_find_no_5xx_and_nothing_that_contradict
                 "-n",
                 "60",
                 "-c",
-                STATUS_CHECKS,
+                "all",
                 "--exclude-path-regex",
-                "(events|ready)$",
+                OWN_TESTS_AND_HEADER_PARAMETERS,
+            ],
+        ),
+        (
+            "invalid and boundary requests to the operations with header parameters",
+            vec![
+                "--mode",
+                "negative",
+                "--phases",
+                "coverage,fuzzing",
+                "-n",
+                "60",
+                "-c",
+                "all",
+                "--exclude-checks",
+                BUT_BODY_CHECKS,
+                "--include-path-regex",
+                WITH_HEADER_PARAMETERS,
             ],
         ),
     ];
-    for (what, args) in runs {
-        let (ok, report) = schemathesis(&app, &token, &args).await;
+    for (index, (what, args)) in runs.into_iter().enumerate() {
+        let (app, token) = match index {
+            0 => (&embedded, &tokens[0]),
+            _ => (&distributed, &tokens[1]),
+        };
+        let (ok, report) = schemathesis(app, token, &args).await;
         let requests = generated(&report);
         total += requests;
         println!("schemathesis, {what}: {requests} requests");
@@ -526,5 +544,94 @@ async fn thousands_of_generated_requests_find_no_5xx_and_nothing_that_contradict
     }
     println!("schemathesis: {total} requests in all");
     assert!(total >= 3000, "only {total} requests generated");
+    embedded.stop().await;
+    distributed.stop().await;
+}
+
+/// A value at or just past one end of a documented bound of `property`, or None.
+fn boundary(property: &Value, keyword: &str, inside: bool) -> Option<Value> {
+    let property = property["anyOf"].get(0).unwrap_or(property);
+    let bound = &property[keyword];
+    let step = |n: f64| {
+        if inside {
+            n
+        } else if keyword.starts_with("max") {
+            n + 1.0
+        } else {
+            n - 1.0
+        }
+    };
+    match keyword {
+        "minimum" | "maximum" if property["type"] == "integer" => {
+            Some(json!(step(bound.as_f64()?) as i64))
+        }
+        "minimum" | "maximum" => {
+            let n = bound.as_f64()?;
+            Some(json!(if inside {
+                n
+            } else if keyword == "maximum" {
+                n + 0.5
+            } else {
+                n - 0.005
+            }))
+        }
+        "maxLength" => {
+            let n = step(bound.as_f64()?) as usize;
+            // The rules' patterns accept a run of letters, as a name or a program.
+            Some(json!("a".repeat(n)))
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn every_bound_the_document_states_is_the_bound_the_api_enforces() {
+    let app = spawn_api_only(Backend::Sqlite, &[]).await;
+    let token = app.login_new_user().await;
+    let doc = document(&app).await;
+    let draft = &doc["components"]["schemas"]["TaskDraft"]["properties"];
+    let valid = json!({ "name": "bounds", "script_type": "python", "script_content": "print(1)" });
+    let mut compared = 0;
+    for (field, property) in draft.as_object().expect("properties") {
+        for keyword in ["minimum", "maximum", "maxLength"] {
+            let (Some(inside), Some(outside)) = (
+                boundary(property, keyword, true),
+                boundary(property, keyword, false),
+            ) else {
+                continue;
+            };
+            for (value, accepted) in [(inside, true), (outside, false)] {
+                let mut body = valid.clone();
+                body[field] = value.clone();
+                let (status, answer) = voidrunner_testkit::send(
+                    app.http
+                        .post(app.url("/tasks"))
+                        .bearer_auth(&token)
+                        .json(&body),
+                )
+                .await;
+                let shown = value.to_string().chars().take(40).collect::<String>();
+                if accepted {
+                    assert_eq!(
+                        status, 201,
+                        "{field} = {shown} is within the document's {keyword}: {answer}"
+                    );
+                } else {
+                    assert_eq!(
+                        status, 422,
+                        "{field} = {shown} breaks the document's {keyword}: {answer}"
+                    );
+                    assert_eq!(
+                        answer["error"]["details"]["field"],
+                        field.as_str(),
+                        "{answer}"
+                    );
+                }
+            }
+            compared += 1;
+        }
+    }
+    // Names, descriptions, programs, and every numeric limit of a task.
+    assert!(compared >= 14, "only {compared} bounds compared");
     app.stop().await;
 }

@@ -19,7 +19,6 @@ pub const FAILED: &str = "failed";
 
 /// The signature header: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
 pub const SIGNATURE_HEADER: &str = "voidrunner-signature";
-const MAX_URL_CHARS: usize = 2048;
 
 /// What is wrong with a callback URL, said so that the client can fix it.
 #[derive(Debug, thiserror::Error)]
@@ -28,13 +27,11 @@ pub struct UrlProblem(pub String);
 
 /// Checks a callback URL: http(s), a host, and (unless allowed) no loopback or private address.
 pub fn check_url(url: Option<&str>, allow_private: bool) -> Result<Option<String>, UrlProblem> {
-    let Some(url) = url.map(str::trim).filter(|url| !url.is_empty()) else {
+    let Some(url) = url.filter(|url| !url.is_empty()) else {
         return Ok(None);
     };
     let invalid = |problem: &str| UrlProblem(problem.to_owned());
-    if url.chars().count() > MAX_URL_CHARS {
-        return Err(invalid("must be at most 2048 characters"));
-    }
+    crate::rules::CALLBACK_URL.check(url).map_err(UrlProblem)?;
     let parsed =
         reqwest::Url::parse(url).map_err(|_| invalid("must be an absolute http(s) URL"))?;
     if !matches!(parsed.scheme(), "http" | "https") {

@@ -2,7 +2,7 @@
 
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{ColumnTrait, Condition, EntityTrait};
-use voidrunner_shared::events::{Encoding, ResultV1, StartedV1};
+use voidrunner_shared::events::{Encoding, ExecutionResult, ResultV1, StartedV1};
 use voidrunner_shared::Status;
 
 use super::transitions::Transition;
@@ -164,5 +164,23 @@ impl Lifecycle {
                 .await;
         }
         Ok(changed)
+    }
+
+    /// A message the api itself saw on the execution's reply subject (a request waiting for
+    /// the result, a live-output stream about to send it): recorded at once when it is the
+    /// execution's final result, so that what the client reads next already holds it, whether
+    /// the recorder has come to it or not. Anything else is left to the recorder.
+    pub async fn finish_seen(
+        &self,
+        execution_id: uuid::Uuid,
+        payload: &[u8],
+    ) -> Result<(), ExecutionError> {
+        if let Ok(ExecutionResult::V1(result)) = serde_json::from_slice::<ExecutionResult>(payload)
+        {
+            if result.execution_id == execution_id && result.status.is_final() {
+                self.finish(&result).await?;
+            }
+        }
+        Ok(())
     }
 }

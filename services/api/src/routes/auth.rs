@@ -16,10 +16,8 @@ use crate::entity::{api_key, refresh_token, session, user};
 use crate::error::{ApiError, Json, Path};
 use crate::http::{AuthUser, Principal};
 use crate::openapi::{BodyErrors, Common, Conflict, ErrorBody, Malformed, Missing, Public};
+use crate::rules;
 use crate::state::AppState;
-
-const MIN_PASSWORD_CHARS: usize = 8;
-const MAX_PASSWORD_BYTES: usize = 1024;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -94,23 +92,13 @@ impl From<api_key::Model> for ApiKeyResponse {
     }
 }
 
-const MAX_API_KEY_NAME_CHARS: usize = 100;
 const MAX_API_KEYS: u64 = 50;
 
 fn normalized_email(email: &str) -> Result<String, ApiError> {
-    let email = email.trim().to_ascii_lowercase();
-    let valid = email.len() <= 320
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
-        });
-    if valid {
-        Ok(email)
-    } else {
-        Err(ApiError::invalid_field(
-            "email",
-            "must be an email address like user@example.com",
-        ))
-    }
+    rules::EMAIL
+        .check(email)
+        .map_err(|problem| ApiError::invalid_field("email", problem))?;
+    Ok(email.to_ascii_lowercase())
 }
 
 #[tracing::instrument(skip_all)]
@@ -127,18 +115,9 @@ pub async fn register(
     Json(credentials): Json<Credentials>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
     let email = normalized_email(&credentials.email)?;
-    if credentials.password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(ApiError::invalid_field(
-            "password",
-            format!("must be at least {MIN_PASSWORD_CHARS} characters"),
-        ));
-    }
-    if credentials.password.len() > MAX_PASSWORD_BYTES {
-        return Err(ApiError::invalid_field(
-            "password",
-            format!("must be at most {MAX_PASSWORD_BYTES} bytes"),
-        ));
-    }
+    rules::PASSWORD
+        .check(&credentials.password)
+        .map_err(|problem| ApiError::invalid_field("password", problem))?;
     let existing = user::Entity::find()
         .filter(user::Column::Email.eq(&email))
         .one(&state.db)
@@ -377,13 +356,10 @@ pub async fn create_api_key(
     AuthUser(user_id): AuthUser,
     Json(request): Json<NewApiKey>,
 ) -> Result<(StatusCode, Json<ApiKeyResponse>), ApiError> {
-    let name = request.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > MAX_API_KEY_NAME_CHARS {
-        return Err(ApiError::invalid_field(
-            "name",
-            format!("must be 1 to {MAX_API_KEY_NAME_CHARS} characters"),
-        ));
-    }
+    rules::API_KEY_NAME
+        .check(&request.name)
+        .map_err(|problem| ApiError::invalid_field("name", problem))?;
+    let name = request.name.trim_matches(rules::is_blank).to_owned();
     let live = api_key::Entity::find()
         .filter(api_key::Column::UserId.eq(user_id))
         .filter(api_key::Column::RevokedAt.is_null())

@@ -1,6 +1,6 @@
 //! Live output: `GET /executions/{id}/events` as Server-Sent Events. It replays what the
 //! EVENTS stream holds for the execution (so a late subscriber misses nothing), follows it
-//! live, and ends with the result from the execution's reply subject.
+//! live, and ends with the result from the execution's reply subject, recorded before it is sent.
 //!
 //! Each event's `id` is its sequence in the EVENTS stream (`result` for the result), so a client
 //! that reconnects with `Last-Event-ID` resumes right after the last event it saw.
@@ -18,6 +18,7 @@ use uuid::Uuid;
 use voidrunner_shared::subjects::EventKind;
 
 use crate::error::{ApiError, Path};
+use crate::executions::Lifecycle;
 use crate::http::AuthUser;
 use crate::openapi::{Common, Malformed, Missing};
 use crate::state::AppState;
@@ -102,6 +103,7 @@ pub async fn stream(
 /// stored and coming events, and where the stored ones end.
 struct Feeds {
     execution_id: Uuid,
+    executions: Lifecycle,
     live_result: async_nats::Subscriber,
     stored_result: Option<bytes::Bytes>,
     replay: async_nats::jetstream::consumer::pull::Ordered,
@@ -158,6 +160,7 @@ impl Feeds {
             .map(|kind| state.namespace.event_subject(execution_id, kind));
         Ok(Feeds {
             execution_id,
+            executions: state.executions.clone(),
             live_result,
             stored_result,
             replay,
@@ -188,6 +191,15 @@ impl Feeds {
                     }
                 };
                 if delivered >= last {
+                    // Recorded before it is sent, so that a client that reads the execution
+                    // on seeing its result reads it final.
+                    if let Err(error) = self
+                        .executions
+                        .finish_seen(self.execution_id, payload)
+                        .await
+                    {
+                        tracing::warn!(execution_id = %self.execution_id, error = %error, "recording a streamed result failed");
+                    }
                     let data = String::from_utf8_lossy(payload).into_owned();
                     let result = Event::default()
                         .event("result")

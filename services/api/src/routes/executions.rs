@@ -39,7 +39,8 @@ fn start_request(
     body: &Bytes,
     max_stdin_bytes: usize,
 ) -> Result<StartExecution, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or a JSON null, is the defaults.
+    if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
         return Ok(StartExecution::default());
     }
     let is_json = headers
@@ -85,7 +86,7 @@ fn start_request(
     tag = "executions",
     params(("task_id" = Uuid, Path, description = "The task to run"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes the submission safe to retry: the same key returns the same execution")),
     request_body(content = Option<StartExecution>, description = "Optional: stdin and a callback URL"),
-    responses((status = 202, description = "Queued; it will reach a final state", body = ExecutionResponse), Malformed, BodyErrors, Missing, Common),
+    responses((status = 202, description = "Queued; it will reach a final state", body = ExecutionResponse), Malformed, BodyErrors, Missing, Conflict, Common),
     security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn create(
@@ -183,7 +184,7 @@ pub async fn cancel_by_post(
     cancel(state, user, path).await
 }
 
-/// `GET /tasks/{id}/executions` query parameters.
+/// `GET /executions` and `GET /tasks/{id}/executions` query parameters.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -218,9 +219,37 @@ pub async fn list_for_task(
     Path(task_id): Path<Uuid>,
     Query(query): Query<ListExecutions>,
 ) -> Result<Json<ExecutionPage>, ApiError> {
-    let limit = pagination::page_size(query.limit)?;
     let task = tasks::find_owned(&state.db, user_id, task_id).await?;
-    let mut select = execution::Entity::find().filter(execution::Column::TaskId.eq(task.id));
+    let select = execution::Entity::find().filter(execution::Column::TaskId.eq(task.id));
+    page(&state, select, &query).await.map(Json)
+}
+
+/// Every execution of the caller (one-shot runs and tasks' alike), newest first.
+#[utoipa::path(
+    operation_id = "execution_list",
+    get,
+    path = "/executions",
+    tag = "executions",
+    params(ListExecutions),
+    responses((status = 200, description = "Your executions, newest first, a page at a time", body = ExecutionPage), Malformed, Common),
+    security(("bearer" = []), ("api_key" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    Query(query): Query<ListExecutions>,
+) -> Result<Json<ExecutionPage>, ApiError> {
+    let select = execution::Entity::find().filter(execution::Column::UserId.eq(user_id));
+    page(&state, select, &query).await.map(Json)
+}
+
+/// One page of `select`'s executions, newest first, as `query` asks.
+async fn page(
+    state: &AppState,
+    mut select: sea_orm::Select<execution::Entity>,
+    query: &ListExecutions,
+) -> Result<ExecutionPage, ApiError> {
+    let limit = pagination::page_size(query.limit)?;
     if let Some(status) = &query.status {
         let status: Status =
             status
@@ -232,7 +261,8 @@ pub async fn list_for_task(
         select = select.filter(execution::Column::Status.eq(status));
     }
     const SORT: &str = "created_at";
-    let after = match &query.cursor {
+    // An empty cursor is the first page, as no cursor is.
+    let after = match query.cursor.as_deref().filter(|cursor| !cursor.is_empty()) {
         Some(cursor) => {
             let cursor = pagination::decode(cursor, SORT, Order::Desc)?;
             let created_at: chrono::DateTime<Utc> =
@@ -260,10 +290,10 @@ pub async fn list_for_task(
             last.id,
         )
     });
-    Ok(Json(ExecutionPage {
+    Ok(ExecutionPage {
         items: executions.into_iter().map(Into::into).collect(),
         next_cursor,
-    }))
+    })
 }
 
 /// The caller's executions the fleet gave up on, newest first.

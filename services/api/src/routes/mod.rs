@@ -110,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(tasks::create, tasks::list))
         .routes(routes!(tasks::get, tasks::update, tasks::delete))
         .routes(routes!(executions::create, executions::list_for_task))
+        .routes(routes!(executions::list))
         .routes(routes!(executions::get, executions::cancel))
         .routes(routes!(executions::cancel_by_post))
         .routes(routes!(events::stream))
@@ -126,7 +127,7 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     let mut doc = crate::openapi::ApiDoc::openapi().nest("/api/v1", api_doc);
     doc.merge(service_doc);
-    let doc = std::sync::Arc::new(doc);
+    let doc = std::sync::Arc::new(crate::openapi::served(&doc, &state));
     let api = api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         crate::http::throttle::enforce,

@@ -11,19 +11,18 @@ use sea_orm::EntityTrait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
-use voidrunner_shared::events::{ExecutionResult, SourceFile};
+use voidrunner_shared::events::SourceFile;
 
 use crate::entity::execution;
 use crate::error::{ApiError, Json, Query};
 use crate::executions::view::ExecutionResponse;
 use crate::executions::{NewExecution, NewRun, Submitted};
 use crate::http::{self, AuthUser};
-use crate::openapi::{BodyErrors, Common, Malformed};
+use crate::openapi::{BodyErrors, Common, Conflict, Malformed};
+use crate::rules;
 use crate::state::AppState;
 use crate::tasks::{self, Field, FieldError, Naming, TaskDraft, TaskRules, TaskSpec};
 
-/// Runs one batch may hold.
-const MAX_BATCH: usize = 100;
 const DEFAULT_WAIT_SECONDS: u64 = 30;
 
 /// A program to run once.
@@ -32,8 +31,8 @@ const DEFAULT_WAIT_SECONDS: u64 = 30;
 pub struct RunRequest {
     /// `python`, `javascript`, `bash` or `go` (or an alias).
     language: String,
-    /// The main file. May be left out when `files` holds the main file (`main.py`,
-    /// `main.js`, `main.sh` or `main.go`).
+    /// The main file. (The api also takes a run without it whose `files` hold the language's
+    /// main file, `main.py`, `main.js`, `main.sh` or `main.go`.)
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
@@ -64,6 +63,7 @@ pub struct RunQuery {
     /// Wait for the result (up to `wait_seconds`) instead of answering 202 at once.
     #[serde(default)]
     wait: bool,
+    /// How long to wait for the result, in seconds; giving it means waiting.
     wait_seconds: Option<u64>,
 }
 
@@ -210,7 +210,7 @@ async fn start(
     tag = "runs",
     params(RunQuery, ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes the submission safe to retry")),
     request_body = RunRequest,
-    responses((status = 200, description = "Finished within the wait", body = ExecutionResponse), (status = 202, description = "Queued (or still running when the wait ended)", body = ExecutionResponse), Malformed, BodyErrors, Common),
+    responses((status = 200, description = "Finished within the wait", body = ExecutionResponse), (status = 202, description = "Queued (or still running when the wait ended)", body = ExecutionResponse), Malformed, BodyErrors, Conflict, Common),
     security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn create(
@@ -220,20 +220,11 @@ pub async fn create(
     headers: HeaderMap,
     Json(run): Json<RunRequest>,
 ) -> Result<(StatusCode, HeaderMap, Json<ExecutionResponse>), ApiError> {
-    let max_wait = state
-        .config
-        .request_timeout_seconds
-        .saturating_sub(1)
-        .max(1);
+    let max_wait = state.config.max_wait_seconds();
     let wait = query
         .wait_seconds
         .unwrap_or(DEFAULT_WAIT_SECONDS.min(max_wait));
-    if query.wait_seconds.is_some() && !query.wait {
-        return Err(ApiError::BadRequest {
-            code: "invalid_query",
-            message: "wait_seconds applies only with wait=true".into(),
-        });
-    }
+    let waits = query.wait || query.wait_seconds.is_some();
     if !(1..=max_wait).contains(&wait) {
         return Err(ApiError::BadRequest {
             code: "invalid_query",
@@ -256,7 +247,7 @@ pub async fn create(
     }
     let id = Uuid::now_v7();
     // Listening before the execution exists, so its result cannot slip past.
-    let results = if query.wait {
+    let results = if waits {
         Some(
             state
                 .nats
@@ -291,13 +282,10 @@ async fn wait_for_result(
 ) -> Result<Option<execution::Model>, ApiError> {
     let arrived = tokio::time::timeout(wait, results.next()).await;
     if let Ok(Some(message)) = arrived {
-        if let Ok(ExecutionResult::V1(result)) =
-            serde_json::from_slice::<ExecutionResult>(&message.payload)
-        {
-            if result.execution_id == execution_id && result.status.is_final() {
-                state.executions.finish(&result).await?;
-            }
-        }
+        state
+            .executions
+            .finish_seen(execution_id, &message.payload)
+            .await?;
     }
     let current = execution::Entity::find_by_id(execution_id)
         .one(&state.db)
@@ -323,12 +311,9 @@ pub async fn batch(
     AuthUser(user_id): AuthUser,
     Json(batch): Json<BatchRequest>,
 ) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
-    if batch.runs.is_empty() || batch.runs.len() > MAX_BATCH {
-        return Err(ApiError::invalid_field(
-            "runs",
-            format!("must hold 1 to {MAX_BATCH} runs, got {}", batch.runs.len()),
-        ));
-    }
+    rules::BATCH_RUNS
+        .check(batch.runs.len())
+        .map_err(|problem| ApiError::invalid_field("runs", format!("{problem} runs")))?;
     let runs = batch
         .runs
         .into_iter()

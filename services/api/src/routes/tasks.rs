@@ -315,7 +315,8 @@ pub async fn list(
         select = select.filter(task::Column::ScriptType.eq(language));
     }
     let sort = query.sort;
-    let after = match &query.cursor {
+    // An empty cursor is the first page, as no cursor is.
+    let after = match query.cursor.as_deref().filter(|cursor| !cursor.is_empty()) {
         Some(cursor) => {
             let cursor = pagination::decode(cursor, sort.name(), query.order)?;
             let value = sort.value(&cursor.value).ok_or(ApiError::BadRequest {

@@ -9,38 +9,28 @@ use voidrunner_shared::events::{RequestedLimits, RetryPolicy, SourceFile};
 use voidrunner_shared::{Lane, Language};
 
 use crate::entity::task;
+use crate::rules::{self, Range};
 
-const MAX_NAME_CHARS: usize = 255;
 const DEFAULT_PRIORITY: i64 = 5;
-const MAX_FILES: usize = 32;
-const MAX_PATH_CHARS: usize = 128;
 const MIN_MEMORY_MB: i64 = 16;
 const MIN_CPUS: f64 = 0.01;
 const MIN_OUTPUT_LIMIT_BYTES: u64 = 1024;
-const MAX_RETRIES: i64 = 10;
 const DEFAULT_RETRY_BACKOFF_SECONDS: i64 = 1;
-const MAX_DESCRIPTION_CHARS: usize = 1000;
-const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 /// A task as a client describes it: `POST /tasks`, and the merged result of a `PATCH`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskDraft {
-    #[schema(min_length = 1, max_length = 255)]
     pub name: String,
-    /// The main file, 1 byte to 64 KiB with `files`.
-    #[schema(min_length = 1, max_length = 65536)]
+    /// The main file; with `files`, at most the deployment's program size in bytes.
     pub script_content: String,
     /// python, javascript, bash or go (aliases: py, js, node, sh, golang).
     #[schema(example = "python")]
     pub script_type: String,
-    #[schema(max_length = 1000)]
     pub description: Option<String>,
     /// Any JSON object of the user's, at most 16 KiB.
     pub metadata: Option<serde_json::Value>,
-    #[schema(minimum = 0, maximum = 10)]
     pub priority: Option<i64>,
-    #[schema(minimum = 1, maximum = 3600)]
     pub timeout_seconds: Option<i64>,
     pub files: Option<Vec<SourceFile>>,
     pub memory_mb: Option<i64>,
@@ -159,7 +149,7 @@ impl TaskSpec {
         let metadata = parse_metadata(draft.metadata.take())?;
         let files = parse_files(draft.files.take().unwrap_or_default(), language.main_file())?;
         check_program_size(&draft.script_content, &files, rules.max_script_bytes)?;
-        let limits = parse_limits(&draft, &rules.policy)?;
+        let limits = parse_limits(&draft, rules)?;
         let network = draft.network.unwrap_or(false);
         if network && !rules.policy.network_allowed() {
             return refuse(
@@ -167,9 +157,9 @@ impl TaskSpec {
                 "network access is disabled in this deployment (VOIDRUNNER_SANDBOX_NETWORK=none)",
             );
         }
-        let priority = parse_priority(draft.priority)?;
+        let priority = parse_priority(draft.priority, rules)?;
         let timeout_seconds = parse_timeout(draft.timeout_seconds, rules)?;
-        let retry = parse_retry(draft.max_retries, draft.retry_backoff_seconds)?;
+        let retry = parse_retry(draft.max_retries, draft.retry_backoff_seconds, rules)?;
         Ok(TaskSpec {
             name,
             description,
@@ -243,30 +233,21 @@ impl TaskDraft {
 }
 
 fn parse_name(name: &str) -> Result<String, FieldError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return refuse(
-            Field::Name,
-            format!("must be 1 to {MAX_NAME_CHARS} characters"),
-        );
-    }
-    Ok(name.to_owned())
+    rules::TASK_NAME
+        .check(name)
+        .or_else(|problem| refuse(Field::Name, problem))?;
+    Ok(name.trim_matches(rules::is_blank).to_owned())
 }
 
 fn parse_description(description: Option<String>) -> Result<Option<String>, FieldError> {
-    let description = description
-        .map(|text| text.trim().to_owned())
-        .filter(|text| !text.is_empty());
-    if description
-        .as_ref()
-        .is_some_and(|text| text.chars().count() > MAX_DESCRIPTION_CHARS)
-    {
-        return refuse(
-            Field::Description,
-            format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
-        );
-    }
-    Ok(description)
+    let Some(description) = description else {
+        return Ok(None);
+    };
+    rules::DESCRIPTION
+        .check(&description)
+        .or_else(|problem| refuse(Field::Description, problem))?;
+    let description = description.trim_matches(rules::is_blank);
+    Ok((!description.is_empty()).then(|| description.to_owned()))
 }
 
 fn parse_metadata(
@@ -276,10 +257,13 @@ fn parse_metadata(
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(value @ serde_json::Value::Object(_)) => {
             let size = value.to_string().len();
-            if size > MAX_METADATA_BYTES {
+            if size > rules::MAX_METADATA_BYTES {
                 return refuse(
                     Field::Metadata,
-                    format!("is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}"),
+                    format!(
+                        "is {size} bytes as JSON; the limit is {}",
+                        rules::MAX_METADATA_BYTES
+                    ),
                 );
             }
             Ok(Some(value))
@@ -291,48 +275,33 @@ fn parse_metadata(
     }
 }
 
-/// A relative path inside the work directory: no `..`, no absolute paths, plain characters.
-fn valid_file_path(path: &str) -> bool {
-    !path.is_empty()
-        && path.chars().count() <= MAX_PATH_CHARS
-        && !path.starts_with('/')
-        && path
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
-        && path
-            .split('/')
-            .all(|part| !part.is_empty() && part != "." && part != "..")
-}
-
+/// The program's further files, written in order: a later file with the same path replaces
+/// an earlier one (as unpacking them one after another would), and none may take the main
+/// file's name.
 fn parse_files(files: Vec<SourceFile>, main_file: &str) -> Result<Vec<SourceFile>, FieldError> {
-    if files.len() > MAX_FILES {
+    if files.len() > rules::MAX_FILES {
         return refuse(
             Field::Files,
-            format!("at most {MAX_FILES} files, got {}", files.len()),
+            format!("at most {} files, got {}", rules::MAX_FILES, files.len()),
         );
     }
-    let mut seen = std::collections::HashSet::from([main_file.to_owned()]);
     for file in &files {
-        if !valid_file_path(&file.path) {
-            return refuse(
-                Field::Files,
-                format!(
-                    "path {:?} must be relative, at most {MAX_PATH_CHARS} characters from A-Z a-z 0-9 . _ - /, without . or .. parts",
-                    file.path
-                ),
-            );
+        if let Err(problem) = rules::FILE_PATH.check(&file.path) {
+            return refuse(Field::Files, format!("path {:?} {problem}", file.path));
         }
-        if !seen.insert(file.path.clone()) {
+        if file.path == main_file {
             return refuse(
                 Field::Files,
-                format!(
-                    "path {:?} appears twice (or is the main file, {main_file})",
-                    file.path
-                ),
+                format!("path {main_file:?} is the main file's: give it as the code instead"),
             );
         }
     }
-    Ok(files)
+    let mut kept: Vec<SourceFile> = Vec::with_capacity(files.len());
+    for file in files {
+        kept.retain(|earlier| earlier.path != file.path);
+        kept.push(file);
+    }
+    Ok(kept)
 }
 
 fn check_program_size(
@@ -350,93 +319,148 @@ fn check_program_size(
     Ok(())
 }
 
-fn parse_limits(draft: &TaskDraft, policy: &SandboxPolicy) -> Result<RequestedLimits, FieldError> {
-    let memory_mb = match draft.memory_mb {
-        Some(mb) if !(MIN_MEMORY_MB..=i64::from(policy.sandbox_max_memory_mb)).contains(&mb) => {
-            return refuse(
-                Field::MemoryMb,
-                format!(
-                    "must be between {MIN_MEMORY_MB} and {}, got {mb}",
-                    policy.sandbox_max_memory_mb
-                ),
-            )
+impl TaskRules {
+    pub fn memory_mb(&self) -> Range<i64> {
+        Range {
+            min: MIN_MEMORY_MB,
+            max: i64::from(self.policy.sandbox_max_memory_mb),
         }
-        mb => mb.and_then(|mb| u32::try_from(mb).ok()),
-    };
-    let cpu_millis = match draft.cpus {
-        Some(cpus) if !(MIN_CPUS..=policy.sandbox_max_cpus).contains(&cpus) => {
-            return refuse(
-                Field::Cpus,
-                format!(
-                    "must be between {MIN_CPUS} and {}, got {cpus}",
-                    policy.sandbox_max_cpus
-                ),
-            )
+    }
+
+    pub fn cpus(&self) -> Range<f64> {
+        Range {
+            min: MIN_CPUS,
+            max: self.policy.sandbox_max_cpus,
         }
-        cpus => cpus.map(|cpus| (cpus * 1000.0).round() as u32),
-    };
-    let max_output = policy.sandbox_max_output_limit_bytes;
-    let output_bytes = match draft.output_limit_bytes {
-        Some(bytes) if !(MIN_OUTPUT_LIMIT_BYTES..=max_output).contains(&bytes) => {
-            return refuse(
-                Field::OutputLimitBytes,
-                format!("must be between {MIN_OUTPUT_LIMIT_BYTES} and {max_output}, got {bytes}"),
-            )
+    }
+
+    pub fn output_limit_bytes(&self) -> Range<u64> {
+        Range {
+            min: MIN_OUTPUT_LIMIT_BYTES,
+            max: self.policy.sandbox_max_output_limit_bytes,
         }
-        bytes => bytes,
-    };
+    }
+
+    pub fn priority(&self) -> Range<i64> {
+        Range {
+            min: 0,
+            max: i64::from(Lane::MAX_PRIORITY),
+        }
+    }
+
+    pub fn timeout_seconds(&self) -> Range<i64> {
+        Range {
+            min: 1,
+            max: i64::from(self.max_timeout_seconds),
+        }
+    }
+
+    pub fn retry_backoff_seconds(&self) -> Range<i64> {
+        Range {
+            min: 1,
+            max: i64::from(RetryPolicy::MAX_BACKOFF_SECONDS),
+        }
+    }
+
+    /// Each field's rules as JSON Schema keywords, for the OpenAPI document: the same rules
+    /// `TaskSpec::parse` enforces under this deployment's limits.
+    pub fn documented(&self, naming: Naming) -> Vec<(&'static str, serde_json::Value)> {
+        let languages: Vec<&str> = Language::NAMES.iter().map(|(name, _)| *name).collect();
+        let mut fields = vec![
+            (Field::Name, rules::TASK_NAME.schema()),
+            (Field::Language, serde_json::json!({ "enum": languages })),
+            (
+                Field::Code,
+                serde_json::json!({ "minLength": 1, "maxLength": self.max_script_bytes }),
+            ),
+            (Field::Description, rules::DESCRIPTION.schema()),
+            (
+                Field::Metadata,
+                serde_json::json!({ "type": ["object", "null"] }),
+            ),
+            (
+                Field::Files,
+                serde_json::json!({ "maxItems": rules::MAX_FILES }),
+            ),
+            (Field::MemoryMb, self.memory_mb().schema()),
+            (Field::Cpus, self.cpus().schema()),
+            (Field::OutputLimitBytes, self.output_limit_bytes().schema()),
+            (Field::Priority, self.priority().schema()),
+            (Field::TimeoutSeconds, self.timeout_seconds().schema()),
+            (Field::MaxRetries, rules::RETRIES.schema()),
+            (
+                Field::RetryBackoffSeconds,
+                self.retry_backoff_seconds().schema(),
+            ),
+        ];
+        if !self.policy.network_allowed() {
+            fields.push((Field::Network, serde_json::json!({ "enum": [false, null] })));
+        }
+        fields
+            .into_iter()
+            .map(|(field, schema)| (field.name(naming), schema))
+            .collect()
+    }
+}
+
+fn parse_limits(draft: &TaskDraft, rules: &TaskRules) -> Result<RequestedLimits, FieldError> {
+    if let Some(mb) = draft.memory_mb {
+        rules
+            .memory_mb()
+            .check(mb)
+            .or_else(|problem| refuse(Field::MemoryMb, problem))?;
+    }
+    if let Some(cpus) = draft.cpus {
+        rules
+            .cpus()
+            .check(cpus)
+            .or_else(|problem| refuse(Field::Cpus, problem))?;
+    }
+    if let Some(bytes) = draft.output_limit_bytes {
+        rules
+            .output_limit_bytes()
+            .check(bytes)
+            .or_else(|problem| refuse(Field::OutputLimitBytes, problem))?;
+    }
     Ok(RequestedLimits {
-        memory_mb,
-        cpu_millis,
-        output_bytes,
+        memory_mb: draft.memory_mb.and_then(|mb| u32::try_from(mb).ok()),
+        cpu_millis: draft.cpus.map(|cpus| (cpus * 1000.0).round() as u32),
+        output_bytes: draft.output_limit_bytes,
     })
 }
 
-fn parse_priority(priority: Option<i64>) -> Result<i16, FieldError> {
+fn parse_priority(priority: Option<i64>, rules: &TaskRules) -> Result<i16, FieldError> {
     let priority = priority.unwrap_or(DEFAULT_PRIORITY);
-    if !(0..=i64::from(Lane::MAX_PRIORITY)).contains(&priority) {
-        return refuse(
-            Field::Priority,
-            format!(
-                "must be between 0 and {}, got {priority}",
-                Lane::MAX_PRIORITY
-            ),
-        );
-    }
+    rules
+        .priority()
+        .check(priority)
+        .or_else(|problem| refuse(Field::Priority, problem))?;
     Ok(i16::try_from(priority).unwrap_or(0))
 }
 
 fn parse_timeout(timeout: Option<i64>, rules: &TaskRules) -> Result<i32, FieldError> {
-    let max_timeout = rules.max_timeout_seconds;
     let timeout = timeout.unwrap_or(i64::from(rules.default_timeout_seconds));
-    if !(1..=i64::from(max_timeout)).contains(&timeout) {
-        return refuse(
-            Field::TimeoutSeconds,
-            format!("must be between 1 and {max_timeout}, got {timeout}"),
-        );
-    }
+    rules
+        .timeout_seconds()
+        .check(timeout)
+        .or_else(|problem| refuse(Field::TimeoutSeconds, problem))?;
     Ok(i32::try_from(timeout).unwrap_or(1))
 }
 
 fn parse_retry(
     max_retries: Option<i64>,
     backoff_seconds: Option<i64>,
+    rules: &TaskRules,
 ) -> Result<RetryPolicy, FieldError> {
     let retries = max_retries.unwrap_or(0);
-    if !(0..=MAX_RETRIES).contains(&retries) {
-        return refuse(
-            Field::MaxRetries,
-            format!("must be between 0 and {MAX_RETRIES}, got {retries}"),
-        );
-    }
-    let max_backoff = i64::from(RetryPolicy::MAX_BACKOFF_SECONDS);
+    rules::RETRIES
+        .check(retries)
+        .or_else(|problem| refuse(Field::MaxRetries, problem))?;
     let backoff = backoff_seconds.unwrap_or(DEFAULT_RETRY_BACKOFF_SECONDS);
-    if !(1..=max_backoff).contains(&backoff) {
-        return refuse(
-            Field::RetryBackoffSeconds,
-            format!("must be between 1 and {max_backoff}, got {backoff}"),
-        );
-    }
+    rules
+        .retry_backoff_seconds()
+        .check(backoff)
+        .or_else(|problem| refuse(Field::RetryBackoffSeconds, problem))?;
     Ok(RetryPolicy {
         retries: u32::try_from(retries).unwrap_or(0),
         backoff_seconds: u32::try_from(backoff).unwrap_or(1),
