@@ -1,5 +1,7 @@
 //! The `voidrunner` binary's commands, as a library so tests drive the same code.
 
+pub mod client;
+pub mod commands;
 pub mod serve;
 
 use tokio_util::sync::CancellationToken;

@@ -1,9 +1,12 @@
 //! `voidrunner`: run code safely at scale. See `voidrunner --help`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use voidrunner::client::Client;
+use voidrunner::commands::{exit, resources, run::RunArgs, session, table::Format};
 use voidrunner::serve::{self, Embedded};
 use voidrunner_api::config::ApiConfig;
 use voidrunner_shared::config::{NatsConfig, SandboxPolicy};
@@ -16,10 +19,52 @@ use voidrunner_worker::config::WorkerConfig;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How the client commands print: a table for people or JSON for scripts.
+    #[arg(long, short, global = true, value_enum, default_value_t)]
+    output: Format,
+}
+
+/// The commands that talk to an api (`VOIDRUNNER_URL`, `VOIDRUNNER_API_KEY` or a login).
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Runs a program and streams its output; exits with the program's exit code.
+    Run(RunArgs),
+    /// Logs in with a password and keeps the session (mode 0600 in the config directory).
+    Login(session::LoginArgs),
+    /// Ends the kept session.
+    Logout,
+    /// Your executions: ls, show, logs [-f], cancel.
+    #[command(subcommand)]
+    Executions(resources::Executions),
+    /// Your tasks: ls, show, rm.
+    #[command(subcommand)]
+    Tasks(resources::Tasks),
+    /// Many runs at once: batch FILE.jsonl.
+    #[command(subcommand)]
+    Runs(resources::Runs),
+    /// The live workers of the fleet.
+    Workers,
+    /// Executions the fleet gave up on: ls, rerun.
+    #[command(subcommand)]
+    DeadLetters(resources::DeadLetters),
+    /// Your API keys: ls, create, revoke.
+    #[command(subcommand)]
+    ApiKeys(resources::ApiKeys),
 }
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Service(ServiceCommand),
+    #[command(flatten)]
+    Client(ClientCommand),
+    /// Prints a completion script for a shell (e.g. `voidrunner completions bash > /etc/bash_completion.d/voidrunner`).
+    Completions { shell: clap_complete::Shell },
+}
+
+/// The services and their chores.
+#[derive(Subcommand)]
+enum ServiceCommand {
     /// Embedded mode: api and worker in one process (SQLite and a local nats-server by default).
     Serve,
     /// The REST api and result recorder (needs VOIDRUNNER_DATABASE_URL, _NATS_URL, _JWT_SECRET).
@@ -38,20 +83,68 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     let vars: Vec<(String, String)> = std::env::vars().collect();
+    match cli.command {
+        Command::Client(command) => ExitCode::from(client(command, cli.output, &vars).await),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "voidrunner",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Service(command) => match service(command, vars).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("Error: {error:?}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// A client command; what it failed at is said on stderr, with the client-error exit code.
+async fn client(command: ClientCommand, format: Format, vars: &[(String, String)]) -> u8 {
+    let outcome = async {
+        let client = Client::from_env(vars)?;
+        match command {
+            ClientCommand::Run(args) => voidrunner::commands::run::run(&client, args).await,
+            ClientCommand::Login(args) => session::login(&client, args).await,
+            ClientCommand::Logout => session::logout(&client).await,
+            ClientCommand::Executions(command) => command.execute(&client, format).await,
+            ClientCommand::Tasks(command) => command.execute(&client, format).await,
+            ClientCommand::Runs(command) => command.execute(&client, format).await,
+            ClientCommand::Workers => resources::workers(&client, format).await,
+            ClientCommand::DeadLetters(command) => command.execute(&client, format).await,
+            ClientCommand::ApiKeys(command) => command.execute(&client, format).await,
+        }
+    };
+    match outcome.await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("voidrunner: {error}");
+            exit::CLIENT_ERROR
+        }
+    }
+}
+
+/// A service command, with its logs and traces.
+async fn service(command: ServiceCommand, vars: Vec<(String, String)>) -> anyhow::Result<()> {
     let json_logs = vars
         .iter()
         .any(|(k, v)| k == "VOIDRUNNER_LOG_FORMAT" && v == "json");
-    let service = match cli.command {
-        Command::Api => "voidrunner-api",
-        Command::Worker => "voidrunner-worker",
+    let service = match command {
+        ServiceCommand::Api => "voidrunner-api",
+        ServiceCommand::Worker => "voidrunner-worker",
         _ => "voidrunner",
     };
     let telemetry = voidrunner_shared::telemetry::init(json_logs, service);
     let shutdown = voidrunner::shutdown_on_signals();
-    let outcome = run(cli.command, vars, shutdown).await;
+    let outcome = run(command, vars, shutdown).await;
     // The spans still buffered go out before the process ends.
     tokio::task::spawn_blocking(move || telemetry.shutdown())
         .await
@@ -60,13 +153,13 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(
-    command: Command,
+    command: ServiceCommand,
     vars: Vec<(String, String)>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     match command {
-        Command::Serve => serve::run(Embedded::from_env(vars)?, shutdown).await,
-        Command::Api => {
+        ServiceCommand::Serve => serve::run(Embedded::from_env(vars)?, shutdown).await,
+        ServiceCommand::Api => {
             let config = ApiConfig::from_env(vars.clone())?;
             let nats = NatsConfig::from_env(vars.clone())?;
             let policy = SandboxPolicy::from_env(vars)?;
@@ -77,7 +170,7 @@ async fn run(
             api.run(listener, shutdown).await?;
             Ok(())
         }
-        Command::Worker => {
+        ServiceCommand::Worker => {
             let config = WorkerConfig::from_env(vars.clone())?;
             let nats = NatsConfig::from_env(vars.clone())?;
             let policy = SandboxPolicy::from_env(vars)?;
@@ -87,7 +180,7 @@ async fn run(
                 .await
                 .map_err(|e| anyhow::anyhow!("worker: {e}"))
         }
-        Command::Migrate => {
+        ServiceCommand::Migrate => {
             let config = ApiConfig::from_env(vars.clone())?;
             let url = match config.database_url {
                 Some(url) => url,
@@ -105,7 +198,7 @@ async fn run(
             );
             Ok(())
         }
-        Command::NatsUsers { dir } => {
+        ServiceCommand::NatsUsers { dir } => {
             let nats = NatsConfig::from_env(vars)?;
             serve::nats_credentials(&dir, &nats.namespace())?;
             println!(
@@ -117,7 +210,7 @@ async fn run(
             );
             Ok(())
         }
-        Command::ExportContract { dir } => {
+        ServiceCommand::ExportContract { dir } => {
             for (path, contents) in voidrunner_shared::export::contract_files() {
                 let path = dir.join(path);
                 if let Some(parent) = path.parent() {

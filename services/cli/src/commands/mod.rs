@@ -1,0 +1,7 @@
+//! The client commands: each talks REST to a VoidRunner api through [`crate::client`].
+
+pub mod exit;
+pub mod resources;
+pub mod run;
+pub mod session;
+pub mod table;
