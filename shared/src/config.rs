@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// The prefix of every configuration variable.
 pub const ENV_PREFIX: &str = "VOIDRUNNER_";
@@ -37,22 +37,108 @@ impl ConfigError {
             variable: variable.to_owned(),
         }
     }
+
+    /// The variable to fix, with its prefix, when the error names one.
+    pub fn variable(&self) -> Option<String> {
+        match self {
+            ConfigError::Missing { variable } | ConfigError::Invalid { variable, .. } => {
+                Some(format!("{ENV_PREFIX}{variable}"))
+            }
+            ConfigError::Unparsable(_) => None,
+        }
+    }
 }
 
 /// Reads `T` from the `VOIDRUNNER_*` entries of `vars` (field `foo_bar` is `VOIDRUNNER_FOO_BAR`).
 pub fn from_env<T: DeserializeOwned>(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T, ConfigError> {
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
     envy::prefixed(ENV_PREFIX)
-        .from_iter(vars)
+        .from_iter::<_, T>(vars.clone())
         .map_err(|error| match error {
             envy::Error::MissingValue(field) => ConfigError::missing(&field.to_ascii_uppercase()),
-            envy::Error::Custom(message) => ConfigError::Unparsable(message),
+            envy::Error::Custom(message) => unparsable::<T>(&vars, message),
         })
 }
 
+/// envy says `<problem> while parsing value '<value>' provided by <FIELD>` for most values: the
+/// error names the variable, as every other configuration error does. For the rest (an enum's
+/// unknown variant), the variable is the one without which the error goes away.
+fn unparsable<T: DeserializeOwned>(vars: &[(String, String)], message: String) -> ConfigError {
+    if let Some((variable, problem)) = message
+        .strip_prefix(ENV_PREFIX)
+        .and_then(|rest| rest.split_once(": "))
+    {
+        return ConfigError::invalid(variable, problem);
+    }
+    let Some((problem, field)) = message.rsplit_once(" provided by ") else {
+        let culprit = vars.iter().position(|(key, _)| {
+            key.starts_with(ENV_PREFIX) && {
+                let without = vars.iter().filter(|(other, _)| other != key).cloned();
+                let outcome = envy::prefixed(ENV_PREFIX).from_iter::<_, T>(without);
+                !matches!(outcome, Err(envy::Error::Custom(other)) if other == message)
+            }
+        });
+        return match culprit {
+            Some(index) => {
+                let (key, value) = &vars[index];
+                ConfigError::invalid(
+                    &key[ENV_PREFIX.len()..],
+                    format_args!("{message} (got '{value}')"),
+                )
+            }
+            None => ConfigError::Unparsable(message),
+        };
+    };
+    let (problem, value) = match problem.rsplit_once(" while parsing value ") {
+        Some((problem, value)) => (problem, Some(value)),
+        None => (problem, None),
+    };
+    let variable = field.trim().to_ascii_uppercase();
+    let problem = problem
+        .strip_prefix(&format!("{ENV_PREFIX}{variable}: "))
+        .unwrap_or(problem);
+    match value {
+        Some(value) => ConfigError::invalid(&variable, format_args!("{problem} (got {value})")),
+        None => ConfigError::invalid(&variable, problem),
+    }
+}
+
+/// Serialises a secret as `<redacted>` (for `voidrunner config check`), `null` when unset.
+pub fn redacted<S: Serializer, T>(value: &Option<T>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => serializer.serialize_str("<redacted>"),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// How services write their logs (`VOIDRUNNER_LOG_FORMAT`), read before anything else.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct LogConfig {
+    /// `VOIDRUNNER_LOG_FORMAT`: `text` or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+impl LogConfig {
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        from_env(vars)
+    }
+}
+
 /// How a service reaches NATS and which installation (subject prefix) it belongs to.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub struct NatsConfig {
     /// `VOIDRUNNER_NATS_URL`: server URL(s), comma separated. Unset in `serve`: start a local one.
     pub nats_url: Option<String>,
@@ -82,6 +168,7 @@ pub struct NatsConfig {
     pub nats_nkey_seed_file: Option<std::path::PathBuf>,
     /// `VOIDRUNNER_NATS_USER` and `VOIDRUNNER_NATS_PASSWORD`: user and password to authenticate with.
     pub nats_user: Option<String>,
+    #[serde(serialize_with = "redacted")]
     pub nats_password: Option<String>,
     /// `VOIDRUNNER_NATS_PASSWORD_FILE`: the password read from a file instead (a mounted secret).
     pub nats_password_file: Option<std::path::PathBuf>,
@@ -329,7 +416,7 @@ impl NatsConfig {
 
 /// The sandbox policy: default limits, the maxima a task may ask for, and network access.
 /// The api validates tasks against it and workers enforce it, so both read the same variables.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SandboxPolicy {
     /// `VOIDRUNNER_SANDBOX_MEMORY_MB`: memory of a sandbox whose task sets none (no swap).
     #[serde(default = "default_memory_mb")]
@@ -471,6 +558,24 @@ impl SandboxPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_unparsable_value_names_its_variable() {
+        let error = NatsConfig::from_env(vars(&[("VOIDRUNNER_NATS_REPLICAS", "three")]))
+            .expect_err("refused");
+        assert_eq!(
+            error.variable().as_deref(),
+            Some("VOIDRUNNER_NATS_REPLICAS")
+        );
+        assert!(error.to_string().contains("(got 'three')"), "{error}");
+        // An enum's unknown variant: envy does not say which variable, the retry does.
+        let error = LogConfig::from_env(vars(&[
+            ("VOIDRUNNER_OTHER", "x"),
+            ("VOIDRUNNER_LOG_FORMAT", "xml"),
+        ]))
+        .expect_err("refused");
+        assert_eq!(error.variable().as_deref(), Some("VOIDRUNNER_LOG_FORMAT"));
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -2,17 +2,19 @@
 
 use std::net::SocketAddr;
 
-use serde::Deserialize;
-use voidrunner_shared::config::{from_env, ConfigError};
+use serde::{Deserialize, Serialize, Serializer};
+use voidrunner_shared::config::{from_env, redacted, ConfigError};
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub struct ApiConfig {
     /// `VOIDRUNNER_API_ADDR`: where the REST API listens.
     #[serde(default = "default_api_addr")]
     pub api_addr: SocketAddr,
     /// `VOIDRUNNER_DATABASE_URL`: `postgres://...` or `sqlite://path?mode=rwc`.
+    #[serde(serialize_with = "redacted_url")]
     pub database_url: Option<String>,
     /// `VOIDRUNNER_JWT_SECRET`: HMAC key for access tokens, at least 32 bytes.
+    #[serde(serialize_with = "redacted")]
     pub jwt_secret: Option<String>,
     /// `VOIDRUNNER_JWT_TTL_SECONDS`: lifetime of an access token.
     #[serde(default = "default_jwt_ttl_seconds")]
@@ -115,6 +117,13 @@ impl std::fmt::Debug for ApiConfig {
     }
 }
 
+fn redacted_url<S: Serializer>(url: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => serializer.serialize_str(&redact_url(url)),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// Hides the password of a database URL for logs.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -176,6 +185,21 @@ impl std::str::FromStr for ActiveLimit {
                 Ok(limit) => Ok(ActiveLimit::PerUser(limit)),
             },
         }
+    }
+}
+
+impl std::fmt::Display for ActiveLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActiveLimit::PerUser(limit) => write!(f, "{limit}"),
+            ActiveLimit::Unlimited => f.write_str("unlimited"),
+        }
+    }
+}
+
+impl Serialize for ActiveLimit {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod commands;
 pub mod serve;
+pub mod settings;
 
 use tokio_util::sync::CancellationToken;
 

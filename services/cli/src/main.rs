@@ -7,10 +7,10 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use voidrunner::client::Client;
 use voidrunner::commands::{exit, resources, run::RunArgs, session, table::Format};
-use voidrunner::serve::{self, Embedded};
+use voidrunner::serve;
+use voidrunner::settings::{self, Target};
 use voidrunner_api::config::ApiConfig;
-use voidrunner_shared::config::{NatsConfig, SandboxPolicy};
-use voidrunner_worker::config::WorkerConfig;
+use voidrunner_shared::config::{LogFormat, NatsConfig};
 
 /// VoidRunner runs untrusted code in hardened, single-use containers. Configuration comes from
 /// `VOIDRUNNER_*` environment variables (see the README).
@@ -60,6 +60,19 @@ enum Command {
     Client(ClientCommand),
     /// Prints a completion script for a shell (e.g. `voidrunner completions bash > /etc/bash_completion.d/voidrunner`).
     Completions { shell: clap_complete::Shell },
+    /// Checks the configuration: `config check [api|worker|serve|client]`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validates the environment exactly as the command would when it starts, prints the
+    /// effective configuration (secrets redacted), and exits 1 naming each bad variable.
+    Check {
+        #[arg(value_enum, default_value_t)]
+        command: Target,
+    },
 }
 
 /// The services and their chores.
@@ -97,6 +110,9 @@ async fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Config(ConfigCommand::Check { command }) => ExitCode::from(
+            voidrunner::commands::config::check(command, &vars, cli.output),
+        ),
         Command::Service(command) => match service(command, vars).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -134,9 +150,7 @@ async fn client(command: ClientCommand, format: Format, vars: &[(String, String)
 
 /// A service command, with its logs and traces.
 async fn service(command: ServiceCommand, vars: Vec<(String, String)>) -> anyhow::Result<()> {
-    let json_logs = vars
-        .iter()
-        .any(|(k, v)| k == "VOIDRUNNER_LOG_FORMAT" && v == "json");
+    let json_logs = settings::log(&vars)?.log_format == LogFormat::Json;
     let service = match command {
         ServiceCommand::Api => "voidrunner-api",
         ServiceCommand::Worker => "voidrunner-worker",
@@ -158,23 +172,23 @@ async fn run(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     match command {
-        ServiceCommand::Serve => serve::run(Embedded::from_env(vars)?, shutdown).await,
+        ServiceCommand::Serve => serve::run(settings::serve(&vars)?, shutdown).await,
         ServiceCommand::Api => {
-            let config = ApiConfig::from_env(vars.clone())?;
-            let nats = NatsConfig::from_env(vars.clone())?;
-            let policy = SandboxPolicy::from_env(vars)?;
-            let listener = tokio::net::TcpListener::bind(config.api_addr)
+            let settings = settings::api(&vars)?;
+            let addr = settings.api.api_addr;
+            let listener = tokio::net::TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("binding VOIDRUNNER_API_ADDR {}", config.api_addr))?;
-            let api = voidrunner_api::Api::build(config, policy, &nats).await?;
+                .with_context(|| format!("binding VOIDRUNNER_API_ADDR {addr}"))?;
+            let api =
+                voidrunner_api::Api::build(settings.api, settings.policy, &settings.nats).await?;
             api.run(listener, shutdown).await?;
             Ok(())
         }
         ServiceCommand::Worker => {
-            let config = WorkerConfig::from_env(vars.clone())?;
-            let nats = NatsConfig::from_env(vars.clone())?;
-            let policy = SandboxPolicy::from_env(vars)?;
-            let worker = voidrunner_worker::Worker::build(config, policy, &nats).await?;
+            let settings = settings::worker(&vars)?;
+            let worker =
+                voidrunner_worker::Worker::build(settings.worker, settings.policy, &settings.nats)
+                    .await?;
             worker
                 .run(shutdown)
                 .await

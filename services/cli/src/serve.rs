@@ -5,19 +5,18 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use voidrunner_api::config::ApiConfig;
 use voidrunner_api::Api;
-use voidrunner_shared::config::{from_env, NatsConfig, SandboxPolicy};
-use voidrunner_worker::config::WorkerConfig;
 use voidrunner_worker::Worker;
+
+pub use crate::settings::Embedded;
 
 use voidrunner_shared::nats_auth::{authorization_block, Role};
 use voidrunner_shared::nats_server::NatsServer;
 use voidrunner_shared::Namespace;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct ServeConfig {
     /// `VOIDRUNNER_DATA_DIR`: where embedded mode keeps its state.
     #[serde(default = "default_data_dir")]
@@ -38,27 +37,6 @@ fn default_nats_server_bin() -> String {
 }
 fn default_embedded_nats_port() -> u16 {
     4222
-}
-
-/// Everything `serve` resolved from the environment and the data directory.
-pub struct Embedded {
-    pub api: ApiConfig,
-    pub worker: WorkerConfig,
-    pub nats: NatsConfig,
-    pub policy: SandboxPolicy,
-    pub serve: ServeConfig,
-}
-
-impl Embedded {
-    pub fn from_env(vars: Vec<(String, String)>) -> anyhow::Result<Embedded> {
-        Ok(Embedded {
-            api: ApiConfig::from_env(vars.clone())?,
-            worker: WorkerConfig::from_env(vars.clone())?,
-            nats: NatsConfig::from_env(vars.clone())?,
-            policy: SandboxPolicy::from_env(vars.clone())?,
-            serve: from_env(vars)?,
-        })
-    }
 }
 
 /// Runs embedded mode until `shutdown`.

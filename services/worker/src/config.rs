@@ -1,10 +1,10 @@
 //! Configuration of the worker service.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use voidrunner_shared::config::{from_env, ConfigError};
 use voidrunner_shared::Language;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct WorkerConfig {
     /// `VOIDRUNNER_WORKER_ID`: this worker's name in the fleet; default `<hostname>-<random>`.
     pub worker_id: Option<String>,
@@ -125,6 +125,7 @@ impl WorkerConfig {
                 "must be between 1 and 256",
             ));
         }
+        self.metrics_addr()?;
         if self.sandbox_pids < 8 {
             return Err(ConfigError::invalid("SANDBOX_PIDS", "must be at least 8"));
         }

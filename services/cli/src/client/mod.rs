@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use voidrunner_shared::config::ConfigError;
 
 use credentials::{Credentials, Session};
 
@@ -20,18 +21,34 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 const REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 /// The client's configuration, from the environment.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct ClientConfig {
     /// The api's base URL (`VOIDRUNNER_URL`).
     #[serde(default = "default_url")]
     pub url: String,
     /// An API key (`VOIDRUNNER_API_KEY`); without one, the session of `voidrunner login`.
-    #[serde(default)]
+    #[serde(default, serialize_with = "voidrunner_shared::config::redacted")]
     pub api_key: Option<String>,
 }
 
 fn default_url() -> String {
     DEFAULT_URL.to_owned()
+}
+
+impl ClientConfig {
+    pub fn from_env(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<ClientConfig, ConfigError> {
+        let config: ClientConfig = voidrunner_shared::config::from_env(vars)?;
+        let url = config.url.trim();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "URL",
+                format_args!("must be an http:// or https:// URL, not {url:?}"),
+            ));
+        }
+        Ok(config)
+    }
 }
 
 /// What went wrong talking to the api.
@@ -89,14 +106,9 @@ struct Tokens {
 impl Client {
     /// From `VOIDRUNNER_URL` and `VOIDRUNNER_API_KEY`, else the kept session.
     pub fn from_env(vars: &[(String, String)]) -> Result<Client, ClientError> {
-        let config: ClientConfig = voidrunner_shared::config::from_env(vars.to_vec())
+        let config = ClientConfig::from_env(vars.to_vec())
             .map_err(|error| ClientError::Other(format!("{error:#}")))?;
         let base = config.url.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ClientError::Other(format!(
-                "VOIDRUNNER_URL must be an http:// or https:// URL, not {base:?}"
-            )));
-        }
         let credentials = Credentials::from_env(vars)?;
         let auth = match config.api_key.filter(|key| !key.trim().is_empty()) {
             Some(key) => Auth::Key(key.trim().to_owned()),

@@ -1,5 +1,6 @@
 //! The client commands: each talks REST to a VoidRunner api through [`crate::client`].
 
+pub mod config;
 pub mod exit;
 pub mod resources;
 pub mod run;
