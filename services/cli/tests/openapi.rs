@@ -635,3 +635,53 @@ async fn every_bound_the_document_states_is_the_bound_the_api_enforces() {
     assert!(compared >= 14, "only {compared} bounds compared");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_generated_from_the_document_registers_runs_and_reads_the_output() {
+    let app = spawn_app(Backend::Postgres).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let doc = dir.path().join("openapi.json");
+    std::fs::write(&doc, document(&app).await.to_string()).expect("written");
+    let package = dir.path().join("voidrunner_client");
+    let generate = Command::new(
+        std::env::var("OPENAPI_PYTHON_CLIENT").unwrap_or_else(|_| "openapi-python-client".into()),
+    )
+    .arg("generate")
+    .arg("--path")
+    .arg(&doc)
+    .arg("--output-path")
+    .arg(&package)
+    .args(["--meta", "none"])
+    .output()
+    .await
+    .expect("openapi-python-client runs (scripts/test.sh installs it)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&generate.stdout),
+        String::from_utf8_lossy(&generate.stderr)
+    );
+    assert!(generate.status.success(), "{report}");
+    // Every schema and operation made it into the client: the generator skips what it cannot
+    // read, with a warning.
+    assert!(!report.to_lowercase().contains("warning"), "{report}");
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/generated_client.py");
+    let used = Command::new(python())
+        .arg(script)
+        .arg(&app.base_url)
+        .env("PYTHONPATH", dir.path())
+        .output()
+        .await
+        .expect("python3 runs");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&used.stdout),
+        String::from_utf8_lossy(&used.stderr)
+    );
+    assert!(used.status.success(), "{output}");
+    assert!(
+        output.contains("refused with validation_failed"),
+        "{output}"
+    );
+    app.stop().await;
+}

@@ -394,7 +394,7 @@ impl TaskRules {
             ),
         ];
         if !self.policy.network_allowed() {
-            fields.push((Field::Network, serde_json::json!({ "enum": [false, null] })));
+            fields.push((Field::Network, serde_json::json!({ "const": false })));
         }
         fields
             .into_iter()
