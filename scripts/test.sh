@@ -27,6 +27,9 @@ python3 -m pip install --quiet --disable-pip-version-check 'nats-py==2.16.0' 'js
 vr__log "prometheus and promtool, for the metrics tests"
 command -v promtool >/dev/null || vr__apt_install prometheus
 
+vr__log "chromium, to render the API reference page offline"
+command -v chromium >/dev/null || vr__apt_install chromium
+
 vr__log "docker-compose and openssl, for the compose stack and TLS tests"
 command -v docker-compose >/dev/null || vr__apt_install docker-compose
 command -v openssl >/dev/null || vr__apt_install openssl

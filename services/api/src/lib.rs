@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod dead_letters;
+pub mod docs;
 pub mod entity;
 pub mod error;
 pub mod executions;

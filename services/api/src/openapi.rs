@@ -1,8 +1,6 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations: `/openapi.json`, and a
-//! reference page at `/docs`.
+//! The OpenAPI 3.1 document, generated from the handlers' annotations: `/openapi.json` (the
+//! reference page that renders it is [`crate::docs`]).
 
-use axum::http::{header, HeaderValue};
-use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{json, Value};
 use voidrunner_shared::status::TaskStatus;
@@ -328,29 +326,4 @@ fn merge(schema: &mut Value, keywords: Value) {
         }
         _ => object.extend(keywords),
     }
-}
-
-/// The reference page: the document rendered by Scalar (loaded from its CDN by the browser).
-pub async fn docs() -> Response {
-    let page = r#"<!doctype html>
-<html>
-  <head>
-    <title>VoidRunner API</title>
-    <meta charset="utf-8" />
-    <meta name="viewport" content="width=device-width, initial-scale=1" />
-  </head>
-  <body>
-    <noscript>The interactive reference needs JavaScript; the document itself is at <a href="/openapi.json">/openapi.json</a>.</noscript>
-    <script id="api-reference" data-url="/openapi.json"></script>
-    <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
-  </body>
-</html>"#;
-    let mut response = Html(page).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; font-src https://cdn.jsdelivr.net https://fonts.gstatic.com data:; img-src 'self' data: https:; connect-src 'self'; frame-ancestors 'none'",
-        ),
-    );
-    response
 }

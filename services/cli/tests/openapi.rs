@@ -114,6 +114,125 @@ async fn every_documented_operation_is_served_and_answers_as_documented() {
     app.stop().await;
 }
 
+/// Every `http://` or `https://` URL in `text`.
+fn absolute_urls(text: &str) -> Vec<String> {
+    let mut urls = Vec::new();
+    for scheme in ["http://", "https://"] {
+        for (at, _) in text.match_indices(scheme) {
+            let url: String = text[at..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && !"\"'<>;".contains(*c))
+                .collect();
+            urls.push(url);
+        }
+    }
+    urls
+}
+
+#[tokio::test]
+async fn the_reference_page_renders_from_this_api_alone() {
+    let app = spawn_api_only(Backend::Sqlite, &[]).await;
+    // A client that does not decompress: what it gets is what a browser would be sent.
+    let raw = reqwest::Client::builder()
+        .no_gzip()
+        .build()
+        .expect("client");
+    let page = raw
+        .get(format!("{}/docs", app.base_url))
+        .send()
+        .await
+        .expect("docs");
+    assert_eq!(page.status().as_u16(), 200);
+    let policy = page.headers()[reqwest::header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let html = page.text().await.expect("html");
+    assert!(absolute_urls(&html).is_empty(), "{html}");
+    assert!(absolute_urls(&policy).is_empty(), "{policy}");
+    for directive in [
+        "script-src 'self'",
+        "connect-src 'self'",
+        "default-src 'none'",
+    ] {
+        assert!(policy.contains(directive), "{policy}");
+    }
+    // The page's one script, from this api.
+    let scripts: Vec<&str> = html
+        .split("<script src=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(scripts.len(), 1, "{html}");
+    let script = scripts[0];
+    assert!(script.starts_with("/docs/assets/"), "{script}");
+
+    let gzipped = raw
+        .get(format!("{}{script}", app.base_url))
+        .header("accept-encoding", "gzip, deflate, br")
+        .send()
+        .await
+        .expect("script");
+    assert_eq!(gzipped.status().as_u16(), 200);
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    assert!(gzipped.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("text/javascript"));
+    assert!(gzipped.headers()["cache-control"]
+        .to_str()
+        .expect("ascii")
+        .contains("immutable"));
+    let compressed = gzipped.bytes().await.expect("body");
+    let plain = raw
+        .get(format!("{}{script}", app.base_url))
+        .header("accept-encoding", "identity")
+        .send()
+        .await
+        .expect("script");
+    assert!(plain.headers().get("content-encoding").is_none());
+    let expanded = plain.bytes().await.expect("body");
+    assert!(expanded.len() > 1_000_000, "{} bytes", expanded.len());
+    assert!(compressed.len() < expanded.len() / 2);
+    // Scalar's standalone bundle, which reads the page's `#api-reference` element.
+    let text = String::from_utf8_lossy(&expanded);
+    assert!(text.contains("api-reference"), "not Scalar's bundle");
+
+    // And a browser renders the reference from it under that policy (it reports any load the
+    // policy refused on its console).
+    let browser = Command::new(std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into()))
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .args([
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=30000",
+        ])
+        .arg("--dump-dom")
+        .arg(format!("{}/docs", app.base_url))
+        .output()
+        .await
+        .expect("chromium runs (scripts/test.sh installs it)");
+    let dom = String::from_utf8_lossy(&browser.stdout);
+    let console = String::from_utf8_lossy(&browser.stderr);
+    assert!(browser.status.success(), "{console}");
+    assert!(
+        dom.contains("references-rendered"),
+        "not rendered: {console}"
+    );
+    // An operation's summary from the document, rendered as text.
+    assert!(
+        dom.contains("Exchanges a refresh token for new tokens"),
+        "{dom}"
+    );
+    assert!(!console.contains("Refused to"), "{console}");
+    app.stop().await;
+}
+
 /// Records responses of a full workflow for the checker.
 struct Recorder {
     records: Vec<Value>,
