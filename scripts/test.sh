@@ -15,6 +15,7 @@ if [[ "${VOIDRUNNER_KEEP_SERVICES:-}" != 1 ]]; then
     trap vr_stop_started EXIT
 fi
 
+vr_ensure_build_tools
 vr_ensure_docker
 vr_ensure_nats_server
 vr_ensure_postgres

@@ -14,6 +14,7 @@ export VOIDRUNNER_DATA_DIR="${VOIDRUNNER_DATA_DIR:-$PWD/data}"
 export VOIDRUNNER_API_ADDR="${VOIDRUNNER_API_ADDR:-127.0.0.1:8080}"
 base="http://$VOIDRUNNER_API_ADDR"
 
+vr_ensure_build_tools
 vr_ensure_docker
 vr_ensure_nats_server
 vr_ensure_images python node bash go

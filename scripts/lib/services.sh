@@ -8,6 +8,8 @@
 #   vr_ensure_nats_server            # exports VOIDRUNNER_NATS_SERVER_BIN (nats-server >= 2.11)
 #   vr_ensure_postgres               # exports VOIDRUNNER_TEST_DATABASE_URL
 #   vr_ensure_images [python node bash go]   # builds missing voidrunner/* images
+#   vr_ensure_build_tools            # what building voidrunner needs beside cargo (npm, for
+#                                    # the API reference page's script; see services/api/build.rs)
 #   vr_ensure_celery                 # the benchmark's Celery anchor: redis-server (Debian) and
 #                                    # Celery in a venv (PyPI); exports VOIDRUNNER_CELERY_PYTHON
 #
@@ -248,6 +250,12 @@ vr_ensure_nats_server() {
 
 VR_CELERY_VERSION="${VR_CELERY_VERSION:-5.5.3}"
 VR_REDIS_PY_VERSION="${VR_REDIS_PY_VERSION:-6.4.0}"
+
+vr_ensure_build_tools() {
+    command -v npm >/dev/null && return 0
+    vr__log "npm, which the build uses to fetch the API reference page's script"
+    vr__apt_install npm
+}
 
 vr_ensure_celery() {
     command -v redis-server >/dev/null 2>&1 || [[ -x /usr/bin/redis-server ]] \
