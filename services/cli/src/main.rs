@@ -63,6 +63,15 @@ enum Command {
     /// Checks the configuration: `config check [api|worker|serve|client]`.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Checks what a command needs from this machine (Docker, images, nats-server, the
+    /// database, free ports) and says how to fix what is missing.
+    Doctor {
+        #[arg(value_enum, default_value_t)]
+        command: Target,
+    },
+    /// The language images: build [NAME…] (offline, with progress).
+    #[command(subcommand)]
+    Images(voidrunner::commands::images::Images),
 }
 
 #[derive(Subcommand)]
@@ -113,6 +122,10 @@ async fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { command }) => ExitCode::from(
             voidrunner::commands::config::check(command, &vars, cli.output),
         ),
+        Command::Images(command) => ExitCode::from(command.execute().await),
+        Command::Doctor { command } => {
+            ExitCode::from(voidrunner::commands::doctor::doctor(command, &vars, cli.output).await)
+        }
         Command::Service(command) => match service(command, vars).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
