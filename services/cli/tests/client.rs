@@ -404,6 +404,28 @@ async fn a_login_is_kept_private_and_refreshed_and_the_listing_commands_read_the
     }
     assert!(!table.contains('\x1b'), "no colour off a terminal: {table}");
 
+    // With --wait, the batch is shown as it ended; one failing run fails the command.
+    std::fs::write(
+        dir.path().join("mixed.jsonl"),
+        "{\"language\": \"bash\", \"code\": \"echo fine\"}\n{\"language\": \"bash\", \"code\": \"exit 4\"}\n",
+    )
+    .expect("runs");
+    let waited = run(cli(&app, dir.path(), None).args([
+        "runs",
+        "batch",
+        "mixed.jsonl",
+        "--wait",
+        "-o",
+        "json",
+    ]))
+    .await;
+    assert_eq!(waited.status.code(), Some(1), "{}", text(&waited.stderr));
+    let waited: Value = serde_json::from_slice(&waited.stdout).expect("batch is JSON");
+    assert_eq!(waited[0]["status"], "completed", "{waited}");
+    assert_eq!(waited[0]["stdout"], "fine\n", "{waited}");
+    assert_eq!(waited[1]["status"], "failed", "{waited}");
+    assert_eq!(waited[1]["exit_code"], 4, "{waited}");
+
     let created =
         run(cli(&app, dir.path(), None).args(["api-keys", "create", "laptop", "-o", "json"])).await;
     let created: Value = serde_json::from_slice(&created.stdout).expect("key is JSON");

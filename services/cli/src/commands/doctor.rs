@@ -59,7 +59,7 @@ pub async fn doctor(target: Target, vars: &[(String, String)], format: Format) -
             format,
         );
     } else {
-        print!("{}", render(&checks, table::colour()));
+        table::write_out(&render(&checks, table::colour()));
     }
     if checks.iter().all(|check| check.ok) {
         0
@@ -385,7 +385,16 @@ fn port(variable: &str, addr: &str, voidrunner_may_hold_it: bool) -> Check {
                 } else {
                     format!("cannot listen: {error}")
                 },
-                format!("stop what listens there, or set VOIDRUNNER_{variable} to a free address"),
+                if held {
+                    format!(
+                        "it is up already: use it, or stop it before starting another here, or \
+                         set VOIDRUNNER_{variable} to a free address"
+                    )
+                } else {
+                    format!(
+                        "stop what listens there, or set VOIDRUNNER_{variable} to a free address"
+                    )
+                },
             )
         }
     }

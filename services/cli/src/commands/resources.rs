@@ -70,7 +70,12 @@ pub enum ApiKeys {
 #[derive(Debug, clap::Subcommand)]
 pub enum Runs {
     /// Submits the runs of a JSON Lines file (one `POST /runs` body per line), 100 per request.
-    Batch { file: PathBuf },
+    Batch {
+        file: PathBuf,
+        /// Wait for every run to end and show how each ended; exits 1 unless all exited 0.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 const EXECUTION_COLUMNS: &[Column] = &[
@@ -213,10 +218,13 @@ fn print_one(item: &Value, format: Format) {
                     Value::Null => "-".into(),
                     other => other.to_string(),
                 };
-                println!("{name:width$}  {value}");
+                crate::commands::table::out(format_args!("{name:width$}  {value}"));
             }
         }
-        _ => println!("{}", serde_json::to_string_pretty(item).unwrap_or_default()),
+        _ => crate::commands::table::out(format_args!(
+            "{}",
+            serde_json::to_string_pretty(item).unwrap_or_default()
+        )),
     }
 }
 
@@ -278,7 +286,10 @@ impl Executions {
                     .await?;
                 match format {
                     Format::Json => print_one(&execution, format),
-                    Format::Table => println!("{id}: {}", field(&execution, "status")),
+                    Format::Table => crate::commands::table::out(format_args!(
+                        "{id}: {}",
+                        field(&execution, "status")
+                    )),
                 }
             }
         }
@@ -298,7 +309,7 @@ impl Tasks {
                 client
                     .call(Method::DELETE, &format!("/tasks/{id}"), None)
                     .await?;
-                println!("deleted task {id}");
+                crate::commands::table::out(format_args!("deleted task {id}"));
             }
         }
         Ok(0)
@@ -318,7 +329,9 @@ impl DeadLetters {
                     .await?;
                 match format {
                     Format::Json => print_one(&execution, format),
-                    Format::Table => println!("{}", field(&execution, "id")),
+                    Format::Table => {
+                        crate::commands::table::out(format_args!("{}", field(&execution, "id")))
+                    }
                 }
             }
         }
@@ -340,7 +353,7 @@ impl ApiKeys {
                 match format {
                     Format::Json => print_one(&key, format),
                     Format::Table => {
-                        println!("{}", field(&key, "key"));
+                        crate::commands::table::out(format_args!("{}", field(&key, "key")));
                         eprintln!(
                             "voidrunner: API key {} created; it is shown once, keep it (VOIDRUNNER_API_KEY)",
                             field(&key, "id")
@@ -352,7 +365,7 @@ impl ApiKeys {
                 client
                     .call(Method::DELETE, &format!("/auth/api-keys/{id}"), None)
                     .await?;
-                println!("revoked API key {id}");
+                crate::commands::table::out(format_args!("revoked API key {id}"));
             }
         }
         Ok(0)
@@ -361,7 +374,7 @@ impl ApiKeys {
 
 impl Runs {
     pub async fn execute(self, client: &Client, format: Format) -> Result<u8, ClientError> {
-        let Runs::Batch { file } = self;
+        let Runs::Batch { file, wait } = self;
         let text = std::fs::read_to_string(&file)
             .map_err(|error| ClientError::Other(format!("reading {}: {error}", file.display())))?;
         let mut runs = Vec::new();
@@ -391,9 +404,42 @@ impl Runs {
                 .await?;
             submitted.extend(answer["items"].as_array().cloned().unwrap_or_default());
         }
-        table::print(&Value::Array(submitted), EXECUTION_COLUMNS, format);
-        Ok(0)
+        if !wait {
+            table::print(&Value::Array(submitted), EXECUTION_COLUMNS, format);
+            return Ok(0);
+        }
+        let ended = until_ended(client, submitted).await?;
+        table::print(&Value::Array(ended.clone()), EXECUTION_COLUMNS, format);
+        let all_succeeded = ended
+            .iter()
+            .all(|execution| super::exit::of_execution(execution).0 == 0);
+        Ok(if all_succeeded { 0 } else { 1 })
     }
+}
+
+/// The executions again once each has ended, in the order given (polled, a few at a time).
+async fn until_ended(client: &Client, executions: Vec<Value>) -> Result<Vec<Value>, ClientError> {
+    use futures::{StreamExt, TryStreamExt};
+    let ended = |execution: &Value| {
+        execution["status"]
+            .as_str()
+            .and_then(|status| status.parse::<voidrunner_shared::Status>().ok())
+            .is_some_and(voidrunner_shared::Status::is_final)
+    };
+    futures::stream::iter(executions)
+        .map(|mut execution| async move {
+            let mut pause = std::time::Duration::from_millis(100);
+            while !ended(&execution) {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                let id = execution["id"].as_str().unwrap_or_default().to_owned();
+                execution = client.get(&format!("/executions/{id}")).await?;
+            }
+            Ok::<_, ClientError>(execution)
+        })
+        .buffered(8)
+        .try_collect()
+        .await
 }
 
 /// `voidrunner workers`: the live fleet.

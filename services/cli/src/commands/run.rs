@@ -102,9 +102,9 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<u8, ClientError> {
         .to_owned();
     if args.no_wait {
         if args.json {
-            println!("{}", pretty(&submitted));
+            crate::commands::table::out(format_args!("{}", pretty(&submitted)));
         } else {
-            println!("{id}");
+            crate::commands::table::out(format_args!("{id}"));
         }
         return Ok(0);
     }
@@ -118,7 +118,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<u8, ClientError> {
     .await?;
     let execution = if args.json {
         let execution = client.get(&format!("/executions/{id}")).await?;
-        println!("{}", pretty(&execution));
+        crate::commands::table::out(format_args!("{}", pretty(&execution)));
         execution
     } else {
         output.finish(&ended);

@@ -1,7 +1,7 @@
 //! How the client commands print: aligned tables for people, JSON for scripts, colour only on
 //! a terminal and never with `NO_COLOR` set.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use serde_json::Value;
 
@@ -24,6 +24,16 @@ pub fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// Prints a line on stdout. A closed stdout (`| head`) ends the output, not the command.
+pub fn out(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// Prints text on stdout as it is; a closed stdout is no error.
+pub fn write_out(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 /// A status word, coloured by what it means when colour is on.
 pub fn status(status: &str, colour: bool) -> String {
     if !colour {
@@ -42,10 +52,10 @@ pub fn status(status: &str, colour: bool) -> String {
 /// Prints `items` as `format` says: the JSON as the api sent it, or a table of `columns`.
 pub fn print(items: &Value, columns: &[Column], format: Format) {
     if format == Format::Json {
-        println!(
+        out(format_args!(
             "{}",
             serde_json::to_string_pretty(items).unwrap_or_default()
-        );
+        ));
         return;
     }
     let rows: Vec<Vec<String>> = items
@@ -57,7 +67,7 @@ pub fn print(items: &Value, columns: &[Column], format: Format) {
                 .collect()
         })
         .unwrap_or_default();
-    print!("{}", render(columns, &rows, colour()));
+    write_out(&render(columns, &rows, colour()));
 }
 
 /// The table's text; widths count characters, not the colour codes around a status.
