@@ -53,6 +53,44 @@ impl Language {
 }
 
 impl Language {
+    /// The name people know the language by.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Language::Python => "Python",
+            Language::Javascript => "JavaScript (Node.js)",
+            Language::Bash => "Bash",
+            Language::Go => "Go",
+        }
+    }
+
+    /// The version its image runs (the image's tag).
+    pub fn version(self) -> &'static str {
+        match self {
+            Language::Python => "3.11",
+            Language::Javascript => "18",
+            Language::Bash => "5.2",
+            Language::Go => "1.19",
+        }
+    }
+
+    /// The image that runs it unless a worker is told otherwise (`VOIDRUNNER_IMAGE_*`), as
+    /// `scripts/build-images.sh` tags it.
+    pub fn default_image(self) -> String {
+        let name = match self {
+            Language::Javascript => "node",
+            other => other.as_str(),
+        };
+        format!("voidrunner/{name}:{}", self.version())
+    }
+
+    /// The other names a request may give it by.
+    pub fn aliases(self) -> impl Iterator<Item = &'static str> {
+        Language::NAMES
+            .into_iter()
+            .filter(move |(name, language)| *language == self && *name != self.as_str())
+            .map(|(name, _)| name)
+    }
+
     /// The name of the program's main file in the sandbox's work directory; a program's
     /// further files may not take it.
     pub fn main_file(self) -> &'static str {

@@ -158,7 +158,7 @@ pub const CALLBACK_URL: Text = Text {
     min_chars: 0,
     max_chars: 2048,
     pattern: Some(
-        "^$|^[Hh][Tt][Tt][Pp][Ss]?://(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\\.)*[A-Za-z](?:[A-Za-z0-9-]*[A-Za-z0-9])?|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(?::[0-9]{1,4})?(?:[/?#][!-~]*)?$",
+        "^$|^[Hh][Tt][Tt][Pp][Ss]?://(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\\.)*[A-Za-z](?:[A-Za-z0-9-]*[A-Za-z0-9])?|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(?:[/?#][!-~]*)?$",
     ),
     pattern_problem: "must be an absolute http(s) URL with a host name, like https://example.com/hook, without credentials",
 };
@@ -208,6 +208,8 @@ mod tests {
             "http://a:8080",
             "HTTP://hooks.example.org",
             "http://10.0.0.5/x",
+            "http://127.0.0.1:43567/hook",
+            "https://hooks.example:65535",
         ] {
             assert!(CALLBACK_URL.check(good).is_ok(), "{good}");
         }
@@ -216,6 +218,7 @@ mod tests {
             "https://u:p@example.com",
             "https://a.0",
             "http://256.1.1.1",
+            "http://hooks.example:65536/x",
             "example.com",
             " ",
         ] {

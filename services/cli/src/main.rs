@@ -44,6 +44,8 @@ enum ClientCommand {
     Runs(resources::Runs),
     /// The live workers of the fleet.
     Workers,
+    /// The languages this installation runs, and the live workers that serve each.
+    Languages,
     /// Executions the fleet gave up on: ls, rerun.
     #[command(subcommand)]
     DeadLetters(resources::DeadLetters),
@@ -148,6 +150,7 @@ async fn client(command: ClientCommand, format: Format, vars: &[(String, String)
             ClientCommand::Tasks(command) => command.execute(&client, format).await,
             ClientCommand::Runs(command) => command.execute(&client, format).await,
             ClientCommand::Workers => resources::workers(&client, format).await,
+            ClientCommand::Languages => resources::languages(&client, format).await,
             ClientCommand::DeadLetters(command) => command.execute(&client, format).await,
             ClientCommand::ApiKeys(command) => command.execute(&client, format).await,
         }

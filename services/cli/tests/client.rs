@@ -433,6 +433,21 @@ async fn a_login_is_kept_private_and_refreshed_and_the_listing_commands_read_the
     let workers = run(cli(&app, dir.path(), Some(&key)).args(["workers", "-o", "json"])).await;
     let workers: Value = serde_json::from_slice(&workers.stdout).expect("workers is JSON");
     assert_eq!(workers[0]["id"], app.worker_id.as_str(), "{workers}");
+    let languages = run(cli(&app, dir.path(), Some(&key)).args(["languages", "-o", "json"])).await;
+    let languages: Value = serde_json::from_slice(&languages.stdout).expect("languages is JSON");
+    let python = languages
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|language| language["id"] == "python")
+        .unwrap_or_else(|| panic!("no python: {languages}"));
+    assert_eq!(python["workers"], 1, "{languages}");
+    assert_eq!(python["main_file"], "main.py", "{languages}");
+    assert!(python["aliases"]
+        .as_array()
+        .expect("aliases")
+        .contains(&json!("py")));
+    assert!(!python["version"].as_str().expect("version").is_empty());
     let revoked = run(cli(&app, dir.path(), None).args([
         "api-keys",
         "revoke",

@@ -87,16 +87,16 @@ fn default_shutdown_grace_seconds() -> u64 {
     30
 }
 fn default_python_image() -> String {
-    "voidrunner/python:3.11".into()
+    Language::Python.default_image()
 }
 fn default_javascript_image() -> String {
-    "voidrunner/node:18".into()
+    Language::Javascript.default_image()
 }
 fn default_bash_image() -> String {
-    "voidrunner/bash:5.2".into()
+    Language::Bash.default_image()
 }
 fn default_go_image() -> String {
-    "voidrunner/go:1.19".into()
+    Language::Go.default_image()
 }
 fn default_pool_python() -> usize {
     2

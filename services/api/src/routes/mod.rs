@@ -4,6 +4,7 @@ mod auth;
 mod events;
 mod executions;
 mod health;
+mod languages;
 mod runs;
 mod tasks;
 mod workers;
@@ -119,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(runs::create))
         .routes(routes!(runs::batch))
         .routes(routes!(workers::list))
+        .routes(routes!(languages::list))
         .split_for_parts();
     let (service, service_doc) = OpenApiRouter::<AppState>::new()
         .routes(routes!(health::health))

@@ -36,6 +36,11 @@ impl WorkerResponse {
     pub fn backend(&self) -> SandboxBackendKind {
         self.backend
     }
+
+    /// Whether its sandbox can run `language` (it has the image).
+    pub fn serves(&self, language: Language) -> bool {
+        self.languages.contains(&language)
+    }
 }
 
 /// Every worker whose heartbeat has not expired, by id.

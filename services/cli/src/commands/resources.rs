@@ -448,3 +448,48 @@ pub async fn workers(client: &Client, format: Format) -> Result<u8, ClientError>
     table::print(&items, WORKER_COLUMNS, format);
     Ok(0)
 }
+
+/// `voidrunner languages`: what the installation runs, and how many live workers serve each.
+pub async fn languages(client: &Client, format: Format) -> Result<u8, ClientError> {
+    let items = client.get("/languages").await?;
+    table::print(&items, LANGUAGE_COLUMNS, format);
+    Ok(0)
+}
+
+const LANGUAGE_COLUMNS: &[Column] = &[
+    Column {
+        heading: "ID",
+        cell: |l| field(l, "id"),
+    },
+    Column {
+        heading: "NAME",
+        cell: |l| field(l, "name"),
+    },
+    Column {
+        heading: "VERSION",
+        cell: |l| field(l, "version"),
+    },
+    Column {
+        heading: "FILE",
+        cell: |l| field(l, "main_file"),
+    },
+    Column {
+        heading: "ALIASES",
+        cell: |l| {
+            l["aliases"]
+                .as_array()
+                .map(|aliases| {
+                    aliases
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default()
+        },
+    },
+    Column {
+        heading: "WORKERS",
+        cell: |l| field(l, "workers"),
+    },
+];
