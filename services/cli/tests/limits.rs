@@ -86,7 +86,7 @@ async fn bodies_past_their_bounds_are_refused_and_write_nothing() {
             .json(&json!({ "runs": runs })),
     )
     .await;
-    assert_error(status, &body, 422, "validation_failed", "1 to 100 runs");
+    assert_error(status, &body, 422, "validation_failed", "between 1 and 100");
 
     assert_eq!(row_counts(&app).await, before, "nothing was written");
     app.stop().await;

@@ -77,7 +77,7 @@ async fn a_program_may_consist_of_several_files() {
     for (path, problem) in [
         ("../escape.py", "must be relative"),
         ("/etc/passwd", "must be relative"),
-        ("main.py", "appears twice"),
+        ("main.py", "is the main file's"),
     ] {
         let task = json!({
             "name": "bad", "script_type": "python", "script_content": "print(1)",

@@ -27,6 +27,10 @@ pub struct UrlProblem(pub String);
 
 /// Checks a callback URL: http(s), a host, and (unless allowed) no loopback or private address.
 pub fn check_url(url: Option<&str>, allow_private: bool) -> Result<Option<String>, UrlProblem> {
+    // The document's pattern ends in `$`, which Python's `re` (and so Python clients and
+    // schemathesis) also match before a final newline; a URL parser drops newlines anyway
+    // (WHATWG URL), so such a URL is taken without it.
+    let url = url.map(|url| url.strip_suffix('\n').unwrap_or(url));
     let Some(url) = url.filter(|url| !url.is_empty()) else {
         return Ok(None);
     };
@@ -151,6 +155,18 @@ mod tests {
         assert_ne!(signature, sign("vrw_secret", 1_700_000_001, b"{\"a\":1}"));
         assert_ne!(signature, sign("vrw_secret", 1_700_000_000, b"{\"a\":2}"));
         assert_ne!(signature, sign("vrw_other", 1_700_000_000, b"{\"a\":1}"));
+    }
+
+    #[test]
+    fn a_final_newline_is_read_as_python_reads_the_pattern_and_dropped() {
+        let url = check_url(Some("https://hooks.example.com:65451/x\n"), false);
+        assert_eq!(
+            url.expect("taken").as_deref(),
+            Some("https://hooks.example.com:65451/x")
+        );
+        assert_eq!(check_url(Some("\n"), false).expect("taken"), None);
+        assert!(check_url(Some("https://hooks.example.com/x\n\n"), false).is_err());
+        assert!(check_url(Some("https://hooks.example.com:65536/"), false).is_err());
     }
 
     #[test]
