@@ -129,8 +129,13 @@ pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &url[scheme_end + 3..at];
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+            match credentials.split_once(':') {
+                Some((user, _password)) => {
+                    format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+                }
+                // A user without a password has nothing to hide.
+                None => url.to_owned(),
+            }
         }
         _ => url.to_owned(),
     }
@@ -358,6 +363,10 @@ mod tests {
             "postgres://app:***@db:5432/vr"
         );
         assert_eq!(redact_url("sqlite://data/vr.db"), "sqlite://data/vr.db");
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:54329/vr"),
+            "postgres://postgres@127.0.0.1:54329/vr"
+        );
     }
 
     #[test]
