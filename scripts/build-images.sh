@@ -1,90 +1,45 @@
 #!/usr/bin/env bash
-# Build VoidRunner's language images offline (no container registry):
-#   debootstrap --variant=minbase bookworm ROOTFS MIRROR --include=...
-#   tar -C ROOTFS -c . | docker import - voidrunner/<lang>:<version>
+# Build VoidRunner's language images offline (no container registry), as the language catalog
+# (languages/catalog.toml) defines them:
+#   debootstrap --variant=minbase trixie BASE MIRROR      (once, cached)
+#   copy BASE, chroot apt-get install <the image's packages>, strip, check the version
+#   tar -C ROOTFS -c . | docker import - voidrunner/<image>:<version>
+# An image is labelled with a digest of its definition and rebuilt only when that changes.
 #
-# Usage: scripts/build-images.sh [python] [node] [bash] [go] [all]
-#   no argument = python node bash; "go" is only built when asked (or "all").
-#   compose-base: the base of compose/standins.sh (stand-ins for nats, postgres, nginx).
+# Usage: scripts/build-images.sh [IMAGE...] [all] [compose-base]
+#   no argument = every image of the catalog (python node bash go rust gcc java ...).
+#   compose-base: the base of compose/standins.sh (stand-ins for nats, postgres, nginx), from
+#   Debian 12.
 #
 # Environment:
+#   VOIDRUNNER_LANGUAGES_CATALOG  the catalog (default: languages/catalog.toml of this checkout)
 #   VOIDRUNNER_DEBIAN_MIRROR  Debian mirror (default: taken from the apt configuration)
 #   VOIDRUNNER_IMAGE_CACHE    cache dir (default /var/cache/voidrunner)
-#   VOIDRUNNER_BUILD_JOBS     parallel debootstraps (default 2)
-#   VOIDRUNNER_FORCE_REBUILD  1 = discard cached root filesystems and redo debootstrap
+#   VOIDRUNNER_BUILD_JOBS     images built at once (default 2)
+#   VOIDRUNNER_FORCE_REBUILD  1 = discard cached root filesystems and rebuild every image asked for
 #
-# A finished debootstrap is cached under $VOIDRUNNER_IMAGE_CACHE/rootfs/<lang>, so a
-# re-run only re-imports. Progress goes to stderr, prefixed with "==> ".
+# Progress goes to stderr, prefixed with "==> ".
 set -euo pipefail
 
 SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/lib/services.sh
 source "$SCRIPTS_DIR/lib/services.sh"
 
+CATALOG="${VOIDRUNNER_LANGUAGES_CATALOG:-$SCRIPTS_DIR/../languages/catalog.toml}"
 CACHE="${VOIDRUNNER_IMAGE_CACHE:-/var/cache/voidrunner}"
 JOBS="${VOIDRUNNER_BUILD_JOBS:-2}"
-SUITE=bookworm
+# The language images come from Debian 13; the compose stand-ins from Debian 12.
+SUITE=trixie
+COMPOSE_SUITE=bookworm
 IMAGE_PATH_ENV='PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 log() { printf '==> %s\n' "$*" >&2; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 secs() { local ms=$(( $(now_ms) - $1 )); printf '%d.%d' $((ms / 1000)) $(((ms % 1000) / 100)); }
 die() { printf '==> ERROR: %s\n' "$*" >&2; exit 1; }
+catalog() { python3 "$SCRIPTS_DIR/lib/catalog.py" "$CATALOG" "$@"; }
 
-image_tag() {
-    case "$1" in
-        python) echo "voidrunner/python:3.11" ;;
-        node)   echo "voidrunner/node:18" ;;
-        bash)   echo "voidrunner/bash:5.2" ;;
-        go)     echo "voidrunner/go:1.19" ;;
-        compose-base) echo "voidrunner/compose-base:bookworm" ;;
-        *) return 1 ;;
-    esac
-}
-
-image_include() {
-    case "$1" in
-        python) echo "python3" ;;
-        node)   echo "nodejs" ;;
-        bash)   echo "" ;;          # minbase already has bash + coreutils
-        go)     echo "golang-go" ;;
-        # Stand-ins for the official nats, postgres and nginx images on a machine without a
-        # registry (compose/standins.sh builds them on top of this).
-        compose-base) echo "postgresql-15,nginx-light,ca-certificates" ;;
-    esac
-}
-
-# Extra image ENV (besides PATH). The sandbox user (65534) has HOME=/nonexistent on a
-# read-only root, so Go's build cache must live on the /tmp tmpfs.
-image_extra_env() {
-    case "$1" in
-        go) echo "GOCACHE=/tmp/.cache/go-build GOPATH=/tmp/go" ;;
-        *)  echo "" ;;
-    esac
-}
-
-# Command (run in a chroot of the finished rootfs) whose output must start with
-# the version in the tag, so a wrong Debian release is caught at build time.
-image_version_check() {
-    case "$1" in
-        python) echo "python3 --version" ;;   # Python 3.11.x
-        node)   echo "node --version" ;;      # v18.x
-        bash)   echo "bash --version" ;;      # GNU bash, version 5.2.x
-        go)     echo "go version" ;;          # go version go1.19.x
-        compose-base) echo "/usr/lib/postgresql/15/bin/postgres --version" ;;
-    esac
-}
-image_version_pattern() {
-    case "$1" in
-        python) echo '^Python 3\.11\.' ;;
-        node)   echo '^v18\.' ;;
-        bash)   echo '^GNU bash, version 5\.2\.' ;;
-        go)     echo '^go version go1\.19' ;;
-        compose-base) echo '^postgres \(PostgreSQL\) 15\.' ;;
-    esac
-}
-
-# Debian mirror for $SUITE from the apt configuration (deb822 .sources or sources.list).
+# The Debian mirror of the host's own suite (Debian 12) in the apt configuration (deb822 .sources or sources.list).
 detect_mirror() {
     if [[ -n "${VOIDRUNNER_DEBIAN_MIRROR:-}" ]]; then
         echo "$VOIDRUNNER_DEBIAN_MIRROR"; return
@@ -93,7 +48,7 @@ detect_mirror() {
     local f
     for f in /etc/apt/sources.list.d/*.sources; do
         [[ -f "$f" ]] || continue
-        m="$(awk -v suite="$SUITE" '
+        m="$(awk -v suite="$COMPOSE_SUITE" '
             function flush() {
                 if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ") && uris != "" && found == "") {
                     split(uris, u, " "); found = u[1]
@@ -111,7 +66,7 @@ detect_mirror() {
     if [[ -z "$m" ]]; then
         for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
             [[ -f "$f" ]] || continue
-            m="$(awk -v suite="$SUITE" '
+            m="$(awk -v suite="$COMPOSE_SUITE" '
                 $1 == "deb" {
                     i = 2
                     if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
@@ -161,112 +116,169 @@ clean_rootfs() {
     rm -f "$r"/etc/machine-id "$r"/var/lib/dbus/machine-id
 }
 
-# debootstrap one language into the cache (skipped when a finished rootfs exists).
-# Runs in a background job; writes its own log; prints "lang seconds" on success.
-build_rootfs() {
-    local lang="$1" mirror="$2"
-    local root="$CACHE/rootfs/$lang" done_marker="$CACHE/rootfs/$lang.done"
-    local logf="$CACHE/logs/$lang.log" debs="$CACHE/debs/$lang"
-    local include start
-    include="$(image_include "$lang")"
-    start=$(now_ms)
-    if [[ "${VOIDRUNNER_FORCE_REBUILD:-0}" == 1 ]]; then
-        rm -f "$done_marker"
-    fi
-    if [[ -f "$done_marker" && -x "$root/usr/bin/env" ]]; then
-        [[ -s "$done_marker" ]] || echo "$lang-$(date -u +%Y%m%dT%H%M%SZ)" > "$done_marker"
-        log "$lang: rootfs cached in $root (VOIDRUNNER_FORCE_REBUILD=1 redoes it)"
+# debootstrap a minbase root filesystem of SUITE into DIR (skipped when DIR.done exists).
+debootstrap_into() {
+    local suite="$1" dir="$2" include="$3" mirror="$4" logf="$5"
+    if [[ "${VOIDRUNNER_FORCE_REBUILD:-0}" == 1 ]]; then rm -f "$dir.done"; fi
+    if [[ -f "$dir.done" && -x "$dir/usr/bin/env" ]]; then
         return 0
     fi
-    rm -f "$done_marker"
-    remove_rootfs "$root"
-    mkdir -p "$debs" "$(dirname "$logf")"
-    log "$lang: debootstrap --variant=minbase $SUITE${include:+ --include=$include} (log: $logf)"
-    local -a args=(--variant=minbase --cache-dir="$debs")
+    rm -f "$dir.done"
+    remove_rootfs "$dir"
+    mkdir -p "$(dirname "$dir")" "$(dirname "$logf")" "$CACHE/debs/$suite"
+    log "debootstrap --variant=minbase $suite${include:+ --include=$include} (log: $logf)"
+    local -a args=(--variant=minbase --cache-dir="$CACHE/debs/$suite")
     [[ -n "$include" ]] && args+=(--include="$include")
     [[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] &&
         args+=(--keyring=/usr/share/keyrings/debian-archive-keyring.gpg)
-    if ! debootstrap "${args[@]}" "$SUITE" "$root" "$mirror" >"$logf" 2>&1; then
+    if ! debootstrap "${args[@]}" "$suite" "$dir" "$mirror" >"$logf" 2>&1; then
         tail -n 20 "$logf" >&2
-        remove_rootfs "$root"
-        die "$lang: debootstrap failed (full log: $logf)"
+        remove_rootfs "$dir"
+        die "debootstrap of $suite failed (full log: $logf)"
     fi
-    clean_rootfs "$root"
-    local f
-    for f in usr/bin/env usr/bin/head bin/sh; do
-        [[ -e "$root/$f" ]] || die "$lang: rootfs lacks /$f"
-    done
-    local out
-    out="$(chroot "$root" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/tmp GOCACHE=/tmp/go-build \
-            sh -c "$(image_version_check "$lang")" 2>&1 | head -n 1)" || true
-    if ! grep -Eq "$(image_version_pattern "$lang")" <<<"$out"; then
-        die "$lang: unexpected version in rootfs: '$out' (wanted $(image_version_pattern "$lang"))"
-    fi
-    # The marker's content names this rootfs build; the image carries it as a label,
-    # so a re-run skips the import when the image already holds this very rootfs.
-    echo "$lang-$(date -u +%Y%m%dT%H%M%SZ)" > "$done_marker"
-    log "$lang: rootfs ready ($out), $(du -sh --apparent-size "$root" | cut -f1), $(secs "$start") s"
+    echo "$suite-$(date -u +%Y%m%dT%H%M%SZ)" > "$dir.done"
 }
 
-import_image() {
-    local lang="$1" tag root start build_id old_id have_id new_id
-    tag="$(image_tag "$lang")"
-    root="$CACHE/rootfs/$lang"
-    build_id="$(cat "$CACHE/rootfs/$lang.done")"
-    old_id="$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
-    have_id="$(docker image inspect --format '{{index .Config.Labels "org.voidrunner.rootfs"}}' "$tag" 2>/dev/null || true)"
-    if [[ -n "$old_id" && -n "$build_id" && "$have_id" == "$build_id" ]]; then
-        log "$tag: up to date (rootfs $build_id)"
+# The Debian 13 base every language image starts from, with the package lists in place.
+build_base() {
+    local mirror="$1" base="$CACHE/$SUITE/base" start
+    start=$(now_ms)
+    if [[ -f "$base.done" && -f "$base/var/lib/apt/lists/.voidrunner-updated" ]]; then
+        return 0
+    fi
+    debootstrap_into "$SUITE" "$base" "" "$mirror" "$CACHE/logs/base-$SUITE.log"
+    echo "deb $mirror $SUITE main" > "$base/etc/apt/sources.list"
+    rm -f "$base"/etc/apt/sources.list.d/*
+    cp /etc/resolv.conf "$base/etc/resolv.conf"
+    chroot "$base" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin apt-get update -qq \
+        >"$CACHE/logs/base-$SUITE-update.log" 2>&1 || die "apt-get update in the $SUITE base failed"
+    touch "$base/var/lib/apt/lists/.voidrunner-updated"
+    log "base $SUITE ready in $(secs "$start") s"
+}
+
+# Runs a command in ROOT with /proc and /dev mounted (Java's and others' postinst scripts
+# need them), unmounting them afterwards whatever happens.
+in_chroot() {
+    local root="$1"; shift
+    mount -t proc proc "$root/proc"
+    mount --bind /dev "$root/dev"
+    local status=0
+    chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/root DEBIAN_FRONTEND=noninteractive "$@" || status=$?
+    umount -l "$root/dev" 2>/dev/null || true
+    umount -l "$root/proc" 2>/dev/null || true
+    return "$status"
+}
+
+# Builds catalog image NAME (in a background job), unless an image of the same definition
+# exists. Writes its own log.
+build_image() {
+    local name="$1" TAG PACKAGES CHECK EXPECT LANGUAGES DEFINITION
+    local -a ENVS=()
+    eval "$(catalog image "$name")"
+    local have start root logf="$CACHE/logs/$name.log"
+    have="$(docker image inspect --format '{{index .Config.Labels "org.voidrunner.definition"}}' "$TAG" 2>/dev/null || true)"
+    if [[ "$have" == "$DEFINITION" && "${VOIDRUNNER_FORCE_REBUILD:-0}" != 1 ]]; then
+        log "$TAG: up to date (definition $DEFINITION; languages: $LANGUAGES)"
         return 0
     fi
     start=$(now_ms)
+    root="$CACHE/$SUITE/images/$name"
+    remove_rootfs "$root"
+    mkdir -p "$(dirname "$root")"
+    cp -a "$CACHE/$SUITE/base" "$root"
+    if [[ -n "$PACKAGES" ]]; then
+        log "$name: apt-get install ${PACKAGES//,/ } (log: $logf)"
+        # shellcheck disable=SC2086
+        if ! in_chroot "$root" apt-get install -y -q --no-install-recommends ${PACKAGES//,/ } >"$logf" 2>&1; then
+            tail -n 20 "$logf" >&2
+            remove_rootfs "$root"
+            die "$name: apt-get install failed (full log: $logf)"
+        fi
+    fi
+    catalog files "$name" "$root"
+    clean_rootfs "$root"
+    rm -f "$root/etc/resolv.conf"
+    local f
+    for f in usr/bin/env usr/bin/head bin/sh; do
+        [[ -e "$root/$f" ]] || die "$name: rootfs lacks /$f"
+    done
+    local out
+    out="$(in_chroot "$root" HOME=/tmp "${ENVS[@]}" sh -c "$CHECK" 2>&1 | head -n 1)" || true
+    grep -Eq "$EXPECT" <<<"$out" || die "$name: unexpected version in rootfs: '$out' (wanted $EXPECT)"
+
+    local old_id new_id
+    old_id="$(docker image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)"
     local -a changes=(--change "ENV $IMAGE_PATH_ENV")
     local e
-    for e in $(image_extra_env "$lang"); do changes+=(--change "ENV $e"); done
+    for e in "${ENVS[@]}"; do changes+=(--change "ENV $e"); done
     tar --numeric-owner -C "$root" -c . |
         docker import "${changes[@]}" --change 'CMD ["/bin/sh"]' \
-            --change "LABEL org.voidrunner.rootfs=$build_id" \
-            --message "voidrunner $lang (debootstrap $SUITE minbase)" - "$tag" >/dev/null
-    new_id="$(docker image inspect --format '{{.Id}}' "$tag")"
+            --change "LABEL org.voidrunner.definition=$DEFINITION" \
+            --change "LABEL org.voidrunner.languages=${LANGUAGES// /,}" \
+            --message "voidrunner $name ($out; debootstrap $SUITE minbase)" - "$TAG" >/dev/null
+    remove_rootfs "$root"
+    new_id="$(docker image inspect --format '{{.Id}}' "$TAG")"
     if [[ -n "$old_id" && "$old_id" != "$new_id" ]]; then
         docker rmi "$old_id" >/dev/null 2>&1 || true   # untagged now; kept if a container uses it
     fi
-    # Smoke test: the things every runner relies on.
-    docker run --rm --network none "$tag" sh -c 'command -v env >/dev/null && command -v head >/dev/null' \
-        || die "$lang: smoke test of $tag failed"
+    docker run --rm --network none "$TAG" sh -c 'command -v env >/dev/null && command -v head >/dev/null' \
+        || die "$name: smoke test of $TAG failed"
     local size
-    size="$(docker image inspect --format '{{.Size}}' "$tag")"
-    log "$tag: imported in $(secs "$start") s, size $((size / 1024 / 1024)) MiB"
+    size="$(docker image inspect --format '{{.Size}}' "$TAG")"
+    log "$TAG: built in $(secs "$start") s ($out), $((size / 1024 / 1024)) MiB"
+}
+
+# The compose stand-ins' base, from Debian 12 (its PostgreSQL 15 and nginx).
+build_compose_base() {
+    local mirror="$1" tag="voidrunner/compose-base:$COMPOSE_SUITE" root="$CACHE/rootfs/compose-base"
+    local build_id have
+    debootstrap_into "$COMPOSE_SUITE" "$root" "postgresql-15,nginx-light,ca-certificates" "$mirror" \
+        "$CACHE/logs/compose-base.log"
+    build_id="$(cat "$root.done")"
+    have="$(docker image inspect --format '{{index .Config.Labels "org.voidrunner.rootfs"}}' "$tag" 2>/dev/null || true)"
+    if [[ "$have" == "$build_id" ]]; then
+        log "$tag: up to date (rootfs $build_id)"
+        return 0
+    fi
+    clean_rootfs "$root"
+    tar --numeric-owner -C "$root" -c . |
+        docker import --change "ENV $IMAGE_PATH_ENV" --change 'CMD ["/bin/sh"]' \
+            --change "LABEL org.voidrunner.rootfs=$build_id" \
+            --message "voidrunner compose-base (debootstrap $COMPOSE_SUITE minbase)" - "$tag" >/dev/null
+    log "$tag: imported"
 }
 
 main() {
-    [[ $EUID -eq 0 ]] || die "must run as root (debootstrap, docker)"
-    local -a langs=()
-    local a
-    if [[ $# -eq 0 ]]; then
-        langs=(python node bash)
-    fi
+    [[ $EUID -eq 0 ]] || die "must run as root (debootstrap, chroot, docker)"
+    command -v python3 >/dev/null || die "python3 (3.11 or later) is needed to read $CATALOG"
+    local -a known=() names=()
+    mapfile -t known < <(catalog images)
+    local a compose=0
     for a in "$@"; do
         case "$a" in
-            all) langs+=(python node bash go) ;;
-            python|node|bash|go|compose-base) langs+=("$a") ;;
-            -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-            *) die "unknown image '$a' (expected: python node bash go all)" ;;
+            all) names+=("${known[@]}") ;;
+            compose-base) compose=1 ;;
+            -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            *)
+                [[ " ${known[*]} " == *" $a "* ]] || die "unknown image '$a' (the catalog has: ${known[*]} all compose-base)"
+                names+=("$a") ;;
         esac
     done
+    if [[ $# -eq 0 ]]; then names=("${known[@]}"); fi
     # de-duplicate, keep order
     local -a uniq=()
     local l seen=" "
-    for l in "${langs[@]}"; do
+    for l in "${names[@]}"; do
         [[ "$seen" == *" $l "* ]] && continue
         uniq+=("$l"); seen+="$l "
     done
-    langs=("${uniq[@]}")
+    names=("${uniq[@]}")
 
     ensure_debootstrap
     vr_ensure_docker
 
-    mkdir -p "$CACHE"/{rootfs,debs,logs}
+    mkdir -p "$CACHE/logs"
     # One build at a time per machine (several test runs may call this at once).
     exec 9>"$CACHE/.build.lock"
     if ! flock -n 9; then
@@ -276,26 +288,24 @@ main() {
 
     local mirror t0
     mirror="$(detect_mirror)"
-    log "building ${langs[*]} from $mirror ($JOBS parallel)"
     t0=$(now_ms)
-
-    # debootstrap in parallel (bounded by $JOBS), each into its own dir and log.
-    local -a pids=() names=()
-    for l in "${langs[@]}"; do
-        while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n || true; done
-        ( build_rootfs "$l" "$mirror" ) &
-        pids+=($!); names+=("$l")
-    done
-    local i fail=0
-    for i in "${!pids[@]}"; do
-        wait "${pids[$i]}" || { log "${names[$i]}: FAILED"; fail=1; }
-    done
-    (( fail == 0 )) || die "some root filesystems failed to build"
-
-    for l in "${langs[@]}"; do
-        import_image "$l"
-    done
-    log "done: ${langs[*]} in $(secs "$t0") s"
+    if (( compose )); then build_compose_base "$mirror"; fi
+    if (( ${#names[@]} > 0 )); then
+        log "images ${names[*]} from $mirror ($SUITE, $JOBS at a time)"
+        build_base "$mirror"
+        local -a pids=() labels=()
+        for l in "${names[@]}"; do
+            while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n || true; done
+            ( build_image "$l" ) &
+            pids+=($!); labels+=("$l")
+        done
+        local i fail=0
+        for i in "${!pids[@]}"; do
+            wait "${pids[$i]}" || { log "${labels[$i]}: FAILED"; fail=1; }
+        done
+        (( fail == 0 )) || die "some images failed to build"
+    fi
+    log "done in $(secs "$t0") s"
     docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep '^voidrunner/' | sed 's/^/==>   /' >&2 || true
 }
 

@@ -19,7 +19,7 @@ vr_ensure_build_tools
 vr_ensure_docker
 vr_ensure_nats_server
 vr_ensure_postgres
-vr_ensure_images python node bash go compose-base
+vr_ensure_images all compose-base
 vr__log "python packages for the wire-contract, API and manifest checks (nats-py, jsonschema, schemathesis, kubernetes-validate, openapi-python-client)"
 python3 -m pip install --quiet --disable-pip-version-check 'nats-py==2.16.0' 'jsonschema==4.26.0' \
     'schemathesis==4.6.4' 'hypothesis==6.135.0' 'kubernetes-validate==1.37.0' \

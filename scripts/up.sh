@@ -17,7 +17,7 @@ base="http://$VOIDRUNNER_API_ADDR"
 vr_ensure_build_tools
 vr_ensure_docker
 vr_ensure_nats_server
-vr_ensure_images python node bash go
+vr_ensure_images all
 
 vr__log "building voidrunner (release)"
 cargo build --release --quiet --bin voidrunner

@@ -37,7 +37,10 @@ use voidrunner_shared::{headers, Lane, Language, Namespace, Status};
 use voidrunner_worker::config::WorkerConfig;
 
 const PROGRAM: &str = "print('hello')";
-const IMAGE: &str = "voidrunner/python:3.11";
+/// The language of the trivial program every sandbox row runs.
+fn python() -> Language {
+    "python".parse().expect("python is in the catalog")
+}
 const PARALLELISMS: [usize; 4] = [1, 2, 4, 8];
 const THROUGHPUT_EXECUTIONS: usize = 48;
 
@@ -69,9 +72,10 @@ impl BenchWorker {
             ("VOIDRUNNER_NATS_URL", nats_url.to_owned()),
             ("VOIDRUNNER_NATS_PREFIX", prefix.clone()),
             ("VOIDRUNNER_WORKER_SLOTS", slots.to_string()),
-            ("VOIDRUNNER_POOL_PYTHON", pool.to_string()),
-            ("VOIDRUNNER_POOL_JAVASCRIPT", "0".into()),
-            ("VOIDRUNNER_POOL_BASH", "0".into()),
+            (
+                "VOIDRUNNER_POOL_SIZES",
+                format!("python={pool},javascript=0,bash=0"),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -144,7 +148,7 @@ impl BenchWorker {
             let dispatch = Dispatch::V1(DispatchV1 {
                 execution_id: *id,
                 task_id: *id,
-                language: Language::Python,
+                language: python(),
                 lane: Lane::Normal,
                 code: PROGRAM.into(),
                 files: Vec::new(),
@@ -156,7 +160,7 @@ impl BenchWorker {
                 submitted_at: chrono::Utc::now(),
                 dispatch_token: None,
             });
-            let subject = self.namespace.task_subject(Lane::Normal, Language::Python);
+            let subject = self.namespace.task_subject(Lane::Normal, python());
             let headers = headers::for_execution(&id.to_string(), *id, *id, 0);
             sent.insert(*id, Instant::now());
             self.jetstream
@@ -257,7 +261,7 @@ async fn docker_run_once() -> anyhow::Result<Duration> {
             "--user",
             "65534:65534",
             "--init",
-            IMAGE,
+            &python().default_image(),
             "python3",
             "-c",
             PROGRAM,

@@ -7,7 +7,7 @@
 #   vr_ensure_docker                 # dockerd answering; exports VOIDRUNNER_DOCKER_API_VERSION
 #   vr_ensure_nats_server            # exports VOIDRUNNER_NATS_SERVER_BIN (nats-server >= 2.11)
 #   vr_ensure_postgres               # exports VOIDRUNNER_TEST_DATABASE_URL
-#   vr_ensure_images [python node bash go]   # builds missing voidrunner/* images
+#   vr_ensure_images [IMAGE... | all]   # builds the catalog's images that are missing or changed
 #   vr_ensure_build_tools            # what building voidrunner needs beside cargo (npm, for
 #                                    # the API reference page's script; see services/api/build.rs)
 #   vr_ensure_celery                 # the benchmark's Celery anchor: redis-server (Debian) and
@@ -351,36 +351,10 @@ EOF
 
 # ---------------------------------------------------------------- images
 
-vr__image_tag() {
-    case "$1" in
-        python) echo "voidrunner/python:3.11" ;;
-        node)   echo "voidrunner/node:18" ;;
-        bash)   echo "voidrunner/bash:5.2" ;;
-        go)     echo "voidrunner/go:1.19" ;;
-        compose-base) echo "voidrunner/compose-base:bookworm" ;;
-        *) return 1 ;;
-    esac
-}
-
-# vr_ensure_images [python node bash go all]   (default: python node bash)
+# vr_ensure_images [IMAGE... | all] [compose-base]   (default: every image of the catalog)
+# The builder rebuilds only images whose definition in languages/catalog.toml changed.
 vr_ensure_images() {
-    local -a want=() missing=()
-    local l tag
-    if [[ $# -eq 0 ]]; then want=(python node bash); fi
-    for l in "$@"; do
-        if [[ "$l" == all ]]; then want+=(python node bash go); else want+=("$l"); fi
-    done
-    for l in "${want[@]}"; do
-        tag="$(vr__image_tag "$l")" || { vr__err "unknown image '$l'"; return 1; }
-        if docker image inspect "$tag" >/dev/null 2>&1; then
-            vr__log "image $tag present"
-        else
-            missing+=("$l")
-        fi
-    done
-    ((${#missing[@]} == 0)) && return 0
-    vr__log "building missing images: ${missing[*]}"
-    "$VR_SCRIPTS_DIR/build-images.sh" "${missing[@]}"
+    "$VR_SCRIPTS_DIR/build-images.sh" "$@"
 }
 
 # ---------------------------------------------------------------- teardown

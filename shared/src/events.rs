@@ -453,7 +453,7 @@ mod tests {
         let dispatch = Dispatch::V1(DispatchV1 {
             execution_id: Uuid::nil(),
             task_id: Uuid::nil(),
-            language: Language::Python,
+            language: "python".parse().expect("in the catalog"),
             lane: Lane::Normal,
             code: "print(1)".into(),
             files: Vec::new(),

@@ -1,115 +1,281 @@
-//! Languages a sandbox can run and the priority lanes executions travel in.
+//! Languages as data, and the priority lanes executions travel in.
+//!
+//! The language catalog (`languages/catalog.toml`, built into every binary) says which
+//! languages exist, which image runs each, and how a program is compiled and run. A `Language`
+//! is a handle on one of its entries: cheap to copy and compare, and only ever built from the
+//! catalog, so a `Language` that exists is one the installation knows.
 
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use schemars::JsonSchema;
-#[cfg(feature = "sea-orm")]
-use sea_orm::sea_query::StringLen;
 use serde::{Deserialize, Serialize};
 
-/// A language VoidRunner can run; its name is a subject token, so it is lowercase ASCII.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
-)]
-#[cfg_attr(
-    feature = "sea-orm",
-    derive(sea_orm::EnumIter, sea_orm::DeriveActiveEnum)
-)]
-#[cfg_attr(
-    feature = "sea-orm",
-    sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Language {
-    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "python"))]
-    Python,
-    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "javascript"))]
-    Javascript,
-    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "bash"))]
-    Bash,
-    #[cfg_attr(feature = "sea-orm", sea_orm(string_value = "go"))]
-    Go,
+/// The catalog every binary carries.
+const BUILT_IN: &str = include_str!("../../languages/catalog.toml");
+
+/// The language catalog: the images and the languages they run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    images: BTreeMap<String, ImageDefinition>,
+    languages: Vec<Definition>,
 }
 
+/// How one image is built (read by `scripts/build-images.sh`; the worker needs its tag).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageDefinition {
+    pub version: String,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    pub check: String,
+    pub expect: String,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+}
+
+/// One language of the catalog.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    pub id: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub name: String,
+    pub version: String,
+    pub image: String,
+    pub main_file: String,
+    #[serde(default)]
+    pub compile: Option<String>,
+    pub run: String,
+    #[serde(default)]
+    pub memory_mb: Option<u32>,
+    #[serde(default)]
+    pub timeout_seconds: Option<u32>,
+    /// The writable `/tmp` its programs need at least (Go's build cache takes about 60 MB).
+    #[serde(default)]
+    pub tmpfs_mb: Option<u32>,
+    pub checks: Checks,
+    /// `voidrunner/<image>:<image version>`, filled in when the catalog loads.
+    #[serde(skip)]
+    image_tag: String,
+}
+
+/// The programs every language of the catalog must pass in the sandbox (the test suite runs
+/// them): `hello` prints `hello, world`, `greet` reads a name from stdin and prints
+/// `hello, <name>`, `exit` ends with code 3, `compile_error` does not compile.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    pub hello: String,
+    pub greet: String,
+    pub exit: String,
+    #[serde(default)]
+    pub compile_error: Option<String>,
+}
+
+/// Why a catalog was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("the language catalog is not valid TOML for a catalog: {0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("the language catalog is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+impl Catalog {
+    /// Parses and checks a catalog document.
+    pub fn parse(document: &str) -> Result<Catalog, CatalogError> {
+        let mut catalog: Catalog = toml::from_str(document)?;
+        let wrong = |what: String| Err(CatalogError::Inconsistent(what));
+        let mut names = HashSet::new();
+        for language in &mut catalog.languages {
+            if !is_subject_token(&language.id) {
+                return wrong(format!(
+                    "language id {:?} must be lowercase letters, digits, '-' or '_' (it is a NATS subject token)",
+                    language.id
+                ));
+            }
+            for name in std::iter::once(&language.id).chain(&language.aliases) {
+                if name.is_empty()
+                    || name
+                        .chars()
+                        .any(|c| c.is_ascii_uppercase() || c.is_whitespace())
+                {
+                    return wrong(format!(
+                        "language name {name:?} must be lowercase, without spaces"
+                    ));
+                }
+                if !names.insert(name.clone()) {
+                    return wrong(format!("language name {name:?} is given twice"));
+                }
+            }
+            let main = std::path::Path::new(&language.main_file);
+            if main.components().count() != 1 || main.extension().is_none() {
+                return wrong(format!(
+                    "{}: main_file {:?} must be a plain file name with an extension",
+                    language.id, language.main_file
+                ));
+            }
+            let Some(image) = catalog.images.get(&language.image) else {
+                return wrong(format!(
+                    "{}: no image {:?} in the catalog",
+                    language.id, language.image
+                ));
+            };
+            if language.compile.is_some() != language.checks.compile_error.is_some() {
+                return wrong(format!(
+                    "{}: a compiled language has a compile_error check, and only a compiled one",
+                    language.id
+                ));
+            }
+            language.image_tag = format!("voidrunner/{}:{}", language.image, image.version);
+        }
+        if catalog.languages.is_empty() {
+            return wrong("it has no languages".into());
+        }
+        Ok(catalog)
+    }
+
+    /// The catalog built into this binary.
+    pub fn built_in() -> &'static Catalog {
+        registry().0
+    }
+
+    /// Its images by name.
+    pub fn images(&self) -> &BTreeMap<String, ImageDefinition> {
+        &self.images
+    }
+}
+
+fn is_subject_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// The built-in catalog and its languages, loaded once per process.
+fn registry() -> &'static (&'static Catalog, Vec<Language>) {
+    static REGISTRY: OnceLock<(&'static Catalog, Vec<Language>)> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        // A unit test parses the same document, so a catalog that does not load fails the build's
+        // tests long before it reaches a service.
+        let catalog: &'static Catalog = Box::leak(Box::new(
+            Catalog::parse(BUILT_IN).unwrap_or_else(|e| panic!("the built-in {e}")),
+        ));
+        let languages = catalog.languages.iter().map(Language).collect();
+        (catalog, languages)
+    })
+}
+
+/// A language of the catalog; its id is a subject token (lowercase ASCII).
+#[derive(Clone, Copy)]
+pub struct Language(&'static Definition);
+
 impl Language {
-    /// Every supported language, in the order documentation lists them.
-    pub const ALL: [Language; 4] = [
-        Language::Python,
-        Language::Javascript,
-        Language::Bash,
-        Language::Go,
-    ];
+    /// Every language of the catalog, in its order.
+    pub fn all() -> &'static [Language] {
+        &registry().1
+    }
 
     /// The canonical name used in the API, in subjects and in configuration.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Language::Python => "python",
-            Language::Javascript => "javascript",
-            Language::Bash => "bash",
-            Language::Go => "go",
-        }
+        &self.0.id
     }
-}
 
-impl Language {
+    /// Everything the catalog says about it.
+    pub fn definition(self) -> &'static Definition {
+        self.0
+    }
+
     /// The name people know the language by.
     pub fn display_name(self) -> &'static str {
-        match self {
-            Language::Python => "Python",
-            Language::Javascript => "JavaScript (Node.js)",
-            Language::Bash => "Bash",
-            Language::Go => "Go",
-        }
+        &self.0.name
     }
 
-    /// The version its image runs (the image's tag).
+    /// The version its image runs.
     pub fn version(self) -> &'static str {
-        match self {
-            Language::Python => "3.11",
-            Language::Javascript => "18",
-            Language::Bash => "5.2",
-            Language::Go => "1.19",
-        }
+        &self.0.version
     }
 
-    /// The image that runs it unless a worker is told otherwise (`VOIDRUNNER_IMAGE_*`), as
+    /// The image that runs it unless a worker is told otherwise (`VOIDRUNNER_IMAGES`), as
     /// `scripts/build-images.sh` tags it.
     pub fn default_image(self) -> String {
-        let name = match self {
-            Language::Javascript => "node",
-            other => other.as_str(),
-        };
-        format!("voidrunner/{name}:{}", self.version())
+        self.0.image_tag.clone()
     }
 
     /// The other names a request may give it by.
     pub fn aliases(self) -> impl Iterator<Item = &'static str> {
-        Language::NAMES
-            .into_iter()
-            .filter(move |(name, language)| *language == self && *name != self.as_str())
-            .map(|(name, _)| name)
+        self.0.aliases.iter().map(String::as_str)
     }
 
     /// The name of the program's main file in the sandbox's work directory; a program's
     /// further files may not take it.
     pub fn main_file(self) -> &'static str {
-        match self {
-            Language::Python => "main.py",
-            Language::Javascript => "main.js",
-            Language::Bash => "main.sh",
-            Language::Go => "main.go",
-        }
+        &self.0.main_file
+    }
+
+    /// Whether its programs are compiled before they run (a failed build is a compile error).
+    pub fn is_compiled(self) -> bool {
+        self.0.compile.is_some()
     }
 
     /// The language whose main file has this extension (`py`, `js`, `sh`, `go`), so that a
     /// file's name can say what it is written in.
     pub fn for_extension(extension: &str) -> Option<Language> {
-        Language::ALL.into_iter().find(|language| {
+        Language::all().iter().copied().find(|language| {
             std::path::Path::new(language.main_file())
                 .extension()
                 .is_some_and(|own| own.eq_ignore_ascii_case(extension))
         })
+    }
+
+    /// Every name a request may give a language by, canonical names first, then aliases
+    /// (lowercase, matched exactly, as the OpenAPI document's `enum` says).
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        let all = Language::all();
+        all.iter()
+            .map(|language| language.as_str())
+            .chain(all.iter().flat_map(|language| language.aliases()))
+    }
+}
+
+impl PartialEq for Language {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for Language {}
+
+impl std::hash::Hash for Language {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state)
+    }
+}
+
+impl PartialOrd for Language {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Language {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.id.cmp(&other.0.id)
+    }
+}
+
+impl fmt::Debug for Language {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Language({})", self.0.id)
     }
 }
 
@@ -121,38 +287,130 @@ impl fmt::Display for Language {
 
 /// The error for a language name VoidRunner does not know.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown language {0:?}: expected one of python, javascript, bash, go")]
-pub struct UnknownLanguage(pub String);
+#[error("unknown language {name:?}: expected one of {}", known())]
+pub struct UnknownLanguage {
+    pub name: String,
+}
 
-impl Language {
-    /// Every name a request may give a language by, canonical names first, then aliases
-    /// (lowercase, matched exactly, as the OpenAPI document's `enum` says).
-    pub const NAMES: [(&'static str, Language); 12] = [
-        ("python", Language::Python),
-        ("javascript", Language::Javascript),
-        ("bash", Language::Bash),
-        ("go", Language::Go),
-        ("python3", Language::Python),
-        ("py", Language::Python),
-        ("js", Language::Javascript),
-        ("node", Language::Javascript),
-        ("nodejs", Language::Javascript),
-        ("sh", Language::Bash),
-        ("shell", Language::Bash),
-        ("golang", Language::Go),
-    ];
+fn known() -> String {
+    Language::all()
+        .iter()
+        .map(|language| language.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl FromStr for Language {
     type Err = UnknownLanguage;
 
-    /// Accepts the canonical names and the usual aliases (`py`, `js`, `node`, `sh`).
+    /// Accepts the canonical names and the catalog's aliases (`py`, `js`, `node`, `sh`, ...).
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Language::NAMES
+        Language::all()
             .iter()
-            .find(|(known, _)| *known == name)
-            .map(|(_, language)| *language)
-            .ok_or_else(|| UnknownLanguage(name.to_owned()))
+            .copied()
+            .find(|language| language.as_str() == name || language.aliases().any(|a| a == name))
+            .ok_or_else(|| UnknownLanguage {
+                name: name.to_owned(),
+            })
+    }
+}
+
+impl Serialize for Language {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Language {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = Cow::<'de, str>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// On the wire a language is its id: a subject token, whatever the catalog of the reader holds
+/// (a worker in another language need not know VoidRunner's catalog to read a dispatch).
+impl JsonSchema for Language {
+    fn schema_name() -> Cow<'static, str> {
+        "Language".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A language of the catalog (languages/catalog.toml), by its id: a subject token, lowercase ASCII.",
+            "type": "string",
+            "pattern": "^[a-z0-9_-]+$"
+        })
+    }
+}
+
+/// In the REST API a language is one of the catalog's ids.
+impl utoipa::PartialSchema for Language {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let ids: Vec<&str> = Language::all().iter().map(|l| l.as_str()).collect();
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A language of the catalog, by its id (GET /api/v1/languages lists them)",
+            ))
+            .enum_values(Some(ids))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Language {}
+
+/// A language as a database column: its id, in a short string column.
+#[cfg(feature = "sea-orm")]
+mod column {
+    use sea_orm::sea_query::{
+        ArrayType, ColumnType, Nullable, StringLen, Value, ValueType, ValueTypeErr,
+    };
+    use sea_orm::{ColIdx, DbErr, QueryResult, TryGetError, TryGetable};
+
+    use super::Language;
+
+    impl From<Language> for Value {
+        fn from(language: Language) -> Value {
+            Value::String(Some(language.as_str().to_owned()))
+        }
+    }
+
+    impl ValueType for Language {
+        fn try_from(value: Value) -> Result<Self, ValueTypeErr> {
+            match value {
+                Value::String(Some(name)) => name.parse().map_err(|_| ValueTypeErr),
+                _ => Err(ValueTypeErr),
+            }
+        }
+
+        fn type_name() -> String {
+            "Language".to_owned()
+        }
+
+        fn array_type() -> ArrayType {
+            ArrayType::String
+        }
+
+        fn column_type() -> ColumnType {
+            ColumnType::String(StringLen::N(16))
+        }
+    }
+
+    impl Nullable for Language {
+        fn null() -> Value {
+            Value::String(None)
+        }
+    }
+
+    impl TryGetable for Language {
+        fn try_get_by<I: ColIdx>(res: &QueryResult, index: I) -> Result<Self, TryGetError> {
+            let name = String::try_get_by(res, index)?;
+            // A language a row names but the catalog no longer has (it was removed): the row
+            // stays readable as data, but cannot become a `Language`.
+            name.parse()
+                .map_err(|e: super::UnknownLanguage| TryGetError::DbErr(DbErr::Type(e.to_string())))
+        }
     }
 }
 
@@ -212,23 +470,80 @@ mod tests {
 
     #[test]
     fn a_main_file_extension_names_its_language_and_an_unknown_one_none() {
-        for language in Language::ALL {
+        for &language in Language::all() {
             let extension = language.main_file().rsplit('.').next().expect("extension");
             assert_eq!(Language::for_extension(extension), Some(language));
         }
-        assert_eq!(Language::for_extension("PY"), Some(Language::Python));
+        assert_eq!(
+            Language::for_extension("PY").map(Language::as_str),
+            Some("python")
+        );
         assert_eq!(Language::for_extension("txt"), None);
     }
 
     #[test]
-    fn language_aliases_parse_to_the_canonical_language() {
-        assert_eq!("py".parse::<Language>().ok(), Some(Language::Python));
-        assert_eq!("node".parse::<Language>().ok(), Some(Language::Javascript));
-        assert!(
-            "Node".parse::<Language>().is_err(),
-            "names are matched exactly"
+    fn the_built_in_catalog_loads_with_at_least_sixteen_languages() {
+        let catalog = Catalog::parse(BUILT_IN).expect("the built-in catalog is valid");
+        assert!(catalog.languages.len() >= 16, "{}", catalog.languages.len());
+        for id in [
+            "python",
+            "javascript",
+            "typescript",
+            "bash",
+            "go",
+            "rust",
+            "c",
+            "cpp",
+            "java",
+            "ruby",
+            "php",
+            "perl",
+            "lua",
+        ] {
+            assert!(id.parse::<Language>().is_ok(), "{id} is in the catalog");
+        }
+    }
+
+    #[test]
+    fn names_and_aliases_find_their_language_and_nothing_else_does() {
+        let python: Language = "py".parse().expect("alias");
+        assert_eq!(python.as_str(), "python");
+        assert_eq!(
+            "node".parse::<Language>().expect("alias").as_str(),
+            "javascript"
         );
-        assert_eq!("sh".parse::<Language>().ok(), Some(Language::Bash));
-        assert!("cobol".parse::<Language>().is_err());
+        assert_eq!("c++".parse::<Language>().expect("alias").as_str(), "cpp");
+        let unknown = "cobol".parse::<Language>().expect_err("not in the catalog");
+        assert!(
+            unknown.to_string().contains("expected one of python"),
+            "{unknown}"
+        );
+        assert_eq!(
+            Language::for_extension("java").map(Language::as_str),
+            Some("java")
+        );
+        assert_eq!(
+            Language::for_extension("rs").map(Language::as_str),
+            Some("rust")
+        );
+    }
+
+    #[test]
+    fn a_language_travels_as_its_id() {
+        let go: Language = "golang".parse().expect("alias");
+        assert_eq!(serde_json::to_string(&go).expect("serialises"), "\"go\"");
+        let back: Language = serde_json::from_str("\"go\"").expect("parses");
+        assert_eq!(back, go);
+        assert_eq!(go.default_image(), "voidrunner/go:1.24");
+    }
+
+    #[test]
+    fn an_inconsistent_catalog_is_refused_with_what_is_wrong() {
+        let document = BUILT_IN.replacen("image = \"python\"", "image = \"pyhton\"", 1);
+        let error = Catalog::parse(&document).expect_err("refused");
+        assert!(error.to_string().contains("no image \"pyhton\""), "{error}");
+        let document = BUILT_IN.replacen("id = \"ruby\"", "id = \"Ruby.3\"", 1);
+        let error = Catalog::parse(&document).expect_err("refused");
+        assert!(error.to_string().contains("subject token"), "{error}");
     }
 }

@@ -187,7 +187,10 @@ mod tests {
         let ns = Namespace::new("vr-test_1").expect("valid prefix");
         let id = Uuid::nil();
         assert_eq!(
-            ns.task_subject(Lane::High, Language::Python),
+            ns.task_subject(
+                Lane::High,
+                "python".parse::<Language>().expect("in the catalog")
+            ),
             "vr-test_1.tasks.high.python"
         );
         assert_eq!(ns.result_subject(id), format!("vr-test_1.results.{id}"));

@@ -211,7 +211,7 @@ pub fn served(doc: &utoipa::openapi::OpenApi, state: &AppState) -> Value {
         refuse_nul(&mut doc["components"]["schemas"]);
     }
 
-    let languages: Vec<&str> = Language::NAMES.iter().map(|(name, _)| *name).collect();
+    let languages: Vec<&str> = Language::names().collect();
     let statuses: Vec<&str> = Status::ALL.iter().map(|status| status.as_str()).collect();
     let task_statuses: Vec<&str> = TaskStatus::all().map(TaskStatus::as_str).collect();
     let parameters = |path: &str, name: &str| -> Option<Value> {

@@ -19,7 +19,7 @@ async fn cancel(app: &TestApp, token: &str, execution_id: &str) -> (u16, serde_j
 #[tokio::test]
 async fn a_running_execution_is_killed_and_ends_cancelled() {
     // No warm pool, so that the sandbox carries the execution's label.
-    let app = spawn_app_with(Backend::Sqlite, &[("VOIDRUNNER_POOL_BASH", "0")]).await;
+    let app = spawn_app_with(Backend::Sqlite, &[("VOIDRUNNER_POOL_SIZES", "bash=0")]).await;
     let token = app.login_new_user().await;
     let task = app
         .create_task_ok(

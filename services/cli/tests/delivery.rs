@@ -248,13 +248,13 @@ async fn an_execution_the_fleet_cannot_run_is_dead_lettered_and_can_be_rerun_onc
         Backend::Postgres,
         &[
             ("VOIDRUNNER_NATS_MAX_DELIVER", "2"),
-            ("VOIDRUNNER_POOL_BASH", "0"),
+            ("VOIDRUNNER_POOL_SIZES", "bash=0"),
         ],
     )
     .await;
     // This worker's bash image does not exist: the fleet, not the program, fails.
     let broken = app
-        .spawn_worker(&[("VOIDRUNNER_IMAGE_BASH", "voidrunner/no-such-image:0")])
+        .spawn_worker(&[("VOIDRUNNER_IMAGES", "bash=voidrunner/no-such-image:0")])
         .await;
     let token = app.login_new_user().await;
     let task = app
@@ -331,7 +331,7 @@ async fn delete_cancels_held_and_running_executions_and_a_finished_one_is_a_conf
         Backend::Sqlite,
         &[
             ("VOIDRUNNER_MAX_ACTIVE_PER_USER", "1"),
-            ("VOIDRUNNER_POOL_BASH", "0"),
+            ("VOIDRUNNER_POOL_SIZES", "bash=0"),
         ],
     )
     .await;

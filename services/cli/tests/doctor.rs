@@ -188,7 +188,7 @@ async fn images_build_runs_the_offline_builder_built_into_the_binary() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(
         stderr.contains("voidrunner/bash:5.2: up to date")
-            || stderr.contains("voidrunner/bash:5.2: imported"),
+            || stderr.contains("voidrunner/bash:5.2: built"),
         "{stderr}"
     );
     let output = voidrunner(&["images", "build", "cobol"], home.path(), &[]).await;

@@ -137,7 +137,7 @@ async fn run(app: &TestApp, token: &str, language: &str, code: &str, timeout: u3
 #[tokio::test]
 async fn a_program_that_outlives_its_timeout_ends_timeout_and_its_container_is_gone() {
     // Without a warm pool, so that the sandbox carries the execution's label.
-    let app = spawn_app_with(Backend::Sqlite, &[("VOIDRUNNER_POOL_BASH", "0")]).await;
+    let app = spawn_app_with(Backend::Sqlite, &[("VOIDRUNNER_POOL_SIZES", "bash=0")]).await;
     let token = app.login_new_user().await;
     let result = run(
         &app,

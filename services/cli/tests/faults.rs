@@ -337,7 +337,8 @@ impl Tally {
 async fn a_worker_killed_with_executions_in_flight_loses_none_of_them() {
     let nats = start_nats().await;
     let (database_url, _dir) = empty_database(Backend::Postgres).await;
-    let mut cluster = Cluster::new(&nats, &database_url, &[("VOIDRUNNER_POOL_BASH", "0")]).await;
+    let mut cluster =
+        Cluster::new(&nats, &database_url, &[("VOIDRUNNER_POOL_SIZES", "bash=0")]).await;
     cluster.start_worker("doomed", "4");
     cluster.start_api("api").await;
     let client = cluster.client.clone();

@@ -141,7 +141,9 @@ async fn dispatch_token(app: &TestApp, execution_id: uuid::Uuid) -> Option<Strin
         .expect("tasks stream");
     let subject = namespace.task_subject(
         voidrunner_shared::Lane::Normal,
-        voidrunner_shared::Language::Bash,
+        "bash"
+            .parse::<voidrunner_shared::Language>()
+            .expect("in the catalog"),
     );
     let message = tasks
         .direct_get_last_for_subject(subject)

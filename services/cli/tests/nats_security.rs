@@ -287,7 +287,10 @@ async fn every_role_can_do_what_it_needs_and_nothing_more() {
     observer.clean("the observer's inspection");
     let some_id = uuid::Uuid::now_v7();
     observer
-        .refuses_publish(ns.task_subject(Lane::Normal, Language::Python))
+        .refuses_publish(ns.task_subject(
+            Lane::Normal,
+            "python".parse::<Language>().expect("in the catalog"),
+        ))
         .await;
     observer.refuses_publish(ns.result_subject(some_id)).await;
     observer
@@ -315,7 +318,10 @@ async fn every_role_can_do_what_it_needs_and_nothing_more() {
     .await
     .expect("worker connects");
     worker
-        .refuses_publish(ns.task_subject(Lane::High, Language::Python))
+        .refuses_publish(ns.task_subject(
+            Lane::High,
+            "python".parse::<Language>().expect("in the catalog"),
+        ))
         .await;
     worker
         .refuses_publish(format!("$KV.{}.{some_id}", ns.cancellation_bucket()))

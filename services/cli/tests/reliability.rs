@@ -180,7 +180,7 @@ async fn an_execution_the_fleet_cannot_run_ends_in_error_and_in_the_dead_letter_
     let app = spawn_app_with(
         Backend::Sqlite,
         &[
-            ("VOIDRUNNER_IMAGE_BASH", "voidrunner/does-not-exist:never"),
+            ("VOIDRUNNER_IMAGES", "bash=voidrunner/does-not-exist:never"),
             ("VOIDRUNNER_NATS_MAX_DELIVER", "2"),
         ],
     )
@@ -209,10 +209,14 @@ async fn an_execution_the_fleet_cannot_run_ends_in_error_and_in_the_dead_letter_
         .get_stream(namespace.dead_letter_stream())
         .await
         .expect("dlq stream")
-        .direct_get_last_for_subject(namespace.dead_letter_subject(
-            voidrunner_shared::Lane::Normal,
-            voidrunner_shared::Language::Bash,
-        ))
+        .direct_get_last_for_subject(
+            namespace.dead_letter_subject(
+                voidrunner_shared::Lane::Normal,
+                "bash"
+                    .parse::<voidrunner_shared::Language>()
+                    .expect("in the catalog"),
+            ),
+        )
         .await
         .expect("dead letter");
     let letter: serde_json::Value = serde_json::from_slice(&letter.payload).expect("json");
@@ -318,7 +322,7 @@ async fn a_restarted_worker_removes_the_sandboxes_its_previous_run_left_behind()
             ("VOIDRUNNER_NATS_PREFIX", &prefix),
             ("VOIDRUNNER_POOL_PYTHON", "0"),
             ("VOIDRUNNER_POOL_JAVASCRIPT", "0"),
-            ("VOIDRUNNER_POOL_BASH", "0"),
+            ("VOIDRUNNER_POOL_SIZES", "bash=0"),
         ],
     )
     .await;
@@ -417,7 +421,9 @@ async fn a_worker_refuses_network_its_deployment_does_not_allow_and_keeps_servin
     let dispatch = voidrunner_shared::events::Dispatch::V1(voidrunner_shared::events::DispatchV1 {
         execution_id,
         task_id,
-        language: voidrunner_shared::Language::Bash,
+        language: "bash"
+            .parse::<voidrunner_shared::Language>()
+            .expect("in the catalog"),
         lane: voidrunner_shared::Lane::Normal,
         code: "echo hi".into(),
         files: Vec::new(),
@@ -438,7 +444,9 @@ async fn a_worker_refuses_network_its_deployment_does_not_allow_and_keeps_servin
     js.publish(
         namespace.task_subject(
             voidrunner_shared::Lane::Normal,
-            voidrunner_shared::Language::Bash,
+            "bash"
+                .parse::<voidrunner_shared::Language>()
+                .expect("in the catalog"),
         ),
         serde_json::to_vec(&dispatch).expect("json").into(),
     )

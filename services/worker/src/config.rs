@@ -1,5 +1,7 @@
 //! Configuration of the worker service.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use voidrunner_shared::config::{from_env, ConfigError};
 use voidrunner_shared::Language;
@@ -11,18 +13,10 @@ pub struct WorkerConfig {
     /// `VOIDRUNNER_WORKER_SLOTS`: executions this worker runs at once.
     #[serde(default = "default_slots")]
     pub worker_slots: usize,
-    /// `VOIDRUNNER_IMAGE_PYTHON`: image that runs Python programs.
-    #[serde(default = "default_python_image")]
-    pub image_python: String,
-    /// `VOIDRUNNER_IMAGE_JAVASCRIPT`: image that runs JavaScript programs (Node.js).
-    #[serde(default = "default_javascript_image")]
-    pub image_javascript: String,
-    /// `VOIDRUNNER_IMAGE_BASH`: image that runs Bash programs.
-    #[serde(default = "default_bash_image")]
-    pub image_bash: String,
-    /// `VOIDRUNNER_IMAGE_GO`: image that builds and runs Go programs.
-    #[serde(default = "default_go_image")]
-    pub image_go: String,
+    /// `VOIDRUNNER_IMAGES`: images that run a language instead of the catalog's, as
+    /// `language=image` pairs separated by commas (e.g. `python=registry.local/python:3.13`).
+    #[serde(default)]
+    pub images: String,
     /// `VOIDRUNNER_SANDBOX_BACKEND`: what runs executions: `docker` (hardened single-use
     /// containers), or `instant` (runs nothing, for load tests of the control plane).
     #[serde(default)]
@@ -40,18 +34,11 @@ pub struct WorkerConfig {
     /// finish before they are stopped and handed back to the fleet.
     #[serde(default = "default_shutdown_grace_seconds")]
     pub shutdown_grace_seconds: u64,
-    /// `VOIDRUNNER_POOL_PYTHON`: started Python sandboxes kept waiting for work.
-    #[serde(default = "default_pool_python")]
-    pub pool_python: usize,
-    /// `VOIDRUNNER_POOL_JAVASCRIPT`: started JavaScript sandboxes kept waiting for work.
-    #[serde(default = "default_pool_small")]
-    pub pool_javascript: usize,
-    /// `VOIDRUNNER_POOL_BASH`: started Bash sandboxes kept waiting for work.
-    #[serde(default = "default_pool_small")]
-    pub pool_bash: usize,
-    /// `VOIDRUNNER_POOL_GO`: started Go sandboxes kept waiting for work.
+    /// `VOIDRUNNER_POOL_SIZES`: started sandboxes kept waiting for work, per language, as
+    /// `language=count` pairs; they change the defaults (python=2, javascript=1, bash=1, none
+    /// for the others) language by language.
     #[serde(default)]
-    pub pool_go: usize,
+    pub pool_sizes: String,
     /// `VOIDRUNNER_METRICS_ADDR`: where the worker serves `/metrics`, `/health` and `/ready`,
     /// or `off`. (`serve` shows its worker's metrics on the API's address instead.)
     #[serde(default = "default_metrics_addr")]
@@ -86,24 +73,6 @@ fn default_slots() -> usize {
 fn default_shutdown_grace_seconds() -> u64 {
     30
 }
-fn default_python_image() -> String {
-    Language::Python.default_image()
-}
-fn default_javascript_image() -> String {
-    Language::Javascript.default_image()
-}
-fn default_bash_image() -> String {
-    Language::Bash.default_image()
-}
-fn default_go_image() -> String {
-    Language::Go.default_image()
-}
-fn default_pool_python() -> usize {
-    2
-}
-fn default_pool_small() -> usize {
-    1
-}
 fn default_pids() -> i64 {
     128
 }
@@ -135,14 +104,13 @@ impl WorkerConfig {
                 "must be at least 1",
             ));
         }
-        for (variable, size) in [
-            ("POOL_PYTHON", self.pool_python),
-            ("POOL_JAVASCRIPT", self.pool_javascript),
-            ("POOL_BASH", self.pool_bash),
-            ("POOL_GO", self.pool_go),
-        ] {
+        self.image_overrides()?;
+        for (language, size) in self.pool_size_overrides()? {
             if size > 64 {
-                return Err(ConfigError::invalid(variable, "must be at most 64"));
+                return Err(ConfigError::invalid(
+                    "POOL_SIZES",
+                    format_args!("{language}={size}: a pool holds at most 64 sandboxes"),
+                ));
             }
         }
         if let Some(path) = &self.sandbox_seccomp_profile {
@@ -176,22 +144,72 @@ impl WorkerConfig {
     }
 
     /// The image that runs `language`.
-    pub fn image(&self, language: Language) -> &str {
-        match language {
-            Language::Python => &self.image_python,
-            Language::Javascript => &self.image_javascript,
-            Language::Bash => &self.image_bash,
-            Language::Go => &self.image_go,
-        }
+    pub fn image(&self, language: Language) -> String {
+        self.image_overrides()
+            .ok()
+            .and_then(|mut images| images.remove(&language))
+            .unwrap_or_else(|| language.default_image())
     }
 
     /// How many started sandboxes of `language` to keep waiting.
     pub fn pool_size(&self, language: Language) -> usize {
-        match language {
-            Language::Python => self.pool_python,
-            Language::Javascript => self.pool_javascript,
-            Language::Bash => self.pool_bash,
-            Language::Go => self.pool_go,
-        }
+        let default = match language.as_str() {
+            "python" => 2,
+            "javascript" | "bash" => 1,
+            _ => 0,
+        };
+        self.pool_size_overrides()
+            .ok()
+            .and_then(|sizes| sizes.get(&language).copied())
+            .unwrap_or(default)
     }
+
+    fn image_overrides(&self) -> Result<HashMap<Language, String>, ConfigError> {
+        per_language("IMAGES", &self.images, |image| {
+            (!image.is_empty() && !image.contains(char::is_whitespace))
+                .then(|| image.to_owned())
+                .ok_or("an image reference")
+        })
+    }
+
+    fn pool_size_overrides(&self) -> Result<HashMap<Language, usize>, ConfigError> {
+        per_language("POOL_SIZES", &self.pool_sizes, |count| {
+            count.parse().map_err(|_| "a number of sandboxes")
+        })
+    }
+}
+
+/// Reads `language=value` pairs separated by commas, each language by a name the catalog knows.
+fn per_language<T>(
+    variable: &str,
+    text: &str,
+    parse: impl Fn(&str) -> Result<T, &'static str>,
+) -> Result<HashMap<Language, T>, ConfigError> {
+    let mut values = HashMap::new();
+    for pair in text
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+    {
+        let Some((name, value)) = pair.split_once('=') else {
+            return Err(ConfigError::invalid(
+                variable,
+                format_args!("{pair:?} is not `language=value`"),
+            ));
+        };
+        let language: Language =
+            name.trim()
+                .parse()
+                .map_err(|e: voidrunner_shared::language::UnknownLanguage| {
+                    ConfigError::invalid(variable, e)
+                })?;
+        let value = parse(value.trim()).map_err(|wanted| {
+            ConfigError::invalid(
+                variable,
+                format_args!("{pair:?}: expected {wanted} after `=`"),
+            )
+        })?;
+        values.insert(language, value);
+    }
+    Ok(values)
 }

@@ -388,11 +388,11 @@ fn sandbox_settings(
     Ok(SandboxSettings {
         worker_id: worker_id.to_owned(),
         installation: namespace.prefix().to_owned(),
-        images: Language::ALL
+        images: Language::all()
             .iter()
-            .map(|language| (*language, config.image(*language).to_owned()))
+            .map(|language| (*language, config.image(*language)))
             .collect(),
-        pool_sizes: Language::ALL
+        pool_sizes: Language::all()
             .iter()
             .map(|language| (*language, config.pool_size(*language)))
             .collect(),
@@ -413,7 +413,7 @@ fn sandbox_settings(
 /// The languages this worker's sandbox can run (for Docker: whose image its engine has).
 async fn languages_present(sandbox: &dyn SandboxBackend) -> Vec<Language> {
     let mut languages = Vec::new();
-    for language in Language::ALL {
+    for &language in Language::all() {
         if sandbox.has_language(language).await {
             languages.push(language);
         } else {

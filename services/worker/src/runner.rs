@@ -305,7 +305,17 @@ impl Runner {
     }
 
     fn limits(&self, dispatch: &DispatchV1) -> (ContainerLimits, RunLimits) {
-        let limits = self.policy.resolve(&dispatch.limits);
+        // A program that asks for no memory limit gets its language's default when that is
+        // more than the installation's (compilers and virtual machines need more).
+        let mut requested = dispatch.limits;
+        if requested.memory_mb.is_none() {
+            requested.memory_mb = dispatch
+                .language
+                .definition()
+                .memory_mb
+                .filter(|&mb| mb > self.policy.sandbox_memory_mb);
+        }
+        let limits = self.policy.resolve(&requested);
         let container = ContainerLimits {
             memory_bytes: i64::from(limits.memory_mb) << 20,
             nano_cpus: i64::from(limits.cpu_millis) * 1_000_000,
@@ -342,7 +352,7 @@ impl Runner {
                 false,
                 report.note.map(str::to_owned),
             ),
-            Exit::Exited { code, .. } if code == COMPILE_FAILED_EXIT && dispatch.language == Language::Go => {
+            Exit::Exited { code, .. } if code == COMPILE_FAILED_EXIT && dispatch.language.is_compiled() => {
                 compile_error = true;
                 (
                     Status::Failed,
@@ -609,7 +619,7 @@ mod tests {
         let mut dispatch = DispatchV1 {
             execution_id: uuid::Uuid::nil(),
             task_id: uuid::Uuid::nil(),
-            language: Language::Bash,
+            language: "bash".parse().expect("in the catalog"),
             lane: voidrunner_shared::Lane::Normal,
             code: String::new(),
             files: Vec::new(),

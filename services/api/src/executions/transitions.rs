@@ -140,7 +140,7 @@ pub(super) mod tests {
             id: Set(Uuid::now_v7()),
             user_id: Set(user.id),
             name: Set("t".into()),
-            script_type: Set(Language::Bash),
+            script_type: Set("bash".parse::<Language>().expect("in the catalog")),
             script_content: Set("true".into()),
             priority: Set(5),
             timeout_seconds: Set(5),

@@ -20,6 +20,15 @@ pub struct LanguageResponse {
     version: &'static str,
     /// The main file's name; `voidrunner run` picks the language by its extension.
     main_file: &'static str,
+    /// Whether programs are compiled first (a failed build ends as a compile error, exit
+    /// code 242).
+    compiled: bool,
+    /// The image the catalog runs it in (a worker may be configured with another).
+    image: String,
+    /// Memory and time a program gets when it does not ask, if the language needs more than
+    /// the installation's defaults (compilers and virtual machines do).
+    default_memory_mb: Option<u32>,
+    default_timeout_seconds: Option<u32>,
     /// Live workers, not draining, whose sandbox can run it. With none, its executions wait
     /// in their lane until a worker that can comes.
     workers: u32,
@@ -47,14 +56,18 @@ pub async fn list(
         u32::try_from(count).unwrap_or(u32::MAX)
     };
     Ok(Json(
-        Language::ALL
-            .into_iter()
-            .map(|language| LanguageResponse {
+        Language::all()
+            .iter()
+            .map(|&language| LanguageResponse {
                 id: language,
                 aliases: language.aliases().collect(),
                 name: language.display_name(),
                 version: language.version(),
                 main_file: language.main_file(),
+                compiled: language.is_compiled(),
+                image: language.default_image(),
+                default_memory_mb: language.definition().memory_mb,
+                default_timeout_seconds: language.definition().timeout_seconds,
                 workers: serving(language),
             })
             .collect(),

@@ -158,7 +158,7 @@ impl TaskSpec {
             );
         }
         let priority = parse_priority(draft.priority, rules)?;
-        let timeout_seconds = parse_timeout(draft.timeout_seconds, rules)?;
+        let timeout_seconds = parse_timeout(draft.timeout_seconds, language, rules)?;
         let retry = parse_retry(draft.max_retries, draft.retry_backoff_seconds, rules)?;
         Ok(TaskSpec {
             name,
@@ -365,7 +365,7 @@ impl TaskRules {
     /// Each field's rules as JSON Schema keywords, for the OpenAPI document: the same rules
     /// `TaskSpec::parse` enforces under this deployment's limits.
     pub fn documented(&self, naming: Naming) -> Vec<(&'static str, serde_json::Value)> {
-        let languages: Vec<&str> = Language::NAMES.iter().map(|(name, _)| *name).collect();
+        let languages: Vec<&str> = Language::names().collect();
         let mut fields = vec![
             (Field::Name, rules::TASK_NAME.schema()),
             (Field::Language, serde_json::json!({ "enum": languages })),
@@ -438,8 +438,20 @@ fn parse_priority(priority: Option<i64>, rules: &TaskRules) -> Result<i16, Field
     Ok(i16::try_from(priority).unwrap_or(0))
 }
 
-fn parse_timeout(timeout: Option<i64>, rules: &TaskRules) -> Result<i32, FieldError> {
-    let timeout = timeout.unwrap_or(i64::from(rules.default_timeout_seconds));
+/// The timeout asked for; else the language's own default (compilers need longer) or the
+/// installation's, whichever is longer, within the installation's maximum.
+fn parse_timeout(
+    timeout: Option<i64>,
+    language: Language,
+    rules: &TaskRules,
+) -> Result<i32, FieldError> {
+    let timeout = timeout.unwrap_or_else(|| {
+        let default = rules
+            .default_timeout_seconds
+            .max(language.definition().timeout_seconds.unwrap_or(0))
+            .min(rules.max_timeout_seconds);
+        i64::from(default)
+    });
     rules
         .timeout_seconds()
         .check(timeout)

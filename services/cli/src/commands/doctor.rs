@@ -200,8 +200,9 @@ async fn sandbox(checks: &mut Vec<Check>, worker: &WorkerConfig) {
             return;
         }
     };
-    for language in Language::ALL {
+    for &language in Language::all() {
         let image = worker.image(language);
+        let image = image.as_str();
         let check = format!("image {}", language.as_str());
         match docker.inspect_image(image).await {
             Ok(found) => {
@@ -214,8 +215,8 @@ async fn sandbox(checks: &mut Vec<Check>, worker: &WorkerConfig) {
                 match builder_name(image) {
                     Some(name) => format!("voidrunner images build {name}"),
                     None => format!(
-                        "load or build {image}, or set VOIDRUNNER_IMAGE_{} to an image you have",
-                        language.as_str().to_uppercase()
+                        "load or build {image}, or name an image you have in VOIDRUNNER_IMAGES ({}=<image>)",
+                        language.as_str()
                     ),
                 },
             )),

@@ -14,15 +14,18 @@ use crate::commands::doctor::builder_name;
 
 const BUILDER: &str = include_str!("../../../../scripts/build-images.sh");
 const SERVICES: &str = include_str!("../../../../scripts/lib/services.sh");
+const CATALOG_READER: &str = include_str!("../../../../scripts/lib/catalog.py");
+const CATALOG: &str = include_str!("../../../../languages/catalog.toml");
 
-/// The stages of one image, as the builder reports them.
-const STAGES: u64 = 3;
+/// The stages of one image, as the builder reports them: installing its packages, then built.
+const STAGES: u64 = 2;
 
 #[derive(clap::Subcommand)]
 pub enum Images {
-    /// Builds language images offline (debootstrap, then `docker import`); with no NAME the
-    /// builder's default set, `all` for every language, `go` and `compose-base` on request.
-    /// Needs root, debootstrap (installed when missing) and the Docker engine.
+    /// Builds the language catalog's images offline (a Debian 13 base by debootstrap, each
+    /// image's packages on top, then `docker import`); with no NAME every image of the catalog,
+    /// `compose-base` on request. An image whose definition did not change is not rebuilt.
+    /// Needs root, debootstrap (installed when missing), python3 and the Docker engine.
     Build { names: Vec<String> },
 }
 
@@ -86,6 +89,9 @@ fn unpack() -> std::io::Result<tempfile::TempDir> {
     std::fs::create_dir_all(scripts.join("lib"))?;
     write_executable(&scripts.join("build-images.sh"), BUILDER)?;
     write_executable(&scripts.join("lib/services.sh"), SERVICES)?;
+    write_executable(&scripts.join("lib/catalog.py"), CATALOG_READER)?;
+    std::fs::create_dir_all(dir.path().join("languages"))?;
+    std::fs::write(dir.path().join("languages/catalog.toml"), CATALOG)?;
     Ok(dir)
 }
 
@@ -99,7 +105,7 @@ fn write_executable(path: &Path, contents: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Bars driven by the builder's `==> ` lines: one per image, three stages each.
+/// Bars driven by the builder's `==> ` lines: one per image, two stages each.
 struct Progress {
     bars: MultiProgress,
     images: HashMap<String, ProgressBar>,
@@ -140,7 +146,7 @@ impl Progress {
         }
         let text = line.strip_prefix("==> ").unwrap_or(line);
         if let Some(list) = text
-            .strip_prefix("building ")
+            .strip_prefix("images ")
             .and_then(|rest| rest.split(" from ").next())
         {
             for name in list.split_whitespace() {
@@ -158,13 +164,9 @@ impl Progress {
             return;
         }
         let bar = self.bar(&name);
-        let (position, message) = if what.starts_with("debootstrap") {
-            (1, "debootstrap (downloads and unpacks packages)".to_owned())
-        } else if what.starts_with("rootfs cached") {
-            (2, "root filesystem cached".to_owned())
-        } else if what.starts_with("rootfs ready") {
-            (2, what.to_owned())
-        } else if what.starts_with("imported") || what.starts_with("up to date") {
+        let (position, message) = if what.starts_with("apt-get install") {
+            (1, "installing its packages".to_owned())
+        } else if what.starts_with("built") || what.starts_with("up to date") {
             (STAGES, format!("{subject}: {what}"))
         } else if what.contains("FAILED") || what.contains("ERROR") || line.contains("ERROR") {
             (bar.position(), format!("failed: {what}"))

@@ -51,16 +51,17 @@ fn request(args: &RunArgs) -> Result<Value, ClientError> {
         Some(name) => name
             .parse::<Language>()
             .map_err(|error| ClientError::Other(format!("--lang: {error}")))?,
-        None => main
-            .extension()
-            .and_then(|extension| Language::for_extension(&extension.to_string_lossy()))
-            .ok_or_else(|| {
-                ClientError::Other(format!(
+        None => {
+            main.extension()
+                .and_then(|extension| Language::for_extension(&extension.to_string_lossy()))
+                .ok_or_else(|| {
+                    ClientError::Other(format!(
                     "cannot tell the language of {} from its extension: pass --lang (one of {})",
                     main.display(),
-                    Language::ALL.map(|l| l.as_str()).join(", ")
+                    Language::all().iter().map(|l| l.as_str()).collect::<Vec<_>>().join(", ")
                 ))
-            })?,
+                })?
+        }
     };
     let mut files = Vec::new();
     for path in &args.files[1..] {

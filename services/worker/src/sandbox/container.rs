@@ -32,16 +32,14 @@ pub(super) fn config(
     if let Some(profile) = &settings.seccomp_profile {
         security_opt.push(format!("seccomp={profile}"));
     }
-    let tmpfs_bytes = i64::try_from(settings.tmpfs_bytes).unwrap_or(i64::MAX);
+    let needed = u64::from(language.definition().tmpfs_mb.unwrap_or(0)) << 20;
+    let tmpfs_bytes = i64::try_from(settings.tmpfs_bytes.max(needed)).unwrap_or(i64::MAX);
     let host_config = HostConfig {
         network_mode: Some(network_mode.clone()),
         readonly_rootfs: Some(true),
         tmpfs: Some(HashMap::from([(
             "/tmp".to_owned(),
-            format!(
-                "rw,exec,nosuid,nodev,size={},mode=1777",
-                settings.tmpfs_bytes
-            ),
+            format!("rw,exec,nosuid,nodev,size={},mode=1777", tmpfs_bytes),
         )])),
         cap_drop: Some(vec!["ALL".into()]),
         security_opt: Some(security_opt),
@@ -130,7 +128,7 @@ mod tests {
         let config = config(
             &settings(None),
             "img",
-            Language::Python,
+            "python".parse::<Language>().expect("in the catalog"),
             limits(false),
             Some("e1"),
         );
@@ -161,7 +159,7 @@ mod tests {
             config(
                 &settings(network),
                 "img",
-                Language::Bash,
+                "bash".parse::<Language>().expect("in the catalog"),
                 limits(asked),
                 None,
             )

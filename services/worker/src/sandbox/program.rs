@@ -69,13 +69,14 @@ impl Program {
 
 /// The command a sandbox of `language` starts with.
 pub fn bootstrap_command(language: Language) -> Vec<String> {
-    let run = match language {
-        Language::Python => "python3 -u main.py".to_owned(),
-        Language::Javascript => "node main.js".to_owned(),
-        Language::Bash => "bash main.sh".to_owned(),
-        Language::Go => format!(
-            "GO111MODULE=off go build -o /tmp/.voidrunner-main . || exit {COMPILE_FAILED_EXIT}\n/tmp/.voidrunner-main"
+    let definition = language.definition();
+    let run = match &definition.compile {
+        // What a compiler prints is its report, whichever stream it picked: stderr.
+        Some(compile) => format!(
+            "{{ {compile}\n}} >&2 || exit {COMPILE_FAILED_EXIT}\n{}",
+            definition.run
         ),
+        None => definition.run.clone(),
     };
     // `head -c` reads no further than it must, leaving the rest of stdin to the program. The
     // program runs as a child (not exec'd) so that the markers can follow it; only builtins
@@ -160,7 +161,7 @@ mod tests {
     #[test]
     fn the_payload_is_a_length_line_an_archive_and_then_stdin() {
         let program = Program {
-            language: Language::Python,
+            language: "python".parse().expect("in the catalog"),
             code: "print(input())".into(),
             files: vec![SourceFile {
                 path: "lib/helper.py".into(),

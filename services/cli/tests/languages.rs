@@ -1,0 +1,120 @@
+//! Every language of the catalog, through the real sandbox: its hello-world, a program that
+//! reads stdin, a non-zero exit, and for compiled languages a compile error. Adding a language to
+//! `languages/catalog.toml` adds it here.
+
+use futures::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use voidrunner_shared::Language;
+use voidrunner_testkit::{send, spawn_app_with, Backend, TestApp};
+
+/// One check of one language: what to send and what must come back.
+struct Case {
+    language: Language,
+    check: &'static str,
+    code: &'static str,
+    stdin: &'static str,
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for &language in Language::all() {
+        let checks = &language.definition().checks;
+        let mut add = |check, code: &'static String, stdin| {
+            cases.push(Case {
+                language,
+                check,
+                code: code.as_str(),
+                stdin,
+            })
+        };
+        add("hello", &checks.hello, "");
+        add("greet", &checks.greet, "voidrunner\n");
+        add("exit", &checks.exit, "");
+        if let Some(broken) = &checks.compile_error {
+            add("compile_error", broken, "");
+        }
+    }
+    cases
+}
+
+async fn run(app: &TestApp, token: &str, case: &Case) -> Value {
+    let body = json!({
+        "language": case.language.as_str(),
+        "code": case.code,
+        "stdin": case.stdin,
+    });
+    let (status, result) = app
+        .post_run(token, "?wait=true&wait_seconds=59", body)
+        .await;
+    match status {
+        200 => result,
+        // Still running after the wait: follow it to its end.
+        202 => {
+            let id = result["id"].as_str().expect("an execution id");
+            app.wait_final(token, id).await
+        }
+        _ => panic!("{} {}: refused: {result}", case.language, case.check),
+    }
+}
+
+/// What is wrong with the result of `case`, if anything.
+fn problem(case: &Case, result: &Value) -> Option<String> {
+    let (status, exit_code, stdout, compile_error) = match case.check {
+        "hello" => ("completed", json!(0), Some("hello, world\n"), false),
+        "greet" => ("completed", json!(0), Some("hello, voidrunner\n"), false),
+        "exit" => ("failed", json!(3), None, false),
+        _ => ("failed", Value::Null, Some(""), true),
+    };
+    let matches = result["status"] == status
+        && result["exit_code"] == exit_code
+        && stdout.is_none_or(|stdout| result["stdout"] == stdout)
+        && result["compile_error"] == compile_error
+        && (!compile_error || result["stderr"].as_str().is_some_and(|s| !s.is_empty()));
+    (!matches).then(|| {
+        format!(
+            "{} {}: wanted {status}, exit code {exit_code}, stdout {stdout:?}, compile error {compile_error}; got {result}",
+            case.language, case.check
+        )
+    })
+}
+
+#[tokio::test]
+async fn every_catalog_language_says_hello_reads_stdin_exits_and_reports_compile_errors() {
+    let app = spawn_app_with(Backend::Sqlite, &[("VOIDRUNNER_WORKER_SLOTS", "3")]).await;
+    let token = app.login_new_user().await;
+
+    // Every language is served by the worker (its images are built) and listed with it.
+    let (status, languages) = send(app.http.get(app.url("/languages")).bearer_auth(&token)).await;
+    assert_eq!(status, 200, "{languages}");
+    let listed = languages.as_array().expect("a list");
+    assert_eq!(listed.len(), Language::all().len(), "{languages}");
+    for entry in listed {
+        assert_eq!(
+            entry["workers"], 1,
+            "no worker serves {entry}: is its image built?"
+        );
+    }
+
+    let cases = cases();
+    let results: Vec<(usize, Value)> = stream::iter(cases.iter().enumerate())
+        .map(|(index, case)| {
+            let app = &app;
+            let token = &token;
+            async move { (index, run(app, token, case).await) }
+        })
+        .buffer_unordered(3)
+        .collect()
+        .await;
+    let problems: Vec<String> = results
+        .iter()
+        .filter_map(|(index, result)| problem(&cases[*index], result))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "{} of {} checks failed:\n{}",
+        problems.len(),
+        cases.len(),
+        problems.join("\n")
+    );
+    app.stop().await;
+}
