@@ -39,6 +39,9 @@ for profile in embedded distributed observability; do
         --profile "$profile" config -q
 done
 
+# Incremental compilation only helps a build that is run again; here it would only take disk.
+export CARGO_INCREMENTAL=0
+vr__log "disk: $(df -h --output=avail . | tail -n 1 | tr -d ' ') free where the build goes"
 vr__log "cargo fmt --check"
 cargo fmt --all -- --check
 vr__log "cargo clippy -D warnings"

@@ -163,16 +163,33 @@ impl Client {
     }
 }
 
-async fn wait_ready(stack: &Stack, http: &reqwest::Client, base: &str) {
+/// Waits until `replicas` api replicas answer `/ready` through the proxy. With more than one,
+/// each must have answered on its own: the proxy takes a replica that refused it (not ready
+/// yet) out of rotation for a while, so one ready replica is not a ready stack.
+async fn wait_ready(stack: &Stack, http: &reqwest::Client, base: &str, replicas: usize) {
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut ready = HashSet::new();
     loop {
-        let (status, _) = send(http.get(format!("{base}/ready"))).await;
-        if status == 200 {
+        let response = http.get(format!("{base}/ready")).send().await;
+        if let Ok(response) = response {
+            let upstream = response
+                .headers()
+                .get("x-upstream")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            // "a, b" means the proxy tried a first and went on to b.
+            if response.status() == 200 && !upstream.contains(',') {
+                ready.insert(upstream);
+            }
+        }
+        if ready.len() >= replicas {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "the stack was not ready in 120 s\n{}",
+            "{} of {replicas} api replicas were ready in 120 s ({ready:?})\n{}",
+            ready.len(),
             stack.logs()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -217,7 +234,7 @@ async fn the_distributed_profile_scales_survives_a_lost_worker_and_a_lost_nats_n
     stack.run(&["up", "-d", "--no-build", "--scale", "worker=1"]);
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&stack, &http, &base).await;
+    wait_ready(&stack, &http, &base, 2).await;
     timings.push(format!("up to ready {:.1}s", up.elapsed().as_secs_f64()));
 
     let token = voidrunner_testkit::login_new_user(&http, &base).await;
@@ -390,7 +407,7 @@ async fn the_embedded_profile_runs_a_program_with_a_secret_it_made_itself() {
     stack.run(&["up", "-d", "--no-build"]);
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&stack, &http, &base).await;
+    wait_ready(&stack, &http, &base, 1).await;
     let ready_after = up.elapsed();
     let token = voidrunner_testkit::login_new_user(&http, &base).await;
     let client = Client { http, base, token };
