@@ -320,9 +320,7 @@ async fn a_restarted_worker_removes_the_sandboxes_its_previous_run_left_behind()
         &[
             ("VOIDRUNNER_WORKER_ID", &worker_id),
             ("VOIDRUNNER_NATS_PREFIX", &prefix),
-            ("VOIDRUNNER_POOL_PYTHON", "0"),
-            ("VOIDRUNNER_POOL_JAVASCRIPT", "0"),
-            ("VOIDRUNNER_POOL_SIZES", "bash=0"),
+            ("VOIDRUNNER_POOL_SIZES", "python=0,javascript=0,bash=0"),
         ],
     )
     .await;

@@ -158,7 +158,7 @@ async fn bad_runs_are_refused_with_the_runs_own_field_names_and_write_nothing() 
             .json(&json!({ "runs": [
                 { "language": "python", "code": "print(1)" },
                 { "language": "bash", "code": "echo 2" },
-                { "language": "fortran", "code": "x" },
+                { "language": "cobol", "code": "x" },
             ] })),
     )
     .await;
