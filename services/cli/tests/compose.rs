@@ -125,12 +125,7 @@ impl Client {
             .await
             .expect("the proxy answers");
         let status = response.status().as_u16();
-        let upstream = response
-            .headers()
-            .get("x-upstream")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let upstream = upstream(&response);
         (
             status,
             response.json().await.unwrap_or(Value::Null),
@@ -163,6 +158,16 @@ impl Client {
     }
 }
 
+/// The api replica (or replicas, "a, b") the proxy sent a request to.
+fn upstream(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-upstream")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Waits until `replicas` api replicas answer `/ready` through the proxy. With more than one,
 /// each must have answered on its own: the proxy takes a replica that refused it (not ready
 /// yet) out of rotation for a while, so one ready replica is not a ready stack.
@@ -172,12 +177,7 @@ async fn wait_ready(stack: &Stack, http: &reqwest::Client, base: &str, replicas:
     loop {
         let response = http.get(format!("{base}/ready")).send().await;
         if let Ok(response) = response {
-            let upstream = response
-                .headers()
-                .get("x-upstream")
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            let upstream = upstream(&response);
             // "a, b" means the proxy tried a first and went on to b.
             if response.status() == 200 && !upstream.contains(',') {
                 ready.insert(upstream);

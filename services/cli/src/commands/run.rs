@@ -52,14 +52,16 @@ fn request(args: &RunArgs) -> Result<Value, ClientError> {
             .parse::<Language>()
             .map_err(|error| ClientError::Other(format!("--lang: {error}")))?,
         None => {
-            main.extension()
-                .and_then(|extension| Language::for_extension(&extension.to_string_lossy()))
+            let extension = main.extension().map(|e| e.to_string_lossy().into_owned());
+            extension
+                .and_then(|extension| Language::for_extension(&extension))
                 .ok_or_else(|| {
+                    let known: Vec<&str> = Language::all().iter().map(|l| l.as_str()).collect();
                     ClientError::Other(format!(
-                    "cannot tell the language of {} from its extension: pass --lang (one of {})",
-                    main.display(),
-                    Language::all().iter().map(|l| l.as_str()).collect::<Vec<_>>().join(", ")
-                ))
+                        "cannot tell the language of {} from its extension: pass --lang (one of {})",
+                        main.display(),
+                        known.join(", ")
+                    ))
                 })?
         }
     };
