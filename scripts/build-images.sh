@@ -173,7 +173,7 @@ in_chroot() {
 # Builds catalog image NAME (in a background job), unless an image of the same definition
 # exists. Writes its own log.
 build_image() {
-    local name="$1" TAG PACKAGES CHECK EXPECT LANGUAGES DEFINITION
+    local name="$1" TAG PACKAGES CHECK EXPECT LANGUAGES DEFINITION SETUP
     local -a ENVS=()
     eval "$(catalog image "$name")"
     local have start root logf="$CACHE/logs/$name.log"
@@ -197,6 +197,14 @@ build_image() {
         fi
     fi
     catalog files "$name" "$root"
+    if [[ -n "$SETUP" ]]; then
+        log "$name: $SETUP"
+        if ! in_chroot "$root" HOME=/tmp "${ENVS[@]}" sh -c "$SETUP" >>"$logf" 2>&1; then
+            tail -n 20 "$logf" >&2
+            remove_rootfs "$root"
+            die "$name: its setup command failed (full log: $logf)"
+        fi
+    fi
     clean_rootfs "$root"
     rm -f "$root/etc/resolv.conf"
     local f

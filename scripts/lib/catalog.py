@@ -54,6 +54,7 @@ def main(argv):
         print(f"CHECK={shlex.quote(spec['check'])}")
         print(f"EXPECT={shlex.quote(spec['expect'])}")
         print(f"ENVS=({' '.join(shlex.quote(e) for e in spec.get('env', []))})")
+        print(f"SETUP={shlex.quote(spec.get('setup', ''))}")
         print(f"LANGUAGES={shlex.quote(' '.join(users))}")
         print(f"DEFINITION={definition(name, spec)}")
     elif command == "files" and len(argv) == 5:

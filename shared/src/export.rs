@@ -4,7 +4,7 @@
 
 use crate::config::NatsConfig;
 use crate::provision::{lane_consumer_config, stream_configs};
-use crate::{Lane, Namespace};
+use crate::{Lane, Language, Namespace};
 
 /// Every contract file, by path relative to `nats/`, with its contents, for the default prefix.
 pub fn contract_files() -> Vec<(String, String)> {
@@ -24,12 +24,14 @@ pub fn contract_files() -> Vec<(String, String)> {
         files.push((format!("streams/{}.json", config.name), pretty(value)));
     }
     for lane in Lane::BY_PRECEDENCE {
-        let config = lane_consumer_config(&ns, &nats, lane);
-        let value = serde_json::to_value(&config).expect("consumer configs serialise");
-        files.push((
-            format!("consumers/{}.json", ns.lane_consumer(lane)),
-            pretty(value),
-        ));
+        for &language in Language::all() {
+            let config = lane_consumer_config(&ns, &nats, lane, language);
+            let value = serde_json::to_value(&config).expect("consumer configs serialise");
+            files.push((
+                format!("consumers/{}.json", ns.lane_consumer(lane, language)),
+                pretty(value),
+            ));
+        }
     }
     files
 }

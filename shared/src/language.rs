@@ -38,6 +38,8 @@ pub struct ImageDefinition {
     pub env: Vec<String>,
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    #[serde(default)]
+    pub setup: Option<String>,
 }
 
 /// One language of the catalog.
@@ -58,9 +60,6 @@ pub struct Definition {
     pub memory_mb: Option<u32>,
     #[serde(default)]
     pub timeout_seconds: Option<u32>,
-    /// The writable `/tmp` its programs need at least (Go's build cache takes about 60 MB).
-    #[serde(default)]
-    pub tmpfs_mb: Option<u32>,
     pub checks: Checks,
     /// `voidrunner/<image>:<image version>`, filled in when the catalog loads.
     #[serde(skip)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, kv, stream};
 
 use crate::config::NatsConfig;
-use crate::{Lane, Namespace};
+use crate::{Lane, Language, Namespace};
 
 /// How long JetStream remembers a `Nats-Msg-Id`; the outbox sweeper republishes well inside it.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(10 * 60);
@@ -88,16 +88,20 @@ pub fn stream_configs(ns: &Namespace, nats: &NatsConfig) -> Vec<stream::Config> 
     ]
 }
 
-/// The durable consumer of one lane on TASKS.
+/// The durable consumer of one language's executions in one lane on TASKS.
 pub fn lane_consumer_config(
     ns: &Namespace,
     nats: &NatsConfig,
     lane: Lane,
+    language: Language,
 ) -> consumer::pull::Config {
     consumer::pull::Config {
-        durable_name: Some(ns.lane_consumer(lane)),
-        description: Some(format!("workers pull {lane}-priority executions")),
-        filter_subject: ns.lane_filter(lane),
+        durable_name: Some(ns.lane_consumer(lane, language)),
+        description: Some(format!(
+            "workers that run {} pull its {lane}-priority executions",
+            language.display_name()
+        )),
+        filter_subject: ns.task_subject(lane, language),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: nats.ack_wait(),
         max_deliver: i64::from(nats.nats_max_deliver),
@@ -153,13 +157,20 @@ pub async fn provision(
     };
     let tasks = get_stream(js, &ns.tasks_stream()).await?;
     for lane in Lane::BY_PRECEDENCE {
-        let config = lane_consumer_config(ns, nats, lane);
-        retried(
-            format!("consumer {}", ns.lane_consumer(lane)),
-            consumer_timed_out,
-            || tasks.create_consumer(config.clone()),
-        )
-        .await?;
+        // Deleting a consumer leaves its messages in the stream for the consumers that follow.
+        let retired = ns.retired_lane_consumer(lane);
+        if tasks.delete_consumer(&retired).await.is_ok() {
+            tracing::info!(consumer = %retired, "removed the lane consumer of before per-language consumers");
+        }
+        for &language in Language::all() {
+            let config = lane_consumer_config(ns, nats, lane, language);
+            retried(
+                format!("consumer {}", ns.lane_consumer(lane, language)),
+                consumer_timed_out,
+                || tasks.create_consumer(config.clone()),
+            )
+            .await?;
+        }
     }
 
     let results = get_stream(js, &ns.results_stream()).await?;
@@ -254,16 +265,17 @@ where
 /// How long a service that does not provision waits for one that does.
 const TOPOLOGY_WAIT: Duration = Duration::from_secs(60);
 
-/// Waits until the lane consumers exist (an api creates them after the streams), for services
-/// whose credentials may not create them.
+/// Waits until the lane consumers of `languages` exist (an api creates them after the streams),
+/// for services whose credentials may not create them.
 pub async fn wait_for_topology(
     js: &jetstream::Context,
     ns: &Namespace,
+    languages: &[Language],
 ) -> Result<(), ProvisionError> {
     let deadline = tokio::time::Instant::now() + TOPOLOGY_WAIT;
     let mut announced = false;
     loop {
-        let missing = missing_consumer(js, ns).await;
+        let missing = missing_consumer(js, ns, languages).await;
         let Some(error) = missing else {
             return Ok(());
         };
@@ -278,15 +290,21 @@ pub async fn wait_for_topology(
     }
 }
 
-async fn missing_consumer(js: &jetstream::Context, ns: &Namespace) -> Option<ProvisionError> {
+async fn missing_consumer(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    languages: &[Language],
+) -> Option<ProvisionError> {
     let tasks = match get_stream(js, &ns.tasks_stream()).await {
         Ok(tasks) => tasks,
         Err(error) => return Some(error),
     };
     for lane in Lane::BY_PRECEDENCE {
-        let name = ns.lane_consumer(lane);
-        if let Err(error) = tasks.get_consumer::<consumer::pull::Config>(&name).await {
-            return Some(failed(format!("consumer {name}"))(error));
+        for &language in languages {
+            let name = ns.lane_consumer(lane, language);
+            if let Err(error) = tasks.get_consumer::<consumer::pull::Config>(&name).await {
+                return Some(failed(format!("consumer {name}"))(error));
+            }
         }
     }
     None

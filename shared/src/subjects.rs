@@ -62,11 +62,6 @@ impl Namespace {
         format!("{}.tasks.{lane}.{language}", self.prefix)
     }
 
-    /// Everything a lane's consumer receives.
-    pub fn lane_filter(&self, lane: Lane) -> String {
-        format!("{}.tasks.{lane}.>", self.prefix)
-    }
-
     /// `<p>.results.<execution_id>`: the execution's reply subject.
     pub fn result_subject(&self, execution_id: Uuid) -> String {
         format!("{}.results.{execution_id}", self.prefix)
@@ -129,8 +124,16 @@ impl Namespace {
         format!("{}.dlq.>", self.prefix)
     }
 
-    /// The durable consumer of a lane, shared by every worker.
-    pub fn lane_consumer(&self, lane: Lane) -> String {
+    /// The durable consumer of one language's executions in a lane, shared by every worker
+    /// that serves the language: a worker binds only its languages' consumers, so it never
+    /// receives an execution it cannot run.
+    pub fn lane_consumer(&self, lane: Lane, language: Language) -> String {
+        format!("workers-{lane}-{language}")
+    }
+
+    /// The one consumer a lane had before consumers were per language (its filter overlaps
+    /// theirs, which a work-queue stream refuses): provisioning removes it.
+    pub fn retired_lane_consumer(&self, lane: Lane) -> String {
         format!("workers-{lane}")
     }
 

@@ -637,6 +637,46 @@ async fn docker() -> bollard::Docker {
         .expect("docker reachable")
 }
 
+/// A second tag of `image` that a test can take away from under a running worker (which
+/// looked for its images at start-up): an image that vanishes is a failure of the fleet.
+pub struct VanishingImage {
+    pub tag: String,
+}
+
+impl VanishingImage {
+    /// Tags `image` anew as `voidrunner/vanishing-<random>:1`.
+    pub async fn of(image: &str) -> VanishingImage {
+        let repo = format!("voidrunner/vanishing-{}", uuid::Uuid::new_v4().simple());
+        docker()
+            .await
+            .tag_image(
+                image,
+                Some(bollard::query_parameters::TagImageOptions {
+                    repo: Some(repo.clone()),
+                    tag: Some("1".to_owned()),
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("tag {image}: {e}"));
+        VanishingImage {
+            tag: format!("{repo}:1"),
+        }
+    }
+
+    /// Removes the tag (the image itself stays, under its other tags).
+    pub async fn vanish(&self) {
+        docker()
+            .await
+            .remove_image(
+                &self.tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("untag {}: {e}", self.tag));
+    }
+}
+
 /// Containers on the Docker engine with `label` (`key` or `key=value`), running or not.
 pub async fn containers_labelled(label: &str) -> usize {
     docker()

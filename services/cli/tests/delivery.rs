@@ -252,10 +252,18 @@ async fn an_execution_the_fleet_cannot_run_is_dead_lettered_and_can_be_rerun_onc
         ],
     )
     .await;
-    // This worker's bash image does not exist: the fleet, not the program, fails.
+    // This worker's bash image goes away once it has started: the fleet, not the program, fails.
+    let image = voidrunner_testkit::VanishingImage::of(
+        &"bash"
+            .parse::<voidrunner_shared::Language>()
+            .expect("in the catalog")
+            .default_image(),
+    )
+    .await;
     let broken = app
-        .spawn_worker(&[("VOIDRUNNER_IMAGES", "bash=voidrunner/no-such-image:0")])
+        .spawn_worker(&[("VOIDRUNNER_IMAGES", &format!("bash={}", image.tag))])
         .await;
+    image.vanish().await;
     let token = app.login_new_user().await;
     let task = app
         .create_task_ok(

@@ -118,3 +118,83 @@ async fn every_catalog_language_says_hello_reads_stdin_exits_and_reports_compile
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn workers_pull_only_the_languages_they_serve_and_an_unserved_one_waits_for_its_worker() {
+    let app = voidrunner_testkit::spawn_api_only(Backend::Sqlite, &[]).await;
+    let token = app.login_new_user().await;
+    let pythonist = app
+        .spawn_worker(&[("VOIDRUNNER_WORKER_LANGUAGES", "python")])
+        .await;
+    let basher = app
+        .spawn_worker(&[("VOIDRUNNER_WORKER_LANGUAGES", "sh")])
+        .await;
+
+    let serving = |languages: &Value, id: &str| {
+        languages
+            .as_array()
+            .and_then(|all| all.iter().find(|entry| entry["id"] == id))
+            .map(|entry| entry["workers"].clone())
+    };
+    let (_, languages) = send(app.http.get(app.url("/languages")).bearer_auth(&token)).await;
+    assert_eq!(serving(&languages, "python"), Some(json!(1)), "{languages}");
+    assert_eq!(serving(&languages, "bash"), Some(json!(1)), "{languages}");
+    assert_eq!(serving(&languages, "ruby"), Some(json!(0)), "{languages}");
+
+    // Nobody serves Ruby yet: its execution waits in its lane.
+    let (status, ruby) = app
+        .post_run(
+            &token,
+            "",
+            json!({ "language": "ruby", "code": "puts 6 * 7" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{ruby}");
+    let ruby_id = ruby["id"].as_str().expect("an id").to_owned();
+
+    let mut runs = Vec::new();
+    for i in 0..6 {
+        let (language, code) = if i % 2 == 0 {
+            ("python", format!("print({i})"))
+        } else {
+            ("bash", format!("echo {i}"))
+        };
+        let (status, run) = app
+            .post_run(&token, "", json!({ "language": language, "code": code }))
+            .await;
+        assert_eq!(status, 202, "{run}");
+        runs.push((language, run["id"].as_str().expect("an id").to_owned()));
+    }
+    for (language, id) in &runs {
+        let done = app.wait_final(&token, id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        let expected = if *language == "python" {
+            &pythonist.id
+        } else {
+            &basher.id
+        };
+        assert_eq!(done["worker_id"], expected.as_str(), "{language}: {done}");
+    }
+    // Both workers were free all along, and neither took the Ruby execution.
+    let (_, waiting) = send(
+        app.http
+            .get(app.url(&format!("/executions/{ruby_id}")))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+
+    // A worker that serves Ruby comes, and takes it.
+    let rubyist = app
+        .spawn_worker(&[("VOIDRUNNER_WORKER_LANGUAGES", "ruby")])
+        .await;
+    let done = app.wait_final(&token, &ruby_id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["stdout"], "42\n", "{done}");
+    assert_eq!(done["worker_id"], rubyist.id.as_str(), "{done}");
+
+    rubyist.stop().await;
+    basher.stop().await;
+    pythonist.stop().await;
+    app.stop().await;
+}

@@ -252,7 +252,7 @@ async fn every_role_can_do_what_it_needs_and_nothing_more() {
         .await
         .expect("tasks")
         .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
-            &ns.lane_consumer(Lane::Normal),
+            &ns.lane_consumer(Lane::Normal, "python".parse().expect("in the catalog")),
         )
         .await
         .expect("the observer reads a lane's consumer");

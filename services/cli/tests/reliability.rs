@@ -177,14 +177,24 @@ async fn a_duplicate_or_late_message_changes_nothing() {
 
 #[tokio::test]
 async fn an_execution_the_fleet_cannot_run_ends_in_error_and_in_the_dead_letter_queue() {
+    // The worker's bash image goes away after the worker started (it serves bash: it had it).
+    let image = voidrunner_testkit::VanishingImage::of(
+        &"bash"
+            .parse::<voidrunner_shared::Language>()
+            .expect("in the catalog")
+            .default_image(),
+    )
+    .await;
     let app = spawn_app_with(
         Backend::Sqlite,
         &[
-            ("VOIDRUNNER_IMAGES", "bash=voidrunner/does-not-exist:never"),
+            ("VOIDRUNNER_IMAGES", &format!("bash={}", image.tag)),
+            ("VOIDRUNNER_POOL_SIZES", "bash=0"),
             ("VOIDRUNNER_NATS_MAX_DELIVER", "2"),
         ],
     )
     .await;
+    image.vanish().await;
     let token = app.login_new_user().await;
     let result = app
         .run_to_end(
@@ -196,8 +206,7 @@ async fn an_execution_the_fleet_cannot_run_ends_in_error_and_in_the_dead_letter_
     assert_eq!(result["attempt"], 2, "{result}");
     let error = result["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("gave up after 2 attempt(s)")
-            && error.contains("voidrunner/does-not-exist:never"),
+        error.contains("gave up after 2 attempt(s)") && error.contains(&image.tag),
         "{error}"
     );
 
@@ -364,7 +373,10 @@ async fn an_execution_whose_worker_dies_on_its_last_delivery_ends_in_error() {
         .await
         .expect("tasks stream");
     let lane: jetstream::consumer::PullConsumer = tasks
-        .get_consumer(&namespace.lane_consumer(voidrunner_shared::Lane::Normal))
+        .get_consumer(&namespace.lane_consumer(
+            voidrunner_shared::Lane::Normal,
+            "bash".parse().expect("in the catalog"),
+        ))
         .await
         .expect("lane consumer");
     let mut batch = lane

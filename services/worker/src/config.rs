@@ -13,6 +13,11 @@ pub struct WorkerConfig {
     /// `VOIDRUNNER_WORKER_SLOTS`: executions this worker runs at once.
     #[serde(default = "default_slots")]
     pub worker_slots: usize,
+    /// `VOIDRUNNER_WORKER_LANGUAGES`: the languages this worker serves, separated by commas (a
+    /// pool of specialised workers, say `java,c,cpp`); by default every language of the
+    /// catalog whose image it has. It pulls executions of these languages only.
+    #[serde(default)]
+    pub worker_languages: String,
     /// `VOIDRUNNER_IMAGES`: images that run a language instead of the catalog's, as
     /// `language=image` pairs separated by commas (e.g. `python=registry.local/python:3.13`).
     #[serde(default)]
@@ -105,6 +110,7 @@ impl WorkerConfig {
             ));
         }
         self.image_overrides()?;
+        self.chosen_languages()?;
         for (language, size) in self.pool_size_overrides()? {
             if size > 64 {
                 return Err(ConfigError::invalid(
@@ -162,6 +168,31 @@ impl WorkerConfig {
             .ok()
             .and_then(|sizes| sizes.get(&language).copied())
             .unwrap_or(default)
+    }
+
+    /// The languages `VOIDRUNNER_WORKER_LANGUAGES` names, or `None` when it names none (all).
+    pub fn chosen_languages(&self) -> Result<Option<Vec<Language>>, ConfigError> {
+        let names: Vec<&str> = self
+            .worker_languages
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .collect();
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let mut languages = Vec::new();
+        for name in names {
+            let language: Language =
+                name.parse()
+                    .map_err(|e: voidrunner_shared::language::UnknownLanguage| {
+                        ConfigError::invalid("WORKER_LANGUAGES", e)
+                    })?;
+            if !languages.contains(&language) {
+                languages.push(language);
+            }
+        }
+        Ok(Some(languages))
     }
 
     fn image_overrides(&self) -> Result<HashMap<Language, String>, ConfigError> {

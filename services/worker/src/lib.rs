@@ -65,7 +65,8 @@ pub enum StartError {
 /// A built worker, ready to run.
 pub struct Worker {
     runner: Runner,
-    lanes: Vec<(Lane, PullConsumer)>,
+    /// Per lane, the consumers of the languages this worker serves.
+    lanes: Vec<(Lane, Vec<PullConsumer>)>,
     slots: usize,
     /// Where `/metrics`, `/health` and `/ready` are served, if anywhere.
     metrics: Option<tokio::net::TcpListener>,
@@ -102,8 +103,6 @@ impl Worker {
         .await?;
         if nats.nats_provision {
             provision(&jetstream, &namespace, nats).await?;
-        } else {
-            wait_for_topology(&jetstream, &namespace).await?;
         }
 
         let settings = sandbox_settings(&config, &policy, &worker_id, &namespace)?;
@@ -114,8 +113,11 @@ impl Worker {
                 Arc::new(InstantSandbox::default())
             }
         };
-        let languages = languages_present(sandbox.as_ref()).await;
-        let (lanes, results) = bind(&jetstream, &namespace).await?;
+        let languages = served_languages(&config, sandbox.as_ref()).await?;
+        if !nats.nats_provision {
+            wait_for_topology(&jetstream, &namespace, &languages).await?;
+        }
+        let (lanes, results) = bind(&jetstream, &namespace, &languages).await?;
         let cancellations = cancellations::Cancellations::new(&jetstream, &namespace).await;
         let slots = config.worker_slots;
         let worker = Worker {
@@ -282,32 +284,36 @@ impl Worker {
         }
     }
 
-    /// Takes up to `free` dispatches without waiting, in the lane order of fetch `round`.
+    /// Takes up to `free` dispatches without waiting, in the lane order of fetch `round`; within
+    /// a lane, the languages take turns at going first, so that none is starved.
     async fn fetch(&self, free: usize, round: u64) -> Vec<async_nats::jetstream::Message> {
         let mut taken = Vec::new();
         for lane in lane_order(round) {
-            let Some((_, consumer)) = self.lanes.iter().find(|(l, _)| *l == lane) else {
+            let Some((_, consumers)) = self.lanes.iter().find(|(l, _)| *l == lane) else {
                 continue;
             };
-            let wanted = free - taken.len();
-            if wanted == 0 {
-                break;
-            }
-            let batch = tokio::time::timeout(FETCH_TIMEOUT, async {
-                let mut messages = consumer.fetch().max_messages(wanted).messages().await?;
-                let mut got = Vec::new();
-                while let Some(message) = messages.next().await {
-                    got.push(message?);
+            let start = usize::try_from(round).unwrap_or(0) % consumers.len().max(1);
+            for consumer in consumers.iter().cycle().skip(start).take(consumers.len()) {
+                let wanted = free - taken.len();
+                if wanted == 0 {
+                    return taken;
                 }
-                Ok::<_, async_nats::Error>(got)
-            })
-            .await;
-            match batch {
-                Ok(Ok(got)) => taken.extend(got),
-                Ok(Err(error)) => {
-                    tracing::warn!(%lane, error = %error, "fetching from lane failed")
+                let batch = tokio::time::timeout(FETCH_TIMEOUT, async {
+                    let mut messages = consumer.fetch().max_messages(wanted).messages().await?;
+                    let mut got = Vec::new();
+                    while let Some(message) = messages.next().await {
+                        got.push(message?);
+                    }
+                    Ok::<_, async_nats::Error>(got)
+                })
+                .await;
+                match batch {
+                    Ok(Ok(got)) => taken.extend(got),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%lane, error = %error, "fetching from lane failed")
+                    }
+                    Err(_) => tracing::warn!(%lane, "fetching from lane timed out"),
                 }
-                Err(_) => tracing::warn!(%lane, "fetching from lane timed out"),
             }
         }
         taken
@@ -410,26 +416,40 @@ fn sandbox_settings(
     })
 }
 
-/// The languages this worker's sandbox can run (for Docker: whose image its engine has).
-async fn languages_present(sandbox: &dyn SandboxBackend) -> Vec<Language> {
+/// The languages this worker serves: those `VOIDRUNNER_WORKER_LANGUAGES` names (every one of the
+/// catalog when it names none) whose image its sandbox has (for Docker: its engine).
+async fn served_languages(
+    config: &WorkerConfig,
+    sandbox: &dyn SandboxBackend,
+) -> Result<Vec<Language>, StartError> {
+    let chosen = config
+        .chosen_languages()?
+        .unwrap_or_else(|| Language::all().to_vec());
     let mut languages = Vec::new();
-    for &language in Language::all() {
+    for language in chosen {
         if sandbox.has_language(language).await {
             languages.push(language);
         } else {
-            tracing::warn!(%language, "image missing: executions in this language will fail here until it is built (scripts/build-images.sh)");
+            tracing::warn!(%language, "image missing: this worker does not serve the language until it is built (scripts/build-images.sh) and the worker restarted");
         }
     }
-    languages
+    if languages.is_empty() {
+        tracing::warn!(
+            "this worker has no image of any language it may serve: it will pull nothing"
+        );
+    }
+    Ok(languages)
 }
 
-/// The lane consumers, in the order the worker serves them, and the results stream.
+/// The lane consumers of `languages`, lanes in the order the worker serves them, and the
+/// results stream.
 async fn bind(
     jetstream: &async_nats::jetstream::Context,
     namespace: &voidrunner_shared::Namespace,
+    languages: &[Language],
 ) -> Result<
     (
-        Vec<(Lane, PullConsumer)>,
+        Vec<(Lane, Vec<PullConsumer>)>,
         async_nats::jetstream::stream::Stream,
     ),
     StartError,
@@ -443,12 +463,16 @@ async fn bind(
         .map_err(|e| unbound(namespace.tasks_stream())(e.into()))?;
     let mut lanes = Vec::new();
     for lane in Lane::BY_PRECEDENCE {
-        let name = namespace.lane_consumer(lane);
-        let consumer: PullConsumer = tasks
-            .get_consumer(&name)
-            .await
-            .map_err(unbound(name.clone()))?;
-        lanes.push((lane, consumer));
+        let mut consumers = Vec::new();
+        for &language in languages {
+            let name = namespace.lane_consumer(lane, language);
+            let consumer: PullConsumer = tasks
+                .get_consumer(&name)
+                .await
+                .map_err(unbound(name.clone()))?;
+            consumers.push(consumer);
+        }
+        lanes.push((lane, consumers));
     }
     let results = jetstream
         .get_stream(namespace.results_stream())

@@ -32,8 +32,7 @@ pub(super) fn config(
     if let Some(profile) = &settings.seccomp_profile {
         security_opt.push(format!("seccomp={profile}"));
     }
-    let needed = u64::from(language.definition().tmpfs_mb.unwrap_or(0)) << 20;
-    let tmpfs_bytes = i64::try_from(settings.tmpfs_bytes.max(needed)).unwrap_or(i64::MAX);
+    let tmpfs_bytes = i64::try_from(settings.tmpfs_bytes).unwrap_or(i64::MAX);
     let host_config = HostConfig {
         network_mode: Some(network_mode.clone()),
         readonly_rootfs: Some(true),
@@ -75,14 +74,12 @@ pub(super) fn config(
         cmd: Some(bootstrap_command(language)),
         user: Some(SANDBOX_USER.into()),
         working_dir: Some("/tmp".into()),
+        // A language's own environment comes from its image (the catalog's `env`).
         env: Some(vec![
             "HOME=/tmp".into(),
             "PATH=/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin".into(),
             "PYTHONDONTWRITEBYTECODE=1".into(),
             "LANG=C.UTF-8".into(),
-            "GOCACHE=/tmp/.cache/go-build".into(),
-            "GOPATH=/tmp/go".into(),
-            "CGO_ENABLED=0".into(),
         ]),
         labels: Some(labels),
         network_disabled: Some(network_mode == "none"),
