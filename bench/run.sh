@@ -3,7 +3,7 @@
 # sandbox rows, nats-server, PostgreSQL, Celery and Redis for the anchor), builds the
 # `voidrunner` binary and the benchmark with the same profile, and runs it.
 #
-#   bench/run.sh [--quick] [--only sandbox|control-plane] [--database postgres|sqlite] ...
+#   bench/run.sh [--quick] [--only sandbox|languages|control-plane] [--database postgres|sqlite] ...
 #
 # --quick builds the debug profile (what the test command has built already) and runs a few of
 # everything; otherwise release. VOIDRUNNER_BENCH_PROFILE overrides the profile (e.g. profiling:
@@ -23,13 +23,16 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 done
 
 vr_ensure_nats_server
-if [[ "$only" != "sandbox" ]]; then
+if [[ -z "$only" || "$only" == control-plane ]]; then
     vr_ensure_postgres
     vr_ensure_celery
 fi
-if [[ "$only" != "control-plane" ]]; then
+if [[ "$only" == sandbox ]]; then
     vr_ensure_docker
     vr_ensure_images python
+elif [[ "$only" != control-plane ]]; then
+    vr_ensure_docker
+    vr_ensure_images all    # the languages rows run every language of the catalog
 fi
 
 dir="$profile"

@@ -46,6 +46,10 @@ const THROUGHPUT_EXECUTIONS: usize = 48;
 
 /// A worker running in this process against the benchmark's nats-server.
 struct BenchWorker {
+    /// What it runs: the language, the program and what the program prints.
+    language: Language,
+    code: String,
+    stdout: String,
     client: async_nats::Client,
     jetstream: jetstream::Context,
     namespace: Namespace,
@@ -59,23 +63,45 @@ impl BenchWorker {
         Self::start_with(nats_url, slots, pool, "127.0.0.1:0").await
     }
 
-    /// `metrics_addr` `off`: the worker records no metrics.
+    /// A worker of the trivial Python program; `metrics_addr` `off`: it records no metrics.
     async fn start_with(
         nats_url: &str,
         slots: usize,
         pool: usize,
         metrics_addr: &str,
     ) -> anyhow::Result<BenchWorker> {
+        let program = (PROGRAM.to_owned(), "hello\n".to_owned());
         let prefix = voidrunner_testkit::unique_prefix();
+        Self::start_for(
+            nats_url,
+            &prefix,
+            python(),
+            program,
+            slots,
+            pool,
+            metrics_addr,
+        )
+        .await
+    }
+
+    /// A worker that serves `language` only and runs `program` (code, expected stdout), in
+    /// the installation `prefix`.
+    async fn start_for(
+        nats_url: &str,
+        prefix: &str,
+        language: Language,
+        (code, stdout): (String, String),
+        slots: usize,
+        pool: usize,
+        metrics_addr: &str,
+    ) -> anyhow::Result<BenchWorker> {
         let vars: Vec<(String, String)> = [
             ("VOIDRUNNER_METRICS_ADDR", metrics_addr.to_owned()),
             ("VOIDRUNNER_NATS_URL", nats_url.to_owned()),
-            ("VOIDRUNNER_NATS_PREFIX", prefix.clone()),
+            ("VOIDRUNNER_NATS_PREFIX", prefix.to_owned()),
             ("VOIDRUNNER_WORKER_SLOTS", slots.to_string()),
-            (
-                "VOIDRUNNER_POOL_SIZES",
-                format!("python={pool},javascript=0,bash=0"),
-            ),
+            ("VOIDRUNNER_WORKER_LANGUAGES", language.as_str().to_owned()),
+            ("VOIDRUNNER_POOL_SIZES", format!("{language}={pool}")),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -99,9 +125,12 @@ impl BenchWorker {
         });
         let client = async_nats::connect(nats_url).await?;
         Ok(BenchWorker {
+            language,
+            code,
+            stdout,
             jetstream: jetstream::new(client.clone()),
             client,
-            namespace: Namespace::new(&prefix)?,
+            namespace: Namespace::new(prefix)?,
             worker_id,
             shutdown,
             task,
@@ -113,7 +142,7 @@ impl BenchWorker {
         let _ = self.task.await;
     }
 
-    /// Warm Python sandboxes ready now, from the worker's status endpoint.
+    /// Warm sandboxes of its language ready now, from the worker's status endpoint.
     async fn warm_ready(&self) -> anyhow::Result<u64> {
         let subject = self.namespace.worker_status_subject(&self.worker_id);
         // Until the worker has registered its status endpoint, nothing answers.
@@ -121,7 +150,9 @@ impl BenchWorker {
             return Ok(0);
         };
         let status: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-        Ok(status["warm_pool"]["python"].as_u64().unwrap_or(0))
+        Ok(status["warm_pool"][self.language.as_str()]
+            .as_u64()
+            .unwrap_or(0))
     }
 
     async fn wait_for_pool(&self, size: u64) -> anyhow::Result<()> {
@@ -148,19 +179,19 @@ impl BenchWorker {
             let dispatch = Dispatch::V1(DispatchV1 {
                 execution_id: *id,
                 task_id: *id,
-                language: python(),
+                language: self.language,
                 lane: Lane::Normal,
-                code: PROGRAM.into(),
+                code: self.code.clone(),
                 files: Vec::new(),
                 stdin: String::new(),
-                timeout_seconds: 30,
+                timeout_seconds: 120,
                 limits: RequestedLimits::default(),
                 network: false,
                 retry: Default::default(),
                 submitted_at: chrono::Utc::now(),
                 dispatch_token: None,
             });
-            let subject = self.namespace.task_subject(Lane::Normal, python());
+            let subject = self.namespace.task_subject(Lane::Normal, self.language);
             let headers = headers::for_execution(&id.to_string(), *id, *id, 0);
             sent.insert(*id, Instant::now());
             self.jetstream
@@ -176,7 +207,7 @@ impl BenchWorker {
                 .context("result subscription ended")?;
             let ExecutionResult::V1(result) = serde_json::from_slice(&message.payload)?;
             if let Some(started) = sent.remove(&result.execution_id) {
-                if result.status != Status::Completed || result.stdout.text != "hello\n" {
+                if result.status != Status::Completed || result.stdout.text != self.stdout {
                     bail!("unexpected result: {result:?}");
                 }
                 latencies.push(started.elapsed());
@@ -308,13 +339,19 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(if quick { 200 } else { 5000 });
     let only = arg("--only");
-    if !matches!(only.as_deref(), None | Some("sandbox" | "control-plane")) {
-        bail!("--only takes sandbox or control-plane");
+    if !matches!(
+        only.as_deref(),
+        None | Some("sandbox" | "control-plane" | "languages")
+    ) {
+        bail!("--only takes sandbox, control-plane or languages");
     }
-    if only.as_deref() != Some("control-plane") {
+    if matches!(only.as_deref(), None | Some("sandbox")) {
         sandbox_paths(samples, quick).await?;
     }
-    if only.as_deref() != Some("sandbox") {
+    if matches!(only.as_deref(), None | Some("languages")) {
+        languages(if quick { 1 } else { 10 }).await?;
+    }
+    if matches!(only.as_deref(), None | Some("control-plane")) {
         control_plane(executions, quick).await?;
     }
     Ok(())
@@ -594,4 +631,67 @@ async fn sandbox_paths(samples: usize, quick: bool) -> anyhow::Result<()> {
         println!("| {parallelism} | {rate:.1} |");
     }
     Ok(())
+}
+
+/// Every language of the catalog: its hello-world through a worker that serves it alone, warm
+/// (a pooled sandbox ready) and cold (a container created for it), `samples` of each.
+async fn languages(samples: usize) -> anyhow::Result<()> {
+    let nats = voidrunner_testkit::start_nats().await;
+    // One installation for all: each worker serves one language, one after the other.
+    let prefix = voidrunner_testkit::unique_prefix();
+    let mut rows = Vec::new();
+    for &language in Language::all() {
+        let program = (
+            language.definition().checks.hello.clone(),
+            "hello, world\n".to_owned(),
+        );
+        eprintln!("{language}: {samples} warm and {samples} cold hello-worlds");
+        let warm =
+            BenchWorker::start_for(nats.url(), &prefix, language, program.clone(), 1, 1, "off")
+                .await?;
+        let mut warm_samples = Vec::new();
+        for _ in 0..samples {
+            warm.wait_for_pool(1).await?;
+            warm_samples.extend(warm.run(1).await?);
+        }
+        warm.stop().await;
+        let cold =
+            BenchWorker::start_for(nats.url(), &prefix, language, program, 1, 0, "off").await?;
+        let mut cold_samples = Vec::new();
+        for _ in 0..samples {
+            cold_samples.extend(cold.run(1).await?);
+        }
+        cold.stop().await;
+        warm_samples.sort();
+        cold_samples.sort();
+        rows.push((language, warm_samples, cold_samples));
+    }
+    println!("\nHello-world of every language through a worker, {samples} sequential samples each (warm: a pooled sandbox was ready; cold: a container created for it):\n");
+    println!("| language | version | image | image MiB | warm p50 ms | cold p50 ms |");
+    println!("|---|---|---|---:|---:|---:|");
+    for (language, warm, cold) in rows {
+        let image = language.default_image();
+        println!(
+            "| {} | {} | `{image}` | {} | {} | {} |",
+            language.as_str(),
+            language.version(),
+            image_mib(&image).await?,
+            ms(percentile(&warm, 50.0)),
+            ms(percentile(&cold, 50.0)),
+        );
+    }
+    Ok(())
+}
+
+/// The size of a local image, in MiB.
+async fn image_mib(image: &str) -> anyhow::Result<u64> {
+    let output = tokio::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Size}}", image])
+        .output()
+        .await?;
+    let bytes: u64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .with_context(|| format!("the size of {image}"))?;
+    Ok(bytes >> 20)
 }

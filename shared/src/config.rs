@@ -553,6 +553,24 @@ impl SandboxPolicy {
     pub fn defaults(&self) -> EffectiveLimits {
         self.resolve(&crate::events::RequestedLimits::default())
     }
+
+    /// The limits of an execution in `language`: as `resolve`, but a program that asks for no
+    /// memory limit gets its language's default when that is more than the installation's
+    /// (compilers and virtual machines need more).
+    pub fn resolve_for(
+        &self,
+        language: crate::Language,
+        requested: &crate::events::RequestedLimits,
+    ) -> EffectiveLimits {
+        let mut requested = *requested;
+        if requested.memory_mb.is_none() {
+            requested.memory_mb = language
+                .definition()
+                .memory_mb
+                .filter(|&mb| mb > self.sandbox_memory_mb);
+        }
+        self.resolve(&requested)
+    }
 }
 
 #[cfg(test)]

@@ -390,7 +390,7 @@ fn sandbox_settings(
         })?),
         None => None,
     };
-    let defaults = policy.defaults();
+    let chosen = config.chosen_languages()?;
     Ok(SandboxSettings {
         worker_id: worker_id.to_owned(),
         installation: namespace.prefix().to_owned(),
@@ -398,8 +398,14 @@ fn sandbox_settings(
             .iter()
             .map(|language| (*language, config.image(*language)))
             .collect(),
+        // No warm sandboxes of a language this worker is told not to serve.
         pool_sizes: Language::all()
             .iter()
+            .filter(|language| {
+                chosen
+                    .as_ref()
+                    .is_none_or(|chosen| chosen.contains(language))
+            })
             .map(|language| (*language, config.pool_size(*language)))
             .collect(),
         pids: config.sandbox_pids,
@@ -408,11 +414,13 @@ fn sandbox_settings(
         network: policy
             .network_allowed()
             .then(|| policy.sandbox_network.clone()),
-        pool_limits: ContainerLimits {
-            memory_bytes: i64::from(defaults.memory_mb) << 20,
-            nano_cpus: i64::from(defaults.cpu_millis) * 1_000_000,
-            network: false,
-        },
+        pool_limits: Language::all()
+            .iter()
+            .map(|&language| {
+                let defaults = policy.resolve_for(language, &Default::default());
+                (language, ContainerLimits::of(&defaults, false))
+            })
+            .collect(),
     })
 }
 

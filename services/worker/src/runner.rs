@@ -305,22 +305,8 @@ impl Runner {
     }
 
     fn limits(&self, dispatch: &DispatchV1) -> (ContainerLimits, RunLimits) {
-        // A program that asks for no memory limit gets its language's default when that is
-        // more than the installation's (compilers and virtual machines need more).
-        let mut requested = dispatch.limits;
-        if requested.memory_mb.is_none() {
-            requested.memory_mb = dispatch
-                .language
-                .definition()
-                .memory_mb
-                .filter(|&mb| mb > self.policy.sandbox_memory_mb);
-        }
-        let limits = self.policy.resolve(&requested);
-        let container = ContainerLimits {
-            memory_bytes: i64::from(limits.memory_mb) << 20,
-            nano_cpus: i64::from(limits.cpu_millis) * 1_000_000,
-            network: dispatch.network,
-        };
+        let limits = self.policy.resolve_for(dispatch.language, &dispatch.limits);
+        let container = ContainerLimits::of(&limits, dispatch.network);
         let run = RunLimits {
             output_bytes: usize::try_from(limits.output_bytes).unwrap_or(usize::MAX),
             timeout: Duration::from_secs(u64::from(

@@ -108,7 +108,7 @@ mod tests {
             tmpfs_bytes: 64 << 20,
             seccomp_profile: None,
             network: network.map(str::to_owned),
-            pool_limits: limits(false),
+            pool_limits: HashMap::new(),
         }
     }
 

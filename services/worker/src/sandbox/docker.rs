@@ -143,8 +143,9 @@ impl DockerSandbox {
         let language = program.language;
         let pool = self.inner.pools.get(&language);
         let getting_ready = std::time::Instant::now();
+        let pooled = self.inner.settings.pool_limits.get(&language) == Some(&container);
         let warm = match pool {
-            Some(pool) if container == self.inner.settings.pool_limits => pool.take(),
+            Some(pool) if pooled => pool.take(),
             _ => None,
         };
         let (started, was_warm) = match warm {
@@ -154,7 +155,7 @@ impl DockerSandbox {
             }
             None => {
                 SandboxMetrics::add(&self.inner.metrics.cold_starts, 1);
-                if pool.is_some() && container == self.inner.settings.pool_limits {
+                if pool.is_some() && pooled {
                     SandboxMetrics::add(&self.inner.metrics.pool_empty, 1);
                     metrics::counter!(names::WARM_POOL_MISSES, "language" => language.as_str())
                         .increment(1);

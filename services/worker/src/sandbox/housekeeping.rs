@@ -38,7 +38,9 @@ impl DockerSandbox {
         let Some(pool) = self.inner.pools.get(&language) else {
             return;
         };
-        let limits = self.inner.settings.pool_limits;
+        let Some(&limits) = self.inner.settings.pool_limits.get(&language) else {
+            return;
+        };
         loop {
             while pool.len() < pool.target && !shutdown.is_cancelled() {
                 match self.start(language, limits, None).await {

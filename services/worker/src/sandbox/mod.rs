@@ -39,6 +39,17 @@ pub struct ContainerLimits {
     pub network: bool,
 }
 
+impl ContainerLimits {
+    /// The container side of an execution's effective limits.
+    pub fn of(limits: &voidrunner_shared::config::EffectiveLimits, network: bool) -> Self {
+        ContainerLimits {
+            memory_bytes: i64::from(limits.memory_mb) << 20,
+            nano_cpus: i64::from(limits.cpu_millis) * 1_000_000,
+            network,
+        }
+    }
+}
+
 /// What the worker enforces on one run, from outside the container.
 #[derive(Debug, Clone, Copy)]
 pub struct RunLimits {

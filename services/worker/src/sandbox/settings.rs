@@ -29,6 +29,7 @@ pub struct SandboxSettings {
     pub seccomp_profile: Option<String>,
     /// The Docker network of sandboxes whose task asked for network; None: never.
     pub network: Option<String>,
-    /// The container limits of warm-pool sandboxes: the defaults.
-    pub pool_limits: ContainerLimits,
+    /// The container limits of each language's warm-pool sandboxes: an execution that asked
+    /// for nothing gets these, and so takes a pooled sandbox.
+    pub pool_limits: HashMap<Language, ContainerLimits>,
 }
