@@ -5,6 +5,7 @@
 //! language can join the fleet from this crate's JSON Schemas (`nats/schemas/`) alone.
 
 pub mod backoff;
+pub mod catalog;
 pub mod config;
 pub mod connect;
 pub mod events;
