@@ -4,7 +4,11 @@
 #   debootstrap --variant=minbase trixie BASE MIRROR      (once, cached)
 #   copy BASE, chroot apt-get install <the image's packages>, strip, check the version
 #   tar -C ROOTFS -c . | docker import - voidrunner/<image>:<version>
+#   and the same root filesystem, unpacked, for the native sandbox backend:
+#   $VOIDRUNNER_SANDBOX_ROOTFS_DIR/voidrunner/<image>:<version>/<definition>/{rootfs,env},
+#   with `current` naming the version in use (the one before is kept for running sandboxes).
 # An image is labelled with a digest of its definition and rebuilt only when that changes.
+# Every image has tini, the init of native sandboxes.
 #
 # Usage: scripts/build-images.sh [IMAGE...] [all] [compose-base]
 #   no argument = every image of the catalog (python node bash go rust gcc java ...).
@@ -17,6 +21,7 @@
 #   VOIDRUNNER_IMAGE_CACHE    cache dir (default /var/cache/voidrunner)
 #   VOIDRUNNER_BUILD_JOBS     images built at once (default 2)
 #   VOIDRUNNER_FORCE_REBUILD  1 = discard cached root filesystems and rebuild every image asked for
+#   VOIDRUNNER_SANDBOX_ROOTFS_DIR  where the unpacked images go (default /var/lib/voidrunner/rootfs)
 #
 # Progress goes to stderr, prefixed with "==> ".
 set -euo pipefail
@@ -28,6 +33,7 @@ source "$SCRIPTS_DIR/lib/services.sh"
 CATALOG="${VOIDRUNNER_LANGUAGES_CATALOG:-$SCRIPTS_DIR/../languages/catalog.toml}"
 CACHE="${VOIDRUNNER_IMAGE_CACHE:-/var/cache/voidrunner}"
 JOBS="${VOIDRUNNER_BUILD_JOBS:-2}"
+ROOTFS_DIR="${VOIDRUNNER_SANDBOX_ROOTFS_DIR:-/var/lib/voidrunner/rootfs}"
 # The language images come from Debian 13; the compose stand-ins from Debian 12.
 SUITE=trixie
 COMPOSE_SUITE=bookworm
@@ -170,6 +176,43 @@ in_chroot() {
     return "$status"
 }
 
+# Makes ROOT (a finished root filesystem, moved away) the unpacked version DEFINITION of image
+# TAG for native sandboxes, with the image's environment, and points `current` at it. Without
+# ROOT, unpacks the image from Docker (an image built before, whose unpacked copy is missing).
+install_rootfs() {
+    local tag="$1" definition="$2" root="${3:-}"
+    local dir="$ROOTFS_DIR/$tag" version
+    version="$dir/$definition"
+    if [[ -d "$version/rootfs" && -f "$version/env" ]]; then
+        [[ -n "$root" ]] && remove_rootfs "$root"
+    else
+        mkdir -p "$dir"
+        rm -rf --one-file-system "$version.new"
+        mkdir -p "$version.new"
+        if [[ -n "$root" ]]; then
+            mv "$root" "$version.new/rootfs"
+        else
+            local cid
+            cid="$(docker create "$tag" /bin/true)"
+            mkdir -p "$version.new/rootfs"
+            docker export "$cid" | tar --numeric-owner -C "$version.new/rootfs" -x
+            docker rm "$cid" >/dev/null
+        fi
+        docker image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$tag" \
+            | grep '=' > "$version.new/env" || true
+        # The sandbox's users (mapped far from the host's) read it as "others".
+        chmod 755 "$ROOTFS_DIR" "$ROOTFS_DIR/${tag%%/*}" "$dir" "$version.new" "$version.new/rootfs"
+        rm -rf --one-file-system "$version"
+        mv "$version.new" "$version"
+    fi
+    ln -sfn "$definition" "$dir/current.new" && mv -T "$dir/current.new" "$dir/current"
+    # Keep the version in use and the one before it (sandboxes may still run on that).
+    local old
+    for old in $(ls -1t "$dir" | grep -v -x -e current -e "$definition" | tail -n +2); do
+        rm -rf --one-file-system "${dir:?}/$old"
+    done
+}
+
 # Builds catalog image NAME (in a background job), unless an image of the same definition
 # exists. Writes its own log.
 build_image() {
@@ -179,6 +222,7 @@ build_image() {
     local have start root logf="$CACHE/logs/$name.log"
     have="$(docker image inspect --format '{{index .Config.Labels "org.voidrunner.definition"}}' "$TAG" 2>/dev/null || true)"
     if [[ "$have" == "$DEFINITION" && "${VOIDRUNNER_FORCE_REBUILD:-0}" != 1 ]]; then
+        install_rootfs "$TAG" "$DEFINITION"
         log "$TAG: up to date (definition $DEFINITION; languages: $LANGUAGES)"
         return 0
     fi
@@ -187,6 +231,7 @@ build_image() {
     remove_rootfs "$root"
     mkdir -p "$(dirname "$root")"
     cp -a "$CACHE/$SUITE/base" "$root"
+    PACKAGES="${PACKAGES:+$PACKAGES,}tini"
     if [[ -n "$PACKAGES" ]]; then
         log "$name: apt-get install ${PACKAGES//,/ } (log: $logf)"
         # shellcheck disable=SC2086
@@ -208,7 +253,7 @@ build_image() {
     clean_rootfs "$root"
     rm -f "$root/etc/resolv.conf"
     local f
-    for f in usr/bin/env usr/bin/head bin/sh; do
+    for f in usr/bin/env usr/bin/head bin/sh usr/bin/tini; do
         [[ -e "$root/$f" ]] || die "$name: rootfs lacks /$f"
     done
     local out
@@ -225,7 +270,7 @@ build_image() {
             --change "LABEL org.voidrunner.definition=$DEFINITION" \
             --change "LABEL org.voidrunner.languages=${LANGUAGES// /,}" \
             --message "voidrunner $name ($out; debootstrap $SUITE minbase)" - "$TAG" >/dev/null
-    remove_rootfs "$root"
+    install_rootfs "$TAG" "$DEFINITION" "$root"
     new_id="$(docker image inspect --format '{{.Id}}' "$TAG")"
     if [[ -n "$old_id" && "$old_id" != "$new_id" ]]; then
         docker rmi "$old_id" >/dev/null 2>&1 || true   # untagged now; kept if a container uses it

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every VoidRunner test against real services. On a fresh Debian 12 machine with Rust it
-# installs and starts what the tests need (Docker engine, nats-server >= 2.11, a throwaway
-# PostgreSQL cluster, the language images, nats-py), then checks formatting and lints and runs
+# installs and starts what the tests need (Docker engine, crun for the native sandboxes,
+# nats-server >= 2.11, a throwaway PostgreSQL cluster, the language images, nats-py), then checks formatting and lints and runs
 # the whole test suite. What it started, it stops on exit.
 #
 #   scripts/test.sh                 # everything
@@ -17,6 +17,7 @@ fi
 
 vr_ensure_build_tools
 vr_ensure_docker
+vr_ensure_native_sandbox
 vr_ensure_nats_server
 vr_ensure_postgres
 vr_ensure_images all compose-base

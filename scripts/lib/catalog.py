@@ -17,7 +17,7 @@ import sys
 import tomllib
 
 # Bump when the way an image is built changes, so that every image is rebuilt once.
-BUILDER_REVISION = "trixie-1"
+BUILDER_REVISION = "trixie-2"
 
 
 def load(path):

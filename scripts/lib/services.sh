@@ -252,9 +252,38 @@ VR_CELERY_VERSION="${VR_CELERY_VERSION:-5.5.3}"
 VR_REDIS_PY_VERSION="${VR_REDIS_PY_VERSION:-6.4.0}"
 
 vr_ensure_build_tools() {
+    if [[ ! -e /usr/include/seccomp.h ]] || ! command -v pkg-config >/dev/null; then
+        vr__log "libseccomp-dev, which the worker links to compile its sandboxes' seccomp filter"
+        vr__apt_install libseccomp-dev pkg-config || return 1
+    fi
     command -v npm >/dev/null && return 0
     vr__log "npm, which the build uses to fetch the API reference page's script"
     vr__apt_install npm
+}
+
+# What the native sandbox backend needs from its host: crun (the OCI runtime it drives),
+# Docker's default seccomp profile (containers-common's copy), setpriv (util-linux), and every
+# cgroup controller on one hierarchy. A hybrid host (v1 controllers, plus the v2 hierarchy
+# at /sys/fs/cgroup/unified) that left some controller on v2 only gets that controller
+# mounted on v1 as well, which crun needs.
+vr_ensure_native_sandbox() {
+    local -a missing=()
+    command -v crun >/dev/null || missing+=(crun)
+    [[ -f /usr/share/containers/seccomp.json ]] || missing+=(golang-github-containers-common)
+    command -v setpriv >/dev/null || missing+=(util-linux)
+    if (( ${#missing[@]} )); then
+        vr__log "the native sandbox backend's host tools: ${missing[*]}"
+        vr__apt_install "${missing[@]}" || return 1
+    fi
+    local unified=/sys/fs/cgroup/unified/cgroup.controllers controller
+    if [[ -r "$unified" ]]; then
+        for controller in $(cat "$unified"); do
+            vr__log "cgroups: mounting the $controller controller on v1 (crun needs every controller on one hierarchy)"
+            mkdir -p "/sys/fs/cgroup/$controller" &&
+                mount -t cgroup -o "$controller" cgroup "/sys/fs/cgroup/$controller" ||
+                { vr__err "cannot mount the $controller cgroup controller on v1"; return 1; }
+        done
+    fi
 }
 
 vr_ensure_celery() {

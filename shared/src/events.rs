@@ -357,6 +357,9 @@ pub enum SandboxBackendKind {
     /// A hardened, single-use container on the Docker engine.
     #[default]
     Docker,
+    /// The same containment without a daemon: namespaces, cgroups and seccomp of its own per
+    /// execution, through an OCI runtime (crun) the worker drives directly.
+    Native,
     /// Runs no code: answers each execution at once with exit 0 and no output, saying so in
     /// its `error`. For load tests of the control plane; never for real work.
     Instant,
@@ -366,6 +369,7 @@ impl SandboxBackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SandboxBackendKind::Docker => "docker",
+            SandboxBackendKind::Native => "native",
             SandboxBackendKind::Instant => "instant",
         }
     }

@@ -694,6 +694,59 @@ pub async fn containers_labelled(label: &str) -> usize {
         .len()
 }
 
+/// What a worker's native sandboxes left behind under `state_dir` and on the host: bundles,
+/// runtime state, cgroups, processes and mounts. Empty when it cleaned up after itself.
+pub fn native_leftovers(state_dir: &std::path::Path, worker_id: &str) -> Vec<String> {
+    let mine = format!(".{worker_id}.");
+    let mut found = Vec::new();
+    let entries = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for kind in ["bundles", "crun"] {
+        for name in entries(&state_dir.join(kind)) {
+            if name.contains(&mine) {
+                found.push(format!("{kind}: {name}"));
+            }
+        }
+    }
+    let hierarchies = entries(std::path::Path::new("/sys/fs/cgroup"));
+    for hierarchy in hierarchies.iter().map(String::as_str).chain([""]) {
+        let parent = std::path::Path::new("/sys/fs/cgroup")
+            .join(hierarchy)
+            .join("voidrunner");
+        for name in entries(&parent) {
+            if name.contains(&mine) {
+                found.push(format!("cgroup: {}", parent.join(name).display()));
+            }
+        }
+    }
+    for pid in entries(std::path::Path::new("/proc")) {
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if cgroup.contains(&mine) {
+            found.push(format!(
+                "process {pid} in {}",
+                cgroup.lines().next().unwrap_or("")
+            ));
+        }
+    }
+    let state = state_dir.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mounts.lines().filter(|line| line.contains(&state)) {
+        found.push(format!("mount: {line}"));
+    }
+    found
+}
+
 /// Waits until no container carries an execution's label; false if one is still there after
 /// a few seconds (removal runs beside the result, so it may trail it briefly).
 pub async fn execution_containers_gone(execution_id: &str) -> bool {

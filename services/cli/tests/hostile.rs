@@ -1,8 +1,11 @@
 //! Hostile code is contained: each attack ends in the status it must end in, the worker keeps
-//! serving afterwards, and no sandbox container is left behind.
+//! serving afterwards, and no sandbox is left behind; on the Docker backend and on the native
+//! one alike.
 
 use serde_json::{json, Value};
-use voidrunner_testkit::{containers_of_worker, spawn_app_with, Backend, TestApp};
+use voidrunner_testkit::{
+    containers_of_worker, native_leftovers, spawn_app_with, Backend, TestApp,
+};
 
 /// One attack and what must become of it.
 struct Attack {
@@ -291,16 +294,15 @@ async fn launch(app: &TestApp, token: &str, attack: &Attack) -> Value {
     app.run_with_stdin(token, task, &stdin).await
 }
 
-#[tokio::test]
-async fn hostile_programs_are_contained_and_the_worker_keeps_serving() {
-    let app = spawn_app_with(
-        Backend::Sqlite,
-        &[
-            ("VOIDRUNNER_WORKER_SLOTS", "4"),
-            ("VOIDRUNNER_MAX_STDIN_BYTES", "2000000"),
-        ],
-    )
-    .await;
+/// Runs every attack at once on a worker with `settings`, checks each outcome and that the
+/// worker still serves; returns the worker's id once it stopped.
+async fn contain_every_attack(settings: &[(&str, &str)]) -> String {
+    let mut settings = settings.to_vec();
+    settings.extend([
+        ("VOIDRUNNER_WORKER_SLOTS", "4"),
+        ("VOIDRUNNER_MAX_STDIN_BYTES", "2000000"),
+    ]);
+    let app = spawn_app_with(Backend::Sqlite, &settings).await;
     let token = app.login_new_user().await;
 
     let results =
@@ -331,9 +333,31 @@ async fn hostile_programs_are_contained_and_the_worker_keeps_serving() {
 
     let worker_id = app.worker_id.clone();
     app.stop().await;
+    worker_id
+}
+
+#[tokio::test]
+async fn hostile_programs_are_contained_and_the_worker_keeps_serving() {
+    let worker_id = contain_every_attack(&[]).await;
     assert_eq!(
         containers_of_worker(&worker_id).await,
         0,
         "sandbox containers outlived the worker"
+    );
+}
+
+#[tokio::test]
+async fn hostile_programs_are_contained_by_native_sandboxes_too() {
+    let state = tempfile::TempDir::new().expect("state dir");
+    let state_dir = state.path().display().to_string();
+    let worker_id = contain_every_attack(&[
+        ("VOIDRUNNER_SANDBOX_BACKEND", "native"),
+        ("VOIDRUNNER_SANDBOX_STATE_DIR", &state_dir),
+    ])
+    .await;
+    let left = native_leftovers(state.path(), &worker_id);
+    assert!(
+        left.is_empty(),
+        "native sandboxes outlived the worker: {left:#?}"
     );
 }

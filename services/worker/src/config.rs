@@ -23,7 +23,8 @@ pub struct WorkerConfig {
     #[serde(default)]
     pub images: String,
     /// `VOIDRUNNER_SANDBOX_BACKEND`: what runs executions: `docker` (hardened single-use
-    /// containers), or `instant` (runs nothing, for load tests of the control plane).
+    /// containers on the Docker engine), `native` (the same containment without a daemon,
+    /// through crun), or `instant` (runs nothing, for load tests of the control plane).
     #[serde(default)]
     pub sandbox_backend: voidrunner_shared::events::SandboxBackendKind,
     /// `VOIDRUNNER_SANDBOX_PIDS`: processes and threads a sandbox may have.
@@ -32,9 +33,21 @@ pub struct WorkerConfig {
     /// `VOIDRUNNER_SANDBOX_TMPFS_MB`: size of the writable `/tmp` of a sandbox.
     #[serde(default = "default_tmpfs_mb")]
     pub sandbox_tmpfs_mb: u64,
-    /// `VOIDRUNNER_SANDBOX_SECCOMP_PROFILE`: path of a seccomp profile (JSON) stricter than
-    /// Docker's default, which applies when this is unset.
+    /// `VOIDRUNNER_SANDBOX_SECCOMP_PROFILE`: path of a seccomp profile (JSON, Docker's format)
+    /// stricter than Docker's default, which applies when this is unset (the native backend
+    /// reads that default from containers-common's /usr/share/containers/seccomp.json).
     pub sandbox_seccomp_profile: Option<std::path::PathBuf>,
+    /// `VOIDRUNNER_SANDBOX_RUNTIME`: the OCI runtime of the native backend.
+    #[serde(default = "default_runtime")]
+    pub sandbox_runtime: std::path::PathBuf,
+    /// `VOIDRUNNER_SANDBOX_ROOTFS_DIR`: where the native backend finds the language images,
+    /// unpacked (`scripts/build-images.sh` puts them there).
+    #[serde(default = "default_rootfs_dir")]
+    pub sandbox_rootfs_dir: std::path::PathBuf,
+    /// `VOIDRUNNER_SANDBOX_STATE_DIR`: the native backend's runtime state and sandbox bundles
+    /// (on a tmpfs, such as /run).
+    #[serde(default = "default_state_dir")]
+    pub sandbox_state_dir: std::path::PathBuf,
     /// `VOIDRUNNER_SHUTDOWN_GRACE_SECONDS`: on SIGTERM, how long running executions may take to
     /// finish before they are stopped and handed back to the fleet.
     #[serde(default = "default_shutdown_grace_seconds")]
@@ -66,6 +79,19 @@ impl WorkerConfig {
             )
         })
     }
+}
+
+fn default_runtime() -> std::path::PathBuf {
+    voidrunner_worker_defaults().runtime
+}
+fn default_rootfs_dir() -> std::path::PathBuf {
+    voidrunner_worker_defaults().rootfs_dir
+}
+fn default_state_dir() -> std::path::PathBuf {
+    voidrunner_worker_defaults().state_dir
+}
+fn voidrunner_worker_defaults() -> crate::sandbox::NativeSettings {
+    crate::sandbox::NativeSettings::default()
 }
 
 fn default_metrics_addr() -> String {

@@ -27,8 +27,8 @@ use voidrunner_shared::{Lane, Language};
 use crate::config::WorkerConfig;
 use crate::runner::Runner;
 use crate::sandbox::{
-    ContainerLimits, DockerSandbox, InstantSandbox, Sandbox, SandboxBackend, SandboxError,
-    SandboxSettings,
+    ContainerLimits, DockerSandbox, InstantSandbox, NativeSandbox, NativeSettings, Sandbox,
+    SandboxBackend, SandboxError, SandboxSettings,
 };
 use voidrunner_shared::events::SandboxBackendKind;
 
@@ -108,6 +108,7 @@ impl Worker {
         let settings = sandbox_settings(&config, &policy, &worker_id, &namespace)?;
         let sandbox: Sandbox = match config.sandbox_backend {
             SandboxBackendKind::Docker => Arc::new(DockerSandbox::connect(settings).await?),
+            SandboxBackendKind::Native => Arc::new(NativeSandbox::connect(settings).await?),
             SandboxBackendKind::Instant => {
                 tracing::warn!("VOIDRUNNER_SANDBOX_BACKEND=instant: executions are answered without running any code (load tests only)");
                 Arc::new(InstantSandbox::default())
@@ -421,6 +422,12 @@ fn sandbox_settings(
                 (language, ContainerLimits::of(&defaults, false))
             })
             .collect(),
+        native: NativeSettings {
+            runtime: config.sandbox_runtime.clone(),
+            rootfs_dir: config.sandbox_rootfs_dir.clone(),
+            state_dir: config.sandbox_state_dir.clone(),
+            ..NativeSettings::default()
+        },
     })
 }
 

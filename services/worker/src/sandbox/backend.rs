@@ -1,6 +1,7 @@
 //! What the runner needs from a sandbox, whichever kind runs the executions: the Docker engine
-//! (`docker.rs`), nothing at all for load tests of the control plane (`instant.rs`), and later a
-//! daemonless one. The runner, the fleet view and housekeeping see only this trait.
+//! (`docker.rs`), an OCI runtime driven without a daemon (`native/`), or nothing at all for load
+//! tests of the control plane (`instant.rs`). The runner, the fleet view and housekeeping see
+//! only this trait.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

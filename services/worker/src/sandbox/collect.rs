@@ -1,154 +1,132 @@
-//! Feeding a started sandbox its program and collecting what it does until it ends.
+//! Feeding a started sandbox its program and collecting what it does until it ends, whichever
+//! backend started it.
 
-use bollard::container::LogOutput;
-use bollard::query_parameters::WaitContainerOptions;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use voidrunner_shared::events::StreamName;
 
-use super::docker::{bounded, docker_error, DockerSandbox, DOCKER_CALL_TIMEOUT};
 use super::pool::Started;
-use super::program::{before_marker, ending, strip_markers, MARKER_ROOM};
-use super::{Exit, Interruptions, OutputChunk, RunLimits, RunReport, SandboxError, Truncated};
-
-impl DockerSandbox {
-    /// Feeds the program to a started sandbox and collects what it does until it ends.
-    pub(super) async fn collect(
-        &self,
-        started: Started,
-        payload: Vec<u8>,
-        nonce: &str,
-        limits: RunLimits,
-        output: Option<mpsc::Sender<OutputChunk>>,
-        interruptions: Interruptions<'_>,
-    ) -> Result<RunReport, SandboxError> {
-        let Started {
-            id,
-            output: mut stream,
-            mut input,
-        } = started;
-        let started_at = Utc::now();
-        // Feeding stdin runs beside the output loop: a program may fill its pipes before reading.
-        let feeder = tokio::spawn(async move {
-            let _ = input.write_all(&payload).await;
-            let _ = input.shutdown().await;
-        });
-
-        let mut capture = Capture::new(limits.output_bytes);
-        let deadline = tokio::time::sleep(limits.timeout);
-        tokio::pin!(deadline);
-        let end = loop {
-            tokio::select! {
-                _ = &mut deadline => break End::Early(Exit::TimedOut),
-                _ = interruptions.shutdown.cancelled() => break End::Early(Exit::Stopped),
-                _ = interruptions.cancel.cancelled() => break End::Early(Exit::Cancelled),
-                next = stream.next() => match next {
-                    None => break End::Closed,
-                    Some(Err(error)) => {
-                        tracing::warn!(container = %id, error = %error, "output stream broke");
-                        break End::Closed;
-                    }
-                    Some(Ok(log)) => {
-                        let (name, bytes) = match log {
-                            LogOutput::StdOut { message } | LogOutput::Console { message } => (StreamName::Stdout, message),
-                            LogOutput::StdErr { message } => (StreamName::Stderr, message),
-                            LogOutput::StdIn { .. } => continue,
-                        };
-                        if let Some(output) = &output {
-                            // Live events are best effort; the result carries the full output.
-                            let visible = before_marker(&bytes, nonce);
-                            if !visible.is_empty() {
-                                let chunk = OutputChunk { stream: name, bytes: bytes.slice_ref(visible) };
-                                let _ = output.try_send(chunk);
-                            }
-                        }
-                        if capture.push(name, &bytes) {
-                            break End::Early(Exit::OutputFlood);
-                        }
-                        // A SIGKILL may be the OOM killer's: only the container's state tells,
-                        // so that case waits for the container to stop.
-                        if bytes.ends_with(b"\n") {
-                            match ending(&capture.stdout, &capture.stderr, nonce) {
-                                Some(ending) if ending.exit_code != 137 => break End::Reported(ending.exit_code),
-                                _ => {}
-                            }
-                        }
-                    }
-                },
-            }
-        };
-        feeder.abort();
-        // Hang up before anything else: dockerd does not finish stopping a container while its
-        // output waits to be read by an attached client that no longer reads.
-        drop(stream);
-
-        let exit = match end {
-            End::Early(reason) => {
-                self.kill(&id).await;
-                reason
-            }
-            // The program ended and all its output is here; the container goes in the background.
-            End::Reported(code) => Exit::Exited {
-                code,
-                oom_killed: false,
-            },
-            End::Closed => self.exit_status(&id).await?,
-        };
-        let finished_at = Utc::now();
-        let reported = strip_markers(&mut capture.stdout, &mut capture.stderr, nonce);
-        let truncated = capture.finish();
-        Ok(RunReport {
-            exit,
-            truncated,
-            stdout: capture.stdout,
-            stderr: capture.stderr,
-            peak_memory_bytes: reported.and_then(|ending| ending.peak_memory_bytes),
-            warm: false,
-            started_at,
-            finished_at,
-            note: None,
-        })
-    }
-
-    /// The exit code of a container whose output has ended, and whether the kernel OOM-killed
-    /// a process in it.
-    async fn exit_status(&self, id: &str) -> Result<Exit, SandboxError> {
-        let mut waits = self
-            .inner
-            .docker
-            .wait_container(id, None::<WaitContainerOptions>);
-        let code = match tokio::time::timeout(DOCKER_CALL_TIMEOUT, waits.next()).await {
-            Ok(Some(Ok(response))) => response.status_code,
-            // bollard reports a non-zero exit as an error that carries the code.
-            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
-            Ok(Some(Err(error))) => return Err(docker_error("wait")(error)),
-            Ok(None) | Err(_) => {
-                self.kill(id).await;
-                return Err(SandboxError::NoAnswer { operation: "wait" });
-            }
-        };
-        // Only a SIGKILL (137) can be the OOM killer's; skip the inspect round trip otherwise.
-        let oom_killed = code == 137
-            && bounded("inspect", self.inner.docker.inspect_container(id, None))
-                .await
-                .ok()
-                .and_then(|info| info.state)
-                .and_then(|state| state.oom_killed)
-                .unwrap_or(false);
-        Ok(Exit::Exited { code, oom_killed })
-    }
-}
+use super::program::{before_marker, ending, strip_markers, Ending, MARKER_ROOM};
+use super::{Exit, Interruptions, OutputChunk, RunLimits, RunReport, Truncated};
 
 /// How the output loop of a run ended.
-enum End {
-    /// The bootstrap reported the program's exit code and all output arrived.
-    Reported(i64),
-    /// The output stream closed: the container stopped.
+pub(super) enum End {
+    /// The bootstrap reported the program's ending and all output arrived.
+    Reported(Ending),
+    /// The output stream closed: the sandbox stopped.
     Closed,
     /// The worker stops the run.
     Early(Exit),
+}
+
+/// What a run wrote and how its output ended; the backend tells the exit from it.
+pub(super) struct Collected {
+    pub end: End,
+    capture: Capture,
+    nonce: String,
+    started_at: DateTime<Utc>,
+}
+
+impl Collected {
+    /// The report of the run, once the backend knows how it exited.
+    pub fn report(mut self, exit: Exit, warm: bool) -> RunReport {
+        let finished_at = Utc::now();
+        let reported = strip_markers(
+            &mut self.capture.stdout,
+            &mut self.capture.stderr,
+            &self.nonce,
+        );
+        let truncated = self.capture.finish();
+        RunReport {
+            exit,
+            truncated,
+            stdout: self.capture.stdout,
+            stderr: self.capture.stderr,
+            peak_memory_bytes: reported.and_then(|ending| ending.peak_memory_bytes),
+            warm,
+            started_at: self.started_at,
+            finished_at,
+            note: None,
+        }
+    }
+}
+
+/// Feeds the program to a started sandbox and collects what it writes until the bootstrap
+/// reports the end, the output closes, or the run must stop early. Returns the sandbox's handle
+/// with what was collected; the output is hung up on before it returns.
+pub(super) async fn collect<H>(
+    started: Started<H>,
+    payload: Vec<u8>,
+    nonce: &str,
+    limits: RunLimits,
+    output: Option<mpsc::Sender<OutputChunk>>,
+    interruptions: Interruptions<'_>,
+) -> (H, Collected) {
+    let Started {
+        handle,
+        output: mut stream,
+        mut input,
+    } = started;
+    let started_at = Utc::now();
+    // Feeding stdin runs beside the output loop: a program may fill its pipes before reading.
+    let feeder = tokio::spawn(async move {
+        let _ = input.write_all(&payload).await;
+        let _ = input.shutdown().await;
+    });
+
+    let mut capture = Capture::new(limits.output_bytes);
+    let deadline = tokio::time::sleep(limits.timeout);
+    tokio::pin!(deadline);
+    let end = loop {
+        tokio::select! {
+            _ = &mut deadline => break End::Early(Exit::TimedOut),
+            _ = interruptions.shutdown.cancelled() => break End::Early(Exit::Stopped),
+            _ = interruptions.cancel.cancelled() => break End::Early(Exit::Cancelled),
+            next = stream.next() => match next {
+                None => break End::Closed,
+                Some(Err(error)) => {
+                    tracing::warn!(error = %error, "output stream broke");
+                    break End::Closed;
+                }
+                Some(Ok((name, bytes))) => {
+                    if let Some(output) = &output {
+                        // Live events are best effort; the result carries the full output.
+                        let visible = before_marker(&bytes, nonce);
+                        if !visible.is_empty() {
+                            let chunk = OutputChunk { stream: name, bytes: bytes.slice_ref(visible) };
+                            let _ = output.try_send(chunk);
+                        }
+                    }
+                    if capture.push(name, &bytes) {
+                        break End::Early(Exit::OutputFlood);
+                    }
+                    // A SIGKILL may be the OOM killer's: when the bootstrap could not read the
+                    // sandbox's OOM count, only the backend can tell, once the sandbox stopped.
+                    if bytes.ends_with(b"\n") {
+                        match ending(&capture.stdout, &capture.stderr, nonce) {
+                            Some(ending) if ending.exit_code != 137 || ending.oom_kills.is_some() => {
+                                break End::Reported(ending)
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            },
+        }
+    };
+    feeder.abort();
+    // Hang up before anything else: dockerd does not finish stopping a container while its
+    // output waits to be read by an attached client that no longer reads.
+    drop(stream);
+    let collected = Collected {
+        end,
+        capture,
+        nonce: nonce.to_owned(),
+        started_at,
+    };
+    (handle, collected)
 }
 
 /// Output kept so far: each stream capped at `limit` bytes, plus room for its end marker.

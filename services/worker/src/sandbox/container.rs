@@ -7,13 +7,10 @@ use voidrunner_shared::Language;
 
 use super::program::bootstrap_command;
 use super::settings::{
-    SandboxSettings, EXECUTION_LABEL, INSTALLATION_LABEL, POOL_LABEL, WORKER_LABEL,
+    SandboxSettings, EXECUTION_LABEL, INSTALLATION_LABEL, MAX_OPEN_FILES, POOL_LABEL, SANDBOX_ENV,
+    SANDBOX_UID, WORKER_LABEL,
 };
 use super::ContainerLimits;
-
-/// Programs run as `nobody`, never as root.
-const SANDBOX_USER: &str = "65534:65534";
-const MAX_OPEN_FILES: i64 = 256;
 
 /// The container of a sandbox of `language` in `image`: created for `execution_id`, or for the
 /// warm pool when there is none yet.
@@ -49,8 +46,8 @@ pub(super) fn config(
         ulimits: Some(vec![
             ResourcesUlimits {
                 name: Some("nofile".into()),
-                soft: Some(MAX_OPEN_FILES),
-                hard: Some(MAX_OPEN_FILES),
+                soft: Some(MAX_OPEN_FILES as i64),
+                hard: Some(MAX_OPEN_FILES as i64),
             },
             ResourcesUlimits {
                 name: Some("fsize".into()),
@@ -72,15 +69,9 @@ pub(super) fn config(
     ContainerCreateBody {
         image: Some(image.to_owned()),
         cmd: Some(bootstrap_command(language)),
-        user: Some(SANDBOX_USER.into()),
+        user: Some(format!("{SANDBOX_UID}:{SANDBOX_UID}")),
         working_dir: Some("/tmp".into()),
-        // A language's own environment comes from its image (the catalog's `env`).
-        env: Some(vec![
-            "HOME=/tmp".into(),
-            "PATH=/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin".into(),
-            "PYTHONDONTWRITEBYTECODE=1".into(),
-            "LANG=C.UTF-8".into(),
-        ]),
+        env: Some(SANDBOX_ENV.iter().map(|var| (*var).to_owned()).collect()),
         labels: Some(labels),
         network_disabled: Some(network_mode == "none"),
         attach_stdin: Some(true),
@@ -109,6 +100,7 @@ mod tests {
             seccomp_profile: None,
             network: network.map(str::to_owned),
             pool_limits: HashMap::new(),
+            native: Default::default(),
         }
     }
 
@@ -141,7 +133,7 @@ mod tests {
         assert_eq!(host.pids_limit, Some(128));
         assert_eq!(host.init, Some(true));
         assert!(host.privileged.is_none() && host.binds.is_none() && host.mounts.is_none());
-        assert_eq!(config.user.as_deref(), Some(SANDBOX_USER));
+        assert_eq!(config.user.as_deref(), Some("65534:65534"));
         let labels = config.labels.expect("labels");
         assert_eq!(labels.get(EXECUTION_LABEL).map(String::as_str), Some("e1"));
         assert_eq!(

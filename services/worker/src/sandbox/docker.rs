@@ -4,22 +4,27 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bollard::container::LogOutput;
+use bollard::query_parameters::WaitContainerOptions;
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
     StartContainerOptions,
 };
 use bollard::Docker;
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use voidrunner_shared::events::StreamName;
 use voidrunner_shared::metrics as names;
 use voidrunner_shared::Language;
 
+use super::collect::{collect, End};
 use super::container;
 use super::metrics::{Removal, SandboxMetrics};
-use super::pool::{Pool, Started};
+use super::pool::{Pools, Started};
 use super::settings::SandboxSettings;
-use super::{ContainerLimits, Interruptions, OutputChunk, Program, RunLimits, RunReport};
+use super::{ContainerLimits, Exit, Interruptions, OutputChunk, Program, RunLimits, RunReport};
 
 pub(super) const DOCKER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -38,8 +43,17 @@ pub enum SandboxError {
         #[source]
         source: bollard::errors::Error,
     },
-    #[error("preparing the program: {0}")]
+    #[error("preparing the sandbox: {0}")]
     Program(#[from] std::io::Error),
+    /// The host cannot run this backend's sandboxes as configured.
+    #[error("{0}")]
+    Setup(String),
+    /// The OCI runtime of the native backend failed.
+    #[error("the sandbox runtime failed to {operation}: {message}")]
+    Runtime {
+        operation: &'static str,
+        message: String,
+    },
 }
 
 /// Awaits a Docker call for at most `DOCKER_CALL_TIMEOUT`.
@@ -68,7 +82,8 @@ pub struct DockerSandbox {
 pub(super) struct Inner {
     pub(super) docker: Docker,
     pub(super) settings: SandboxSettings,
-    pub(super) pools: HashMap<Language, Pool>,
+    /// Warm containers, known by their ids.
+    pub(super) pools: Pools<Started<String>>,
     /// Containers this worker owns right now (running, or waiting in a pool).
     live: Mutex<HashSet<String>>,
     pub(super) metrics: SandboxMetrics,
@@ -82,12 +97,7 @@ impl DockerSandbox {
         let docker = Docker::connect_with_defaults().map_err(SandboxError::Unreachable)?;
         let docker = bounded("version negotiation", docker.negotiate_version()).await?;
         bounded("ping", docker.ping()).await?;
-        let pools = settings
-            .pool_sizes
-            .iter()
-            .filter(|(_, size)| **size > 0)
-            .map(|(language, size)| (*language, Pool::new(*language, *size)))
-            .collect();
+        let pools = Pools::new(&settings.pool_sizes, &settings.pool_limits);
         Ok(DockerSandbox {
             inner: Arc::new(Inner {
                 docker,
@@ -121,11 +131,7 @@ impl DockerSandbox {
 
     /// Warm containers ready right now, per language.
     pub fn pool_levels(&self) -> HashMap<Language, usize> {
-        self.inner
-            .pools
-            .iter()
-            .map(|(language, pool)| (*language, pool.len()))
-            .collect()
+        self.inner.pools.levels()
     }
 
     /// Runs `program` in a sandbox and removes the sandbox, whatever happens.
@@ -141,29 +147,15 @@ impl DockerSandbox {
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let payload = program.stdin_payload(&nonce)?;
         let language = program.language;
-        let pool = self.inner.pools.get(&language);
         let getting_ready = std::time::Instant::now();
-        let pooled = self.inner.settings.pool_limits.get(&language) == Some(&container);
-        let warm = match pool {
-            Some(pool) if pooled => pool.take(),
-            _ => None,
-        };
-        let (started, was_warm) = match warm {
-            Some(started) => {
-                SandboxMetrics::add(&self.inner.metrics.warm_hits, 1);
-                (started, true)
-            }
-            None => {
-                SandboxMetrics::add(&self.inner.metrics.cold_starts, 1);
-                if pool.is_some() && pooled {
-                    SandboxMetrics::add(&self.inner.metrics.pool_empty, 1);
-                    metrics::counter!(names::WARM_POOL_MISSES, "language" => language.as_str())
-                        .increment(1);
-                    tracing::debug!(%language, "warm pool empty; starting a fresh sandbox");
-                }
-                let started = self.start(language, container, Some(execution_id)).await?;
-                (started, false)
-            }
+        let warm = self
+            .inner
+            .pools
+            .take(language, container, &self.inner.metrics);
+        let was_warm = warm.is_some();
+        let started = match warm {
+            Some(started) => started,
+            None => self.start(language, container, Some(execution_id)).await?,
         };
         metrics::histogram!(
             names::SANDBOX_START_SECONDS,
@@ -171,15 +163,21 @@ impl DockerSandbox {
             "path" => if was_warm { "warm" } else { "cold" }
         )
         .record(getting_ready.elapsed().as_secs_f64());
-        let id = started.id.clone();
-        let report = self
-            .collect(started, payload, &nonce, run, output, interruptions)
-            .await;
+        let (id, collected) = collect(started, payload, &nonce, run, output, interruptions).await;
+        let exit = match &collected.end {
+            End::Early(reason) => {
+                self.kill(&id).await;
+                Ok(reason.clone())
+            }
+            // The program ended and all its output is here; the container goes in the background.
+            End::Reported(ending) => Ok(Exit::Exited {
+                code: ending.exit_code,
+                oom_killed: ending.oom_kills.is_some_and(|kills| kills > 0),
+            }),
+            End::Closed => self.exit_status(&id).await,
+        };
         self.dispose(id, Removal::Used);
-        report.map(|report| RunReport {
-            warm: was_warm,
-            ..report
-        })
+        Ok(collected.report(exit?, was_warm))
     }
 
     /// Creates, attaches and starts a container that waits in its bootstrap for a program.
@@ -188,7 +186,7 @@ impl DockerSandbox {
         language: Language,
         limits: ContainerLimits,
         execution_id: Option<&str>,
-    ) -> Result<Started, SandboxError> {
+    ) -> Result<Started<String>, SandboxError> {
         let image = self.image(language).to_owned();
         let config =
             container::config(&self.inner.settings, &image, language, limits, execution_id);
@@ -220,7 +218,7 @@ impl DockerSandbox {
         }
     }
 
-    async fn attach_and_start(&self, id: &str) -> Result<Started, SandboxError> {
+    async fn attach_and_start(&self, id: &str) -> Result<Started<String>, SandboxError> {
         // Attached before it starts, so not a byte of output is missed.
         let attached = bounded(
             "attach",
@@ -244,11 +242,49 @@ impl DockerSandbox {
                 .start_container(id, None::<StartContainerOptions>),
         )
         .await?;
+        let output = attached.output.filter_map(|log| {
+            std::future::ready(match log {
+                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                    Some(Ok((StreamName::Stdout, message)))
+                }
+                Ok(LogOutput::StdErr { message }) => Some(Ok((StreamName::Stderr, message))),
+                Ok(LogOutput::StdIn { .. }) => None,
+                Err(error) => Some(Err(error.to_string())),
+            })
+        });
         Ok(Started {
-            id: id.to_owned(),
-            output: attached.output,
+            handle: id.to_owned(),
+            output: Box::pin(output),
             input: attached.input,
         })
+    }
+
+    /// The exit code of a container whose output has ended, and whether the kernel OOM-killed
+    /// a process in it.
+    async fn exit_status(&self, id: &str) -> Result<Exit, SandboxError> {
+        let mut waits = self
+            .inner
+            .docker
+            .wait_container(id, None::<WaitContainerOptions>);
+        let code = match tokio::time::timeout(DOCKER_CALL_TIMEOUT, waits.next()).await {
+            Ok(Some(Ok(response))) => response.status_code,
+            // bollard reports a non-zero exit as an error that carries the code.
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
+            Ok(Some(Err(error))) => return Err(docker_error("wait")(error)),
+            Ok(None) | Err(_) => {
+                self.kill(id).await;
+                return Err(SandboxError::NoAnswer { operation: "wait" });
+            }
+        };
+        // Only a SIGKILL (137) can be the OOM killer's; skip the inspect round trip otherwise.
+        let oom_killed = code == 137
+            && bounded("inspect", self.inner.docker.inspect_container(id, None))
+                .await
+                .ok()
+                .and_then(|info| info.state)
+                .and_then(|state| state.oom_killed)
+                .unwrap_or(false);
+        Ok(Exit::Exited { code, oom_killed })
     }
 
     pub(super) async fn kill(&self, id: &str) {

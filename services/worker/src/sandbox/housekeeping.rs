@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use bollard::query_parameters::ListContainersOptions;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
-use voidrunner_shared::Language;
 
 use super::docker::{docker_error, DockerSandbox, DOCKER_CALL_TIMEOUT};
 use super::metrics::{Removal, SandboxMetrics};
@@ -15,51 +14,18 @@ use super::SandboxError;
 /// Containers younger than this are never taken for orphans: their owner may not have
 /// recorded them yet.
 const ORPHAN_MIN_AGE_SECONDS: i64 = 60;
-const REFILL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl DockerSandbox {
     /// Keeps every pool full until `shutdown`, then removes what waits in them.
     pub async fn run_pools(&self, shutdown: CancellationToken) {
-        let mut refillers = tokio::task::JoinSet::new();
-        for language in self.inner.pools.keys().copied() {
-            let sandbox = self.clone();
-            let shutdown = shutdown.clone();
-            refillers.spawn(async move { sandbox.refill(language, shutdown).await });
-        }
-        while refillers.join_next().await.is_some() {}
-        for pool in self.inner.pools.values() {
-            for started in pool.drain() {
-                self.dispose(started.id, Removal::PoolDrained);
-            }
-        }
-    }
-
-    async fn refill(&self, language: Language, shutdown: CancellationToken) {
-        let Some(pool) = self.inner.pools.get(&language) else {
-            return;
-        };
-        let Some(&limits) = self.inner.settings.pool_limits.get(&language) else {
-            return;
-        };
-        loop {
-            while pool.len() < pool.target && !shutdown.is_cancelled() {
-                match self.start(language, limits, None).await {
-                    Ok(started) => pool.put(started),
-                    Err(error) => {
-                        tracing::warn!(%language, error = %error, "cannot fill the warm pool; retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => {}
-                            _ = tokio::time::sleep(REFILL_RETRY) => {}
-                        }
-                        break;
-                    }
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = pool.refill.notified() => {}
-            }
-        }
+        self.inner
+            .pools
+            .keep_full(
+                shutdown,
+                |language, limits| self.start(language, limits, None),
+                |started| self.dispose(started.handle, Removal::PoolDrained),
+            )
+            .await;
     }
 
     /// Removes this installation's sandbox containers that no live execution owns: this

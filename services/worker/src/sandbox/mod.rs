@@ -1,5 +1,6 @@
-//! Running one program in a sandbox: a hardened, single-use container (`docker.rs`), or, for
-//! load tests, nothing at all (`instant.rs`), behind one trait (`backend.rs`).
+//! Running one program in a sandbox: a hardened, single-use container on the Docker engine
+//! (`docker.rs`), the same without a daemon (`native/`), or, for load tests, nothing at all
+//! (`instant.rs`), behind one trait (`backend.rs`).
 
 mod backend;
 mod collect;
@@ -8,6 +9,7 @@ mod docker;
 mod housekeeping;
 mod instant;
 mod metrics;
+mod native;
 mod pool;
 mod program;
 mod settings;
@@ -16,12 +18,13 @@ pub use backend::{Sandbox, SandboxBackend};
 pub use docker::{DockerSandbox, SandboxError};
 pub use instant::{InstantSandbox, NO_CODE_RAN};
 pub use metrics::{MetricsSnapshot, SandboxMetrics};
+pub use native::{NativeSandbox, DEFAULT_SECCOMP_PROFILE};
 pub use program::{
     bootstrap_command, ending, strip_markers, Ending, Program, BOOTSTRAP_FAILED_EXIT,
     COMPILE_FAILED_EXIT,
 };
 pub use settings::{
-    SandboxSettings, EXECUTION_LABEL, INSTALLATION_LABEL, POOL_LABEL, WORKER_LABEL,
+    NativeSettings, SandboxSettings, EXECUTION_LABEL, INSTALLATION_LABEL, POOL_LABEL, WORKER_LABEL,
 };
 
 use std::time::Duration;

@@ -1,43 +1,47 @@
-//! The warm pool: per language, started single-use containers blocked in their bootstrap,
-//! waiting for a program. Taking one skips container creation and start on the critical path;
-//! each is used once and removed like any other, and the pool refills in the background.
+//! The warm pools: per language, started single-use sandboxes blocked in their bootstrap,
+//! waiting for a program. Taking one skips creating and starting a sandbox on the critical path;
+//! each is used once and removed like any other, and the pool refills in the background. Every
+//! backend that prepares sandboxes ahead keeps them here, whatever a sandbox is to it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 
-use bollard::container::LogOutput;
 use futures::Stream;
 use tokio::io::AsyncWrite;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use voidrunner_shared::events::StreamName;
+use voidrunner_shared::metrics as names;
+use voidrunner_shared::Language;
 
-/// A started container blocked in its bootstrap, with its attached streams.
-pub(super) struct Started {
-    pub(super) id: String,
-    pub(super) output:
-        Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
+use super::metrics::SandboxMetrics;
+use super::{ContainerLimits, SandboxError};
+
+const REFILL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a sandbox writes, stream by stream, as it arrives.
+pub(super) type OutputStream =
+    Pin<Box<dyn Stream<Item = Result<(StreamName, bytes::Bytes), String>> + Send>>;
+
+/// A started sandbox blocked in its bootstrap: what its backend knows it by (`handle`), its
+/// output and its input.
+pub(super) struct Started<H> {
+    pub(super) handle: H,
+    pub(super) output: OutputStream,
     pub(super) input: Pin<Box<dyn AsyncWrite + Send>>,
 }
 
-pub(super) struct Pool {
-    language: voidrunner_shared::Language,
-    pub target: usize,
-    ready: Mutex<VecDeque<Started>>,
-    pub refill: Notify,
+struct Pool<T> {
+    language: Language,
+    target: usize,
+    ready: Mutex<VecDeque<T>>,
+    refill: Notify,
 }
 
-impl Pool {
-    pub fn new(language: voidrunner_shared::Language, target: usize) -> Self {
-        Pool {
-            language,
-            target,
-            ready: Mutex::new(VecDeque::new()),
-            refill: Notify::new(),
-        }
-    }
-
-    /// A warm container, if one is ready; wakes the refiller either way.
-    pub fn take(&self) -> Option<Started> {
+impl<T> Pool<T> {
+    fn take(&self) -> Option<T> {
         let mut ready = self.lock();
         let taken = ready.pop_front();
         self.measure(ready.len());
@@ -46,32 +50,138 @@ impl Pool {
         taken
     }
 
-    pub fn put(&self, started: Started) {
+    fn put(&self, sandbox: T) {
         let mut ready = self.lock();
-        ready.push_back(started);
+        ready.push_back(sandbox);
         self.measure(ready.len());
     }
 
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.lock().len()
     }
 
-    /// Everything waiting, for removal at shutdown.
-    pub fn drain(&self) -> Vec<Started> {
+    fn drain(&self) -> Vec<T> {
         let drained = self.lock().drain(..).collect();
         self.measure(0);
         drained
     }
 
     fn measure(&self, len: usize) {
-        metrics::gauge!(voidrunner_shared::metrics::WARM_POOL_SIZE, "language" => self.language.as_str())
+        metrics::gauge!(names::WARM_POOL_SIZE, "language" => self.language.as_str())
             .set(len as f64);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Started>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<T>> {
         // A panic while holding the lock cannot leave the queue inconsistent: keep using it.
         self.ready
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A backend's warm pools, one per language with a size above zero.
+pub(super) struct Pools<T> {
+    pools: HashMap<Language, Pool<T>>,
+    /// The limits of each language's pooled sandboxes: only a run with exactly these may take
+    /// one.
+    limits: HashMap<Language, ContainerLimits>,
+}
+
+impl<T: Send + 'static> Pools<T> {
+    pub fn new(
+        sizes: &HashMap<Language, usize>,
+        limits: &HashMap<Language, ContainerLimits>,
+    ) -> Self {
+        let pools = sizes
+            .iter()
+            .filter(|(_, size)| **size > 0)
+            .map(|(&language, &target)| {
+                let pool = Pool {
+                    language,
+                    target,
+                    ready: Mutex::new(VecDeque::new()),
+                    refill: Notify::new(),
+                };
+                (language, pool)
+            })
+            .collect();
+        Pools {
+            pools,
+            limits: limits.clone(),
+        }
+    }
+
+    /// Sandboxes ready right now, per language.
+    pub fn levels(&self) -> HashMap<Language, usize> {
+        self.pools
+            .iter()
+            .map(|(language, pool)| (*language, pool.len()))
+            .collect()
+    }
+
+    /// A warm sandbox for a run of `language` with `limits`, if one is ready; counts the hit
+    /// or the cold start either way.
+    pub fn take(
+        &self,
+        language: Language,
+        limits: ContainerLimits,
+        metrics: &SandboxMetrics,
+    ) -> Option<T> {
+        let pool = self.pools.get(&language);
+        let pooled = self.limits.get(&language) == Some(&limits);
+        let warm = pool.filter(|_| pooled).and_then(Pool::take);
+        if warm.is_some() {
+            SandboxMetrics::add(&metrics.warm_hits, 1);
+            return warm;
+        }
+        SandboxMetrics::add(&metrics.cold_starts, 1);
+        if pool.is_some() && pooled {
+            SandboxMetrics::add(&metrics.pool_empty, 1);
+            metrics::counter!(names::WARM_POOL_MISSES, "language" => language.as_str())
+                .increment(1);
+            tracing::debug!(%language, "warm pool empty; starting a fresh sandbox");
+        }
+        None
+    }
+
+    /// Keeps every pool full with what `start` makes until `shutdown`, then hands what waits
+    /// in them to `discard`.
+    pub async fn keep_full<S, F>(&self, shutdown: CancellationToken, start: S, discard: impl Fn(T))
+    where
+        S: Fn(Language, ContainerLimits) -> F,
+        F: Future<Output = Result<T, SandboxError>>,
+    {
+        let refills = self.pools.iter().filter_map(|(&language, pool)| {
+            let limits = *self.limits.get(&language)?;
+            let start = &start;
+            let shutdown = &shutdown;
+            Some(async move {
+                loop {
+                    while pool.len() < pool.target && !shutdown.is_cancelled() {
+                        match start(language, limits).await {
+                            Ok(sandbox) => pool.put(sandbox),
+                            Err(error) => {
+                                tracing::warn!(%language, error = %error, "cannot fill the warm pool; retrying");
+                                tokio::select! {
+                                    _ = shutdown.cancelled() => {}
+                                    _ = tokio::time::sleep(REFILL_RETRY) => {}
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = pool.refill.notified() => {}
+                    }
+                }
+            })
+        });
+        futures::future::join_all(refills).await;
+        for pool in self.pools.values() {
+            for sandbox in pool.drain() {
+                discard(sandbox);
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! what lets a container be started, and wait in the warm pool, before its program is known.
 //!
 //! When the program ends, the bootstrap ends each stream with a marker; the one on stderr holds
-//! the exit code and the peak memory of the sandbox's cgroup. Once both have arrived, the worker
+//! the exit code, and the peak memory and OOM kills of the sandbox's cgroup. Once both have arrived, the worker
 //! has every byte of output and the exit code without waiting for the container to stop. It
 //! strips the markers before anyone sees the output.
 
@@ -90,8 +90,14 @@ pub fn bootstrap_command(language: Language) -> Vec<String> {
          code=$?\n\
          peak=\n\
          read -r peak 2>/dev/null < /sys/fs/cgroup/memory/memory.max_usage_in_bytes || read -r peak 2>/dev/null < /sys/fs/cgroup/memory.peak\n\
+         oom=\n\
+         for f in /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events; do\n\
+         [ -r \"$f\" ] || continue\n\
+         while read -r key value; do [ \"$key\" = oom_kill ] && oom=$value; done < \"$f\"\n\
+         break\n\
+         done\n\
          printf '\\036voidrunner-end %s\\n' \"$nonce\"\n\
-         printf '\\036voidrunner-end %s exit=%s peak=%s\\n' \"$nonce\" \"$code\" \"$peak\" >&2\n\
+         printf '\\036voidrunner-end %s exit=%s peak=%s oom=%s\\n' \"$nonce\" \"$code\" \"$peak\" \"$oom\" >&2\n\
          exit $code\n"
     );
     vec!["/bin/sh".into(), "-c".into(), script]
@@ -102,6 +108,8 @@ pub fn bootstrap_command(language: Language) -> Vec<String> {
 pub struct Ending {
     pub exit_code: i64,
     pub peak_memory_bytes: Option<u64>,
+    /// How many processes the kernel's OOM killer took in the sandbox (None: not readable).
+    pub oom_kills: Option<u64>,
 }
 
 fn stdout_marker(nonce: &str) -> Vec<u8> {
@@ -115,10 +123,12 @@ fn stderr_ending(stderr: &[u8], nonce: &str) -> Option<(usize, Ending)> {
         .windows(marker.len())
         .rposition(|window| window == marker.as_slice())?;
     let line = std::str::from_utf8(&stderr[start + marker.len()..]).ok()?;
-    let (exit, peak) = line.strip_suffix('\n')?.split_once(" peak=")?;
+    let (exit, rest) = line.strip_suffix('\n')?.split_once(" peak=")?;
+    let (peak, oom) = rest.split_once(" oom=").unwrap_or((rest, ""));
     let ending = Ending {
         exit_code: exit.parse().ok()?,
         peak_memory_bytes: peak.parse().ok(),
+        oom_kills: oom.parse().ok(),
     };
     Some((start, ending))
 }
@@ -199,10 +209,11 @@ mod tests {
     #[test]
     fn the_markers_are_recognised_only_when_both_streams_ended() {
         let mut stdout = b"out\n\x1evoidrunner-end n0nce\n".to_vec();
-        let mut stderr = b"warning\n\x1evoidrunner-end n0nce exit=3 peak=1048576\n".to_vec();
+        let mut stderr = b"warning\n\x1evoidrunner-end n0nce exit=3 peak=1048576 oom=0\n".to_vec();
         let expected = Ending {
             exit_code: 3,
             peak_memory_bytes: Some(1_048_576),
+            oom_kills: Some(0),
         };
         assert_eq!(ending(&stdout, &stderr, "n0nce"), Some(expected));
         assert_eq!(ending(b"out\n", &stderr, "n0nce"), None);
@@ -240,9 +251,10 @@ mod tests {
     #[test]
     fn an_unmeasured_peak_still_ends_the_run() {
         let mut stdout = b"\x1evoidrunner-end n\n".to_vec();
-        let mut stderr = b"\x1evoidrunner-end n exit=0 peak=\n".to_vec();
+        let mut stderr = b"\x1evoidrunner-end n exit=0 peak= oom=\n".to_vec();
         let found = strip_markers(&mut stdout, &mut stderr, "n").expect("ending");
         assert_eq!(found.peak_memory_bytes, None);
+        assert_eq!(found.oom_kills, None);
         assert!(stdout.is_empty() && stderr.is_empty());
     }
 }

@@ -15,6 +15,45 @@ pub const EXECUTION_LABEL: &str = "io.voidrunner.execution";
 pub const INSTALLATION_LABEL: &str = "io.voidrunner.installation";
 /// Label with the language of a warm-pool container.
 pub const POOL_LABEL: &str = "io.voidrunner.pool";
+/// Programs run as `nobody`, never as root.
+pub(super) const SANDBOX_UID: u32 = 65534;
+/// Files a sandboxed process may hold open.
+pub(super) const MAX_OPEN_FILES: u64 = 256;
+/// The environment of every sandbox, over its image's own (a language's variables, such as
+/// Go's `GOCACHE`, come from its image: the catalog's `env`).
+pub(super) const SANDBOX_ENV: &[&str] = &[
+    "HOME=/tmp",
+    "PATH=/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin",
+    "PYTHONDONTWRITEBYTECODE=1",
+    "LANG=C.UTF-8",
+];
+
+/// Where the native backend finds what it needs on its host.
+#[derive(Debug, Clone)]
+pub struct NativeSettings {
+    /// The OCI runtime it drives (crun).
+    pub runtime: std::path::PathBuf,
+    /// Unpacked images: `<dir>/<image>/current` names the version in use, whose `rootfs`
+    /// directory is the root filesystem and whose `env` file the image's environment.
+    pub rootfs_dir: std::path::PathBuf,
+    /// The runtime's state and the sandboxes' bundles (a tmpfs such as /run: nothing there
+    /// outlives a reboot, as no sandbox does).
+    pub state_dir: std::path::PathBuf,
+    /// The cgroup under which each sandbox gets its own.
+    pub cgroup_parent: String,
+}
+
+impl Default for NativeSettings {
+    fn default() -> Self {
+        NativeSettings {
+            runtime: "crun".into(),
+            rootfs_dir: "/var/lib/voidrunner/rootfs".into(),
+            state_dir: "/run/voidrunner".into(),
+            cgroup_parent: "voidrunner".into(),
+        }
+    }
+}
+
 /// What every sandbox of this worker shares.
 #[derive(Debug, Clone)]
 pub struct SandboxSettings {
@@ -32,4 +71,6 @@ pub struct SandboxSettings {
     /// The container limits of each language's warm-pool sandboxes: an execution that asked
     /// for nothing gets these, and so takes a pooled sandbox.
     pub pool_limits: HashMap<Language, ContainerLimits>,
+    /// The native backend's host paths (unused by the others).
+    pub native: NativeSettings,
 }
