@@ -361,3 +361,82 @@ async fn hostile_programs_are_contained_by_native_sandboxes_too() {
         "native sandboxes outlived the worker: {left:#?}"
     );
 }
+
+/// What a program can see of its own containment, as JSON.
+const CONTAINMENT_PROBE: &str = r#"import json, os, resource, socket
+status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
+def first(*paths):
+    for path in paths:
+        try:
+            return open(path).read().strip()
+        except OSError:
+            pass
+    return None
+mounts = {fields[1]: fields[3].split(",") for fields in (line.split() for line in open("/proc/self/mounts"))}
+tmp = os.statvfs("/tmp")
+facts = {
+    "user": [os.getuid(), os.getgid()],
+    "capabilities": [status[c].strip() for c in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")],
+    "no_new_privs": status["NoNewPrivs"].strip(),
+    "seccomp": status["Seccomp"].strip(),
+    "interfaces": sorted(name for _, name in socket.if_nameindex()),
+    "root": "ro" in mounts["/"],
+    "tmp": [tmp.f_blocks * tmp.f_frsize, "nosuid" in mounts["/tmp"], "nodev" in mounts["/tmp"]],
+    "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+    "fsize": list(resource.getrlimit(resource.RLIMIT_FSIZE)),
+    "memory": first("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max"),
+    "memory_and_swap": first("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
+    "swap": first("/sys/fs/cgroup/memory.swap.max"),
+    "pids": first("/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max"),
+    "cpu": first("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu.max"),
+    "init": os.path.basename(open("/proc/1/cmdline", "rb").read().split(b"\0")[0].decode()) in ("docker-init", "tini"),
+    "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())[:1],
+    "environment": sorted(k for k in os.environ if k not in ("HOSTNAME", "PWD", "SHLVL", "_")),
+}
+print(json.dumps(facts, sort_keys=True))
+print(open("/proc/self/uid_map").read().split(), flush=True)
+"#;
+
+async fn containment_seen_by_a_program(settings: &[(&str, &str)]) -> (Value, String) {
+    let app = spawn_app_with(Backend::Sqlite, settings).await;
+    let token = app.login_new_user().await;
+    let result = app
+        .run_to_end(
+            &token,
+            json!({ "name": "probe", "script_type": "python", "script_content": CONTAINMENT_PROBE }),
+        )
+        .await;
+    assert_eq!(result["status"], "completed", "{result}");
+    let stdout = result["stdout"].as_str().unwrap_or_default().to_owned();
+    let (facts, uid_map) = stdout.split_once('\n').expect("two lines");
+    app.stop().await;
+    (
+        serde_json::from_str(facts).expect("facts"),
+        uid_map.trim().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_program_sees_the_same_containment_on_both_backends() {
+    let state = tempfile::TempDir::new().expect("state dir");
+    let state_dir = state.path().display().to_string();
+    let (docker, docker_ids) = containment_seen_by_a_program(&[]).await;
+    let (native, native_ids) = containment_seen_by_a_program(&[
+        ("VOIDRUNNER_SANDBOX_BACKEND", "native"),
+        ("VOIDRUNNER_SANDBOX_STATE_DIR", &state_dir),
+    ])
+    .await;
+    eprintln!("both backends: {native}");
+    assert_eq!(docker, native, "docker: {docker}\nnative: {native}");
+    assert_eq!(native["user"], json!([65534, 65534]));
+    assert_eq!(native["capabilities"], json!(vec!["0000000000000000"; 5]));
+    assert_eq!(native["no_new_privs"], "1");
+    assert_eq!(native["seccomp"], "2", "a seccomp filter is loaded");
+    assert_eq!(native["interfaces"], json!(["lo"]));
+    assert_eq!(native["root"], true, "read-only root");
+    assert_eq!(native["init"], true, "an init is PID 1");
+    // Docker maps no users: its sandbox's uid 65534 is the host's. The native sandbox's users
+    // are mapped far from the host's: its root is not root outside.
+    assert_eq!(docker_ids, "['0', '0', '4294967295']");
+    assert_eq!(native_ids, "['0', '100000', '65536']");
+}
