@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark, one command: brings up what it needs (Docker and the language images for the
-# sandbox rows, nats-server, PostgreSQL, Celery and Redis for the anchor), builds the
+# The benchmark, one command: brings up what it needs (Docker, crun and the language images for
+# the sandbox rows, nats-server, PostgreSQL, Celery and Redis for the anchor), builds the
 # `voidrunner` binary and the benchmark with the same profile, and runs it.
 #
 #   bench/run.sh [--quick] [--only sandbox|languages|control-plane] [--database postgres|sqlite] ...
@@ -26,6 +26,9 @@ vr_ensure_nats_server
 if [[ -z "$only" || "$only" == control-plane ]]; then
     vr_ensure_postgres
     vr_ensure_celery
+fi
+if [[ -z "$only" || "$only" == sandbox ]]; then
+    vr_ensure_native_sandbox    # the sandbox rows compare the docker and native backends
 fi
 if [[ "$only" == sandbox ]]; then
     vr_ensure_docker

@@ -59,13 +59,20 @@ struct BenchWorker {
 }
 
 impl BenchWorker {
-    async fn start(nats_url: &str, slots: usize, pool: usize) -> anyhow::Result<BenchWorker> {
-        Self::start_with(nats_url, slots, pool, "127.0.0.1:0").await
+    async fn start(
+        nats_url: &str,
+        backend: &str,
+        slots: usize,
+        pool: usize,
+    ) -> anyhow::Result<BenchWorker> {
+        Self::start_with(nats_url, backend, slots, pool, "127.0.0.1:0").await
     }
 
-    /// A worker of the trivial Python program; `metrics_addr` `off`: it records no metrics.
+    /// A worker of the trivial Python program on sandbox `backend`; `metrics_addr` `off`: it
+    /// records no metrics.
     async fn start_with(
         nats_url: &str,
+        backend: &str,
         slots: usize,
         pool: usize,
         metrics_addr: &str,
@@ -75,6 +82,7 @@ impl BenchWorker {
         Self::start_for(
             nats_url,
             &prefix,
+            backend,
             python(),
             program,
             slots,
@@ -86,9 +94,11 @@ impl BenchWorker {
 
     /// A worker that serves `language` only and runs `program` (code, expected stdout), in
     /// the installation `prefix`.
+    #[allow(clippy::too_many_arguments)]
     async fn start_for(
         nats_url: &str,
         prefix: &str,
+        backend: &str,
         language: Language,
         (code, stdout): (String, String),
         slots: usize,
@@ -96,6 +106,7 @@ impl BenchWorker {
         metrics_addr: &str,
     ) -> anyhow::Result<BenchWorker> {
         let vars: Vec<(String, String)> = [
+            ("VOIDRUNNER_SANDBOX_BACKEND", backend.to_owned()),
             ("VOIDRUNNER_METRICS_ADDR", metrics_addr.to_owned()),
             ("VOIDRUNNER_NATS_URL", nats_url.to_owned()),
             ("VOIDRUNNER_NATS_PREFIX", prefix.to_owned()),
@@ -319,7 +330,7 @@ fn ms(duration: Duration) -> String {
 }
 
 struct Latency {
-    name: &'static str,
+    name: String,
     samples: Vec<Duration>,
 }
 
@@ -535,8 +546,8 @@ async fn sandbox_paths(samples: usize, quick: bool) -> anyhow::Result<()> {
     // First without any instrumentation (nothing installed yet: no metrics recorder, no
     // tracing subscriber), then with both from here on: metrics recorded and served, spans
     // exported over OTLP to a collector that takes them.
-    eprintln!("warm pool, uninstrumented: {samples} sequential executions");
-    let bare = BenchWorker::start_with(nats.url(), 1, 1, "off").await?;
+    eprintln!("docker, warm pool, uninstrumented: {samples} sequential executions");
+    let bare = BenchWorker::start_with(nats.url(), "docker", 1, 1, "off").await?;
     let mut bare_samples = Vec::new();
     for _ in 0..samples {
         bare.wait_for_pool(1).await?;
@@ -547,67 +558,77 @@ async fn sandbox_paths(samples: usize, quick: bool) -> anyhow::Result<()> {
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", &collector);
     let _telemetry = voidrunner_shared::telemetry::init(false, "voidrunner-bench");
 
-    eprintln!("warm pool: {samples} sequential executions, each with the pool ready");
-    let warm = BenchWorker::start(nats.url(), 1, 1).await?;
-    let mut warm_samples = Vec::new();
-    for _ in 0..samples {
-        warm.wait_for_pool(1).await?;
-        warm_samples.extend(warm.run(1).await?);
-    }
-    warm.stop().await;
+    let mut latencies = vec![Latency {
+        name: "docker: worker, warm pool, no metrics or traces".into(),
+        samples: bare_samples,
+    }];
+    // Executions per throughput measurement: enough for each backend to run a few seconds.
+    let throughput_executions = |backend: &str| match (quick, backend) {
+        (true, _) => 4,
+        (false, "native") => THROUGHPUT_EXECUTIONS * 5,
+        (false, _) => THROUGHPUT_EXECUTIONS,
+    };
+    let mut throughput: Vec<(&str, Vec<f64>)> = Vec::new();
+    for backend in ["docker", "native"] {
+        eprintln!(
+            "{backend}, warm pool: {samples} sequential executions, each with the pool ready"
+        );
+        let warm = BenchWorker::start(nats.url(), backend, 1, 1).await?;
+        let mut warm_samples = Vec::new();
+        for _ in 0..samples {
+            warm.wait_for_pool(1).await?;
+            warm_samples.extend(warm.run(1).await?);
+        }
+        warm.stop().await;
 
-    eprintln!("no pool: {samples} sequential executions, each in a container created for it");
-    let cold = BenchWorker::start(nats.url(), 1, 0).await?;
-    let mut cold_samples = Vec::new();
-    for _ in 0..samples {
-        cold_samples.extend(cold.run(1).await?);
+        eprintln!(
+            "{backend}, no pool: {samples} sequential executions, each in a sandbox created for it"
+        );
+        let cold = BenchWorker::start(nats.url(), backend, 1, 0).await?;
+        let mut cold_samples = Vec::new();
+        for _ in 0..samples {
+            cold_samples.extend(cold.run(1).await?);
+        }
+        cold.stop().await;
+        latencies.push(Latency {
+            name: format!("{backend}: worker, warm pool"),
+            samples: warm_samples,
+        });
+        latencies.push(Latency {
+            name: format!("{backend}: worker, no pool"),
+            samples: cold_samples,
+        });
+
+        let executions = throughput_executions(backend);
+        let mut rates = Vec::new();
+        for parallelism in PARALLELISMS {
+            eprintln!(
+                "{backend}, throughput: {executions} executions at parallelism {parallelism}"
+            );
+            let worker = BenchWorker::start(nats.url(), backend, parallelism, parallelism).await?;
+            worker.wait_for_pool(parallelism as u64).await?;
+            let started = Instant::now();
+            worker.run(executions).await?;
+            let elapsed = started.elapsed();
+            worker.stop().await;
+            rates.push(executions as f64 / elapsed.as_secs_f64());
+        }
+        throughput.push((backend, rates));
     }
-    cold.stop().await;
 
     eprintln!("docker run --rm: {samples} sequential runs");
     let mut docker_samples = Vec::new();
     for _ in 0..samples {
         docker_samples.push(docker_run_once().await?);
     }
-
-    let mut latencies = [
-        Latency {
-            name: "worker, warm pool",
-            samples: warm_samples,
-        },
-        Latency {
-            name: "worker, warm pool, no metrics or traces",
-            samples: bare_samples,
-        },
-        Latency {
-            name: "worker, no pool",
-            samples: cold_samples,
-        },
-        Latency {
-            name: "plain `docker run --rm`",
-            samples: docker_samples,
-        },
-    ];
+    latencies.push(Latency {
+        name: "plain `docker run --rm`".into(),
+        samples: docker_samples,
+    });
     for latency in &mut latencies {
         latency.samples.sort();
     }
-    let docker_p50 = percentile(&latencies[3].samples, 50.0);
-
-    let throughput_executions = if quick { 4 } else { THROUGHPUT_EXECUTIONS };
-    let mut throughput = Vec::new();
-    for parallelism in PARALLELISMS {
-        eprintln!("throughput: {throughput_executions} executions at parallelism {parallelism}");
-        let worker = BenchWorker::start(nats.url(), parallelism, parallelism).await?;
-        worker.wait_for_pool(parallelism as u64).await?;
-        let started = Instant::now();
-        worker.run(throughput_executions).await?;
-        let elapsed = started.elapsed();
-        worker.stop().await;
-        throughput.push((
-            parallelism,
-            throughput_executions as f64 / elapsed.as_secs_f64(),
-        ));
-    }
+    let docker_run_p50 = percentile(&latencies[latencies.len() - 1].samples, 50.0);
 
     println!("Trivial Python execution (`{PROGRAM}`), {samples} samples each, sequential:\n");
     println!("| path | p50 ms | p99 ms | mean ms | p50 vs docker run |");
@@ -621,14 +642,23 @@ async fn sandbox_paths(samples: usize, quick: bool) -> anyhow::Result<()> {
             ms(p50),
             ms(percentile(&latency.samples, 99.0)),
             ms(sum / latency.samples.len() as u32),
-            p50.as_secs_f64() / docker_p50.as_secs_f64(),
+            p50.as_secs_f64() / docker_run_p50.as_secs_f64(),
         );
     }
-    println!("\nThroughput through one worker ({throughput_executions} executions published at once, slots = pool size = parallelism):\n");
-    println!("| parallelism | executions/s |");
-    println!("|---:|---:|");
-    for (parallelism, rate) in throughput {
-        println!("| {parallelism} | {rate:.1} |");
+    println!(
+        "\nThroughput through one worker (executions published at once: {} on docker, {} on native; slots = pool size = parallelism):\n",
+        throughput_executions("docker"),
+        throughput_executions("native")
+    );
+    println!("| parallelism | docker executions/s | native executions/s | native / docker |");
+    println!("|---:|---:|---:|---:|");
+    for (i, parallelism) in PARALLELISMS.iter().enumerate() {
+        let docker = throughput[0].1[i];
+        let native = throughput[1].1[i];
+        println!(
+            "| {parallelism} | {docker:.1} | {native:.1} | {:.1}x |",
+            native / docker
+        );
     }
     Ok(())
 }
@@ -646,17 +676,34 @@ async fn languages(samples: usize) -> anyhow::Result<()> {
             "hello, world\n".to_owned(),
         );
         eprintln!("{language}: {samples} warm and {samples} cold hello-worlds");
-        let warm =
-            BenchWorker::start_for(nats.url(), &prefix, language, program.clone(), 1, 1, "off")
-                .await?;
+        let warm = BenchWorker::start_for(
+            nats.url(),
+            &prefix,
+            "docker",
+            language,
+            program.clone(),
+            1,
+            1,
+            "off",
+        )
+        .await?;
         let mut warm_samples = Vec::new();
         for _ in 0..samples {
             warm.wait_for_pool(1).await?;
             warm_samples.extend(warm.run(1).await?);
         }
         warm.stop().await;
-        let cold =
-            BenchWorker::start_for(nats.url(), &prefix, language, program, 1, 0, "off").await?;
+        let cold = BenchWorker::start_for(
+            nats.url(),
+            &prefix,
+            "docker",
+            language,
+            program,
+            1,
+            0,
+            "off",
+        )
+        .await?;
         let mut cold_samples = Vec::new();
         for _ in 0..samples {
             cold_samples.extend(cold.run(1).await?);
