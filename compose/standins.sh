@@ -62,16 +62,21 @@ RUN rm -f /etc/nginx/sites-enabled/default && ln -sf /dev/stdout /var/log/nginx/
     && ln -sf /dev/stderr /var/log/nginx/error.log
 ENTRYPOINT [\"nginx\", \"-g\", \"daemon off;\"]")"
 
+# Docker's default seccomp profile, as containers-common ships it, for workers with the native
+# sandbox backend (the host has it: scripts/lib/services.sh vr_ensure_native_sandbox).
+SECCOMP_PROFILE=/usr/share/containers/seccomp.json
+[[ -f "$SECCOMP_PROFILE" ]] || die "no $SECCOMP_PROFILE (apt-get install golang-github-containers-common)"
 voidrunner="$(build voidrunner/voidrunner "FROM $BASE
 RUN useradd --system --uid 10001 --home-dir /var/lib/voidrunner --create-home voidrunner
 COPY voidrunner /usr/local/bin/voidrunner
 COPY nats-server /usr/local/bin/nats-server
+COPY seccomp.json $SECCOMP_PROFILE
 ENV VOIDRUNNER_DATA_DIR=/var/lib/voidrunner VOIDRUNNER_API_ADDR=0.0.0.0:8080 VOIDRUNNER_LOG_FORMAT=json
 WORKDIR /var/lib/voidrunner
 USER voidrunner
 EXPOSE 8080
 ENTRYPOINT [\"voidrunner\"]
-CMD [\"serve\"]" "$(cd "$(dirname "$BINARY")" && pwd)/$(basename "$BINARY")" "$NATS_BIN")"
+CMD [\"serve\"]" "$(cd "$(dirname "$BINARY")" && pwd)/$(basename "$BINARY")" "$NATS_BIN" "$SECCOMP_PROFILE")"
 
 cat <<VARS
 VOIDRUNNER_IMAGE=$voidrunner

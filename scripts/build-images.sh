@@ -282,12 +282,14 @@ build_image() {
     log "$TAG: built in $(secs "$start") s ($out), $((size / 1024 / 1024)) MiB"
 }
 
-# The compose stand-ins' base, from Debian 12 (its PostgreSQL 15 and nginx).
+# The compose stand-ins' base, from Debian 12 (its PostgreSQL 15 and nginx, and crun for workers
+# with the native sandbox backend). A change of the package list makes a new root filesystem.
 build_compose_base() {
-    local mirror="$1" tag="voidrunner/compose-base:$COMPOSE_SUITE" root="$CACHE/rootfs/compose-base"
+    local include="postgresql-15,nginx-light,ca-certificates,crun"
+    local mirror="$1" tag="voidrunner/compose-base:$COMPOSE_SUITE"
+    local root="$CACHE/rootfs/compose-base-$(sha256sum <<<"$include" | cut -c1-8)"
     local build_id have
-    debootstrap_into "$COMPOSE_SUITE" "$root" "postgresql-15,nginx-light,ca-certificates" "$mirror" \
-        "$CACHE/logs/compose-base.log"
+    debootstrap_into "$COMPOSE_SUITE" "$root" "$include" "$mirror" "$CACHE/logs/compose-base.log"
     build_id="$(cat "$root.done")"
     have="$(docker image inspect --format '{{index .Config.Labels "org.voidrunner.rootfs"}}' "$tag" 2>/dev/null || true)"
     if [[ "$have" == "$build_id" ]]; then

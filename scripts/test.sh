@@ -35,9 +35,9 @@ command -v chromium >/dev/null || vr__apt_install chromium
 vr__log "docker-compose and openssl, for the compose stack and TLS tests"
 command -v docker-compose >/dev/null || vr__apt_install docker-compose
 command -v openssl >/dev/null || vr__apt_install openssl
-for profile in embedded distributed observability; do
+for profiles in embedded distributed observability distributed,native; do
     VOIDRUNNER_JWT_SECRET=compose-config-check docker-compose -f compose/docker-compose.yml \
-        --profile "$profile" config -q
+        $(printf -- '--profile %s ' ${profiles//,/ }) config -q
 done
 
 # Incremental compilation only helps a build that is run again; here it would only take disk.

@@ -2,7 +2,8 @@
 //! per-role users, PostgreSQL, the one-shot migration, two api replicas behind the proxy and
 //! workers. Executions go through both replicas; workers scale 1 → 3; a worker container is
 //! killed mid-run and a NATS container stopped under load with nothing lost; `down -v` leaves
-//! nothing behind. Images are the stand-ins `compose/standins.sh` builds (no registry here).
+//! nothing behind. With the `native` profile, a worker with no Docker socket runs sandboxes of
+//! its own. Images are the stand-ins `compose/standins.sh` builds (no registry here).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ fn repo() -> PathBuf {
 /// One compose project of this test; `down -v` when dropped.
 struct Stack {
     project: String,
-    profile: &'static str,
+    profiles: &'static [&'static str],
     env: Vec<(String, String)>,
 }
 
@@ -29,7 +30,12 @@ impl Stack {
     fn command(&self, args: &[&str]) -> std::process::Output {
         let output = std::process::Command::new("docker-compose")
             .current_dir(repo().join("compose"))
-            .args(["-p", &self.project, "--profile", self.profile])
+            .args(["-p", &self.project])
+            .args(
+                self.profiles
+                    .iter()
+                    .flat_map(|profile| ["--profile", profile]),
+            )
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
@@ -226,7 +232,7 @@ async fn the_distributed_profile_scales_survives_a_lost_worker_and_a_lost_nats_n
     ]);
     let stack = Stack {
         project: format!("vrci{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-        profile: "distributed",
+        profiles: &["distributed"],
         env,
     };
 
@@ -400,7 +406,7 @@ async fn the_embedded_profile_runs_a_program_with_a_secret_it_made_itself() {
     env.push(("VOIDRUNNER_HTTP_PORT".to_owned(), port.to_string()));
     let stack = Stack {
         project: format!("vrci{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-        profile: "embedded",
+        profiles: &["embedded"],
         env,
     };
     let up = Instant::now();
@@ -422,5 +428,102 @@ async fn the_embedded_profile_runs_a_program_with_a_secret_it_made_itself() {
     println!(
         "compose embedded profile: ready {:.1}s after up",
         ready_after.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn the_native_profile_runs_sandboxes_in_a_worker_without_the_docker_socket() {
+    let mut env = standins();
+    let port = free_port();
+    env.extend([
+        (
+            "VOIDRUNNER_JWT_SECRET".to_owned(),
+            uuid::Uuid::new_v4().simple().to_string().repeat(2),
+        ),
+        ("VOIDRUNNER_HTTP_PORT".to_owned(), port.to_string()),
+        ("VOIDRUNNER_NATS_PORT".to_owned(), free_port().to_string()),
+    ]);
+    if let Ok(dir) = std::env::var("VOIDRUNNER_SANDBOX_ROOTFS_DIR") {
+        env.push(("VOIDRUNNER_SANDBOX_ROOTFS_DIR".to_owned(), dir));
+    }
+    let stack = Stack {
+        project: format!("vrci{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        profiles: &["distributed", "native"],
+        env,
+    };
+    let up = Instant::now();
+    stack.run(&["up", "-d", "--no-build", "--scale", "worker=0"]);
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&stack, &http, &base, 2).await;
+    let token = voidrunner_testkit::login_new_user(&http, &base).await;
+    let client = Client { http, base, token };
+
+    // The fleet is the one native worker.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let workers = loop {
+        let workers = client.live_workers().await;
+        if !workers.is_empty() {
+            break workers;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no worker joined\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0]["backend"], "native", "{workers:?}");
+    let worker_id = workers[0]["id"].as_str().unwrap_or_default().to_owned();
+
+    let (status, run, _) = client
+        .run("echo native; id -u; cat /proc/self/uid_map", true)
+        .await;
+    assert_eq!(status, 200, "{run}\n{}", stack.logs());
+    assert_eq!(run["status"], "completed", "{run}\n{}", stack.logs());
+    let stdout = run["stdout"].as_str().unwrap_or_default();
+    assert!(
+        stdout.starts_with("native\n65534\n") && stdout.contains("100000"),
+        "{run}"
+    );
+
+    // A program past its timeout is killed by the worker.
+    let (status, slow) = send(
+        client
+            .http
+            .post(client.url("/runs?wait=true"))
+            .bearer_auth(&client.token)
+            .json(&json!({ "language": "bash", "code": "echo sleeping; sleep 60", "timeout_seconds": 2 })),
+    )
+    .await;
+    assert_eq!(status, 200, "{slow}");
+    assert_eq!(slow["status"], "timeout", "{slow}");
+    assert_eq!(slow["stdout"], "sleeping\n", "{slow}");
+
+    // The worker's container has no Docker socket, and no more capabilities than named.
+    let worker = stack.container("worker-native", 1);
+    let mounts = docker(&["inspect", "--format", "{{json .Mounts}}", &worker]);
+    assert!(!mounts.contains("docker.sock"), "{mounts}");
+    let socket = std::process::Command::new("docker")
+        .args(["exec", &worker, "test", "-e", "/var/run/docker.sock"])
+        .status()
+        .expect("docker exec");
+    assert!(
+        !socket.success(),
+        "the worker's container has a Docker socket"
+    );
+    let privileged = docker(&["inspect", "--format", "{{.HostConfig.Privileged}}", &worker]);
+    assert_eq!(privileged.trim(), "false");
+
+    stack.run(&["down", "-v", "-t", "10"]);
+    let left = voidrunner_testkit::native_leftovers(Path::new("/nonexistent"), &worker_id);
+    assert!(
+        left.is_empty(),
+        "the native worker left sandboxes behind: {left:#?}"
+    );
+    println!(
+        "compose native profile: a run through a native worker {:.1}s after up",
+        up.elapsed().as_secs_f64()
     );
 }

@@ -375,6 +375,25 @@ async fn housekeep(runner: Runner, shutdown: CancellationToken) {
     }
 }
 
+/// For `voidrunner doctor`: whether this host can run native sandboxes as `config` and `policy`
+/// say (the same checks a worker makes when it starts), and, language by language, whether its
+/// unpacked image is there.
+pub async fn check_native_sandbox(
+    config: &WorkerConfig,
+    policy: &SandboxPolicy,
+) -> Result<Vec<(Language, bool)>, SandboxError> {
+    let namespace = voidrunner_shared::Namespace::new("doctor")
+        .map_err(|e| SandboxError::Setup(e.to_string()))?;
+    let settings = sandbox_settings(config, policy, "doctor", &namespace)
+        .map_err(|e| SandboxError::Setup(e.to_string()))?;
+    let sandbox = NativeSandbox::connect(settings).await?;
+    let mut languages = Vec::new();
+    for &language in Language::all() {
+        languages.push((language, sandbox.has_language(language).await));
+    }
+    Ok(languages)
+}
+
 /// What every sandbox of this worker shares, from its configuration.
 fn sandbox_settings(
     config: &WorkerConfig,

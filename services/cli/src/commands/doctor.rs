@@ -174,6 +174,9 @@ pub async fn checks(target: Target, vars: &[(String, String)]) -> Vec<Check> {
 
 /// The Docker engine and each language's image, for a worker that runs code in Docker.
 async fn sandbox(checks: &mut Vec<Check>, worker: &WorkerConfig) {
+    if worker.sandbox_backend == SandboxBackendKind::Native {
+        return native_sandbox(checks, worker).await;
+    }
     if worker.sandbox_backend != SandboxBackendKind::Docker {
         checks.push(Check::ok(
             "sandbox",
@@ -220,6 +223,62 @@ async fn sandbox(checks: &mut Vec<Check>, worker: &WorkerConfig) {
                     ),
                 },
             )),
+        }
+    }
+}
+
+/// The OCI runtime, seccomp profile and cgroups the native backend needs, and each language's
+/// unpacked image.
+async fn native_sandbox(checks: &mut Vec<Check>, worker: &WorkerConfig) {
+    let policy = match voidrunner_shared::config::SandboxPolicy::from_env(
+        std::env::vars().filter(|(key, _)| key.starts_with("VOIDRUNNER_")),
+    ) {
+        Ok(policy) => policy,
+        Err(error) => {
+            checks.push(Check::failed(
+                "sandbox",
+                error.to_string(),
+                "fix the setting named",
+            ));
+            return;
+        }
+    };
+    let languages = match voidrunner_worker::check_native_sandbox(worker, &policy).await {
+        Ok(languages) => {
+            checks.push(Check::ok(
+                "native sandbox",
+                format!(
+                    "{} runs sandboxes here (seccomp profile compiled, cgroups usable)",
+                    worker.sandbox_runtime.display()
+                ),
+            ));
+            languages
+        }
+        Err(problem) => {
+            checks.push(Check::failed(
+                "native sandbox",
+                problem.to_string(),
+                "the worker needs root with CAP_SYS_ADMIN, crun, containers-common's seccomp \
+                 profile and a writable cgroup hierarchy (README: The sandbox)",
+            ));
+            return;
+        }
+    };
+    for (language, present) in languages {
+        let image = worker.image(language);
+        let check = format!("image {}", language.as_str());
+        let unpacked = worker.sandbox_rootfs_dir.join(&image).join("current");
+        if present {
+            checks.push(Check::ok(check, format!("{}", unpacked.display())));
+        } else {
+            checks.push(Check::failed(
+                check,
+                format!("{image} is not unpacked at {}", unpacked.display()),
+                match builder_name(&image) {
+                    Some(name) => format!("voidrunner images build {name}"),
+                    None => format!("unpack {image} there (its root filesystem in rootfs/, its environment in env)"),
+                },
+            ));
         }
     }
 }
