@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use voidrunner_shared::Namespace;
 use voidrunner_testkit::processes::{free_port, OwnPostgres, Processes};
 use voidrunner_testkit::{
-    empty_database, login_new_user, send, start_nats, test_env, unique_prefix, Backend, Nats,
+    empty_database, login_new_user, native_leftovers, send, start_nats, test_env, unique_prefix,
+    Backend, Nats,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_voidrunner");
@@ -776,5 +777,88 @@ async fn sigterm_drains_the_api_and_lets_the_worker_finish_what_it_runs() {
     assert_eq!(
         finished[0]["attempt"], 1,
         "finished by the stopping worker, not redelivered"
+    );
+}
+
+#[tokio::test]
+async fn a_native_worker_killed_mid_run_leaves_nothing_running_and_its_restart_removes_the_rest() {
+    let nats = start_nats().await;
+    let (database_url, _dir) = empty_database(Backend::Postgres).await;
+    let state = tempfile::TempDir::new().expect("state dir");
+    let state_dir = state.path().display().to_string();
+    let mut cluster = Cluster::new(
+        &nats,
+        &database_url,
+        &[
+            ("VOIDRUNNER_SANDBOX_BACKEND", "native"),
+            ("VOIDRUNNER_SANDBOX_STATE_DIR", &state_dir),
+        ],
+    )
+    .await;
+    cluster.start_worker("doomed-native", "2");
+    cluster.start_api("api").await;
+    let client = cluster.client.clone();
+    let token = login_new_user(&client.http, &client.base_url).await;
+    let task = client.task(&token, "sleep 3; echo survived").await;
+    let mut accepted = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = client.submit(&token, &task).await.expect("api answers");
+        assert_eq!(status, 202, "{body}");
+        accepted.push(body["id"].as_str().expect("id").to_owned());
+    }
+    for id in &accepted {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while client.get(&token, id).await["status"] != "running" {
+            assert!(Instant::now() < deadline, "{}", cluster.processes.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Its sandboxes (the two running, the warm ones) by their bundles.
+    let sandboxes: Vec<String> = std::fs::read_dir(state.path().join("bundles"))
+        .expect("bundles")
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(sandboxes.len() >= 2, "{sandboxes:?}");
+    let left_of = |kind: &str| -> Vec<String> {
+        native_leftovers(state.path(), "doomed-native")
+            .into_iter()
+            .filter(|left| left.starts_with(kind) && sandboxes.iter().any(|id| left.contains(id)))
+            .collect()
+    };
+    assert!(
+        !left_of("process").is_empty(),
+        "the running sandboxes have processes"
+    );
+
+    cluster.processes.kill("doomed-native").await;
+    // Nothing of its sandboxes runs on unwatched: the runtime processes die with the worker,
+    // and each sandbox's init with its runtime process.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !left_of("process").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "sandbox processes outlived their worker: {:#?}",
+            left_of("process")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !left_of("").is_empty(),
+        "a killed worker could not clean up, yet nothing is left to clean"
+    );
+
+    // Back under the same id, the worker removes what it left and runs the executions again.
+    cluster.start_worker("doomed-native", "2");
+    let (finished, lost) = settle(&client, &token, &accepted, Duration::from_secs(90)).await;
+    assert_eq!(lost, 0, "{}", cluster.processes.logs());
+    for execution in &finished {
+        assert_eq!(execution["status"], "completed", "{execution}");
+        assert_eq!(execution["stdout"], "survived\n", "{execution}");
+    }
+    let left = left_of("");
+    assert!(
+        left.is_empty(),
+        "the restarted worker left its old sandboxes: {left:#?}"
     );
 }
