@@ -16,11 +16,12 @@ fn read(name: &str) -> String {
     std::fs::read_to_string(manifests().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-const BUILT_IN: [&str; 5] = [
+const BUILT_IN: [&str; 6] = [
     "namespace.yaml",
     "migrate-job.yaml",
     "api.yaml",
     "worker.yaml",
+    "worker-native.yaml",
     "secrets.example.yaml",
 ];
 
@@ -61,6 +62,8 @@ fn the_kustomization_lists_every_manifest_but_the_example_secrets() {
         );
     }
     assert!(!kustomization.contains("- secrets.example.yaml"));
+    // The native workers are the alternative to the Docker ones, never both at once.
+    assert!(!kustomization.contains("- worker-native.yaml"));
 }
 
 #[test]
@@ -68,7 +71,12 @@ fn every_variable_the_manifests_set_is_one_the_services_read() {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
             .expect("README");
-    for name in ["api.yaml", "worker.yaml", "migrate-job.yaml"] {
+    for name in [
+        "api.yaml",
+        "worker.yaml",
+        "worker-native.yaml",
+        "migrate-job.yaml",
+    ] {
         let manifest = read(name);
         let variables: Vec<&str> = manifest
             .split("name: ")
