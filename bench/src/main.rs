@@ -615,6 +615,37 @@ async fn sandbox_paths(samples: usize, quick: bool) -> anyhow::Result<()> {
         }
         throughput.push((backend, rates));
     }
+    // The same sweep with a trivial Bash program: what each backend carries when the language
+    // itself costs next to nothing (Python's start-up alone takes ~11 ms of CPU here).
+    let mut bash_throughput: Vec<Vec<f64>> = Vec::new();
+    let bash: Language = "bash".parse().expect("bash is in the catalog");
+    for backend in ["docker", "native"] {
+        let executions = throughput_executions(backend);
+        let mut rates = Vec::new();
+        for parallelism in PARALLELISMS {
+            eprintln!(
+                "{backend}, bash throughput: {executions} executions at parallelism {parallelism}"
+            );
+            let worker = BenchWorker::start_for(
+                nats.url(),
+                &voidrunner_testkit::unique_prefix(),
+                backend,
+                bash,
+                ("echo hello".to_owned(), "hello\n".to_owned()),
+                parallelism,
+                parallelism,
+                "127.0.0.1:0",
+            )
+            .await?;
+            worker.wait_for_pool(parallelism as u64).await?;
+            let started = Instant::now();
+            worker.run(executions).await?;
+            let elapsed = started.elapsed();
+            worker.stop().await;
+            rates.push(executions as f64 / elapsed.as_secs_f64());
+        }
+        bash_throughput.push(rates);
+    }
 
     eprintln!("docker run --rm: {samples} sequential runs");
     let mut docker_samples = Vec::new();
@@ -650,14 +681,16 @@ async fn sandbox_paths(samples: usize, quick: bool) -> anyhow::Result<()> {
         throughput_executions("docker"),
         throughput_executions("native")
     );
-    println!("| parallelism | docker executions/s | native executions/s | native / docker |");
-    println!("|---:|---:|---:|---:|");
+    println!("| parallelism | python: docker executions/s | native executions/s | native / docker | bash (`echo hello`): docker | native | native / docker |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for (i, parallelism) in PARALLELISMS.iter().enumerate() {
         let docker = throughput[0].1[i];
         let native = throughput[1].1[i];
+        let (bash_docker, bash_native) = (bash_throughput[0][i], bash_throughput[1][i]);
         println!(
-            "| {parallelism} | {docker:.1} | {native:.1} | {:.1}x |",
-            native / docker
+            "| {parallelism} | {docker:.1} | {native:.1} | {:.1}x | {bash_docker:.1} | {bash_native:.1} | {:.1}x |",
+            native / docker,
+            bash_native / bash_docker
         );
     }
     Ok(())
@@ -675,56 +708,47 @@ async fn languages(samples: usize) -> anyhow::Result<()> {
             language.definition().checks.hello.clone(),
             "hello, world\n".to_owned(),
         );
-        eprintln!("{language}: {samples} warm and {samples} cold hello-worlds");
-        let warm = BenchWorker::start_for(
-            nats.url(),
-            &prefix,
-            "docker",
-            language,
-            program.clone(),
-            1,
-            1,
-            "off",
-        )
-        .await?;
-        let mut warm_samples = Vec::new();
-        for _ in 0..samples {
-            warm.wait_for_pool(1).await?;
-            warm_samples.extend(warm.run(1).await?);
+        let mut row = Vec::new();
+        for backend in ["docker", "native"] {
+            eprintln!("{language} on {backend}: {samples} warm and {samples} cold hello-worlds");
+            for pool in [1, 0] {
+                let worker = BenchWorker::start_for(
+                    nats.url(),
+                    &prefix,
+                    backend,
+                    language,
+                    program.clone(),
+                    1,
+                    pool,
+                    "off",
+                )
+                .await?;
+                let mut latencies = Vec::new();
+                for _ in 0..samples {
+                    if pool > 0 {
+                        worker.wait_for_pool(1).await?;
+                    }
+                    latencies.extend(worker.run(1).await?);
+                }
+                worker.stop().await;
+                latencies.sort();
+                row.push(percentile(&latencies, 50.0));
+            }
         }
-        warm.stop().await;
-        let cold = BenchWorker::start_for(
-            nats.url(),
-            &prefix,
-            "docker",
-            language,
-            program,
-            1,
-            0,
-            "off",
-        )
-        .await?;
-        let mut cold_samples = Vec::new();
-        for _ in 0..samples {
-            cold_samples.extend(cold.run(1).await?);
-        }
-        cold.stop().await;
-        warm_samples.sort();
-        cold_samples.sort();
-        rows.push((language, warm_samples, cold_samples));
+        rows.push((language, row));
     }
-    println!("\nHello-world of every language through a worker, {samples} sequential samples each (warm: a pooled sandbox was ready; cold: a container created for it):\n");
-    println!("| language | version | image | image MiB | warm p50 ms | cold p50 ms |");
-    println!("|---|---|---|---:|---:|---:|");
-    for (language, warm, cold) in rows {
+    println!("\nHello-world of every language through a worker, {samples} sequential samples each, p50 ms (warm: a pooled sandbox was ready; cold: a sandbox created for it):\n");
+    println!("| language | version | image | image MiB | docker warm | docker cold | native warm | native cold |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
+    for (language, row) in rows {
         let image = language.default_image();
+        let cells: Vec<String> = row.into_iter().map(ms).collect();
         println!(
-            "| {} | {} | `{image}` | {} | {} | {} |",
+            "| {} | {} | `{image}` | {} | {} |",
             language.as_str(),
             language.version(),
             image_mib(&image).await?,
-            ms(percentile(&warm, 50.0)),
-            ms(percentile(&cold, 50.0)),
+            cells.join(" | "),
         );
     }
     Ok(())

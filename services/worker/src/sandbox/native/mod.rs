@@ -348,13 +348,18 @@ impl NativeSandbox {
             (None, Some(signal)) => 128 + i64::from(signal),
             (None, None) => -1,
         };
+        // The runtime logs only its own errors (and warnings) there, never the program's.
         let log = tokio::fs::read_to_string(handle.bundle.join("runtime.log"))
             .await
             .unwrap_or_default();
-        if code != 0 && !log.trim().is_empty() {
+        let errors: Vec<&str> = log
+            .lines()
+            .filter(|line| !line.trim().is_empty() && !line.to_ascii_lowercase().contains("warn"))
+            .collect();
+        if code != 0 && !errors.is_empty() {
             return Err(SandboxError::Runtime {
                 operation: "run",
-                message: log.trim().to_owned(),
+                message: errors.join("; "),
             });
         }
         // The bootstrap reports OOM kills with the exit; a sandbox that ended without its
