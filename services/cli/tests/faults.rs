@@ -795,7 +795,9 @@ async fn a_native_worker_killed_mid_run_leaves_nothing_running_and_its_restart_r
         ],
     )
     .await;
-    cluster.start_worker("doomed-native", "2");
+    // A worker id of this run alone: what it leaves is told apart from any other's.
+    let worker = format!("doomed-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    cluster.start_worker(&worker, "2");
     cluster.start_api("api").await;
     let client = cluster.client.clone();
     let token = login_new_user(&client.http, &client.base_url).await;
@@ -821,7 +823,7 @@ async fn a_native_worker_killed_mid_run_leaves_nothing_running_and_its_restart_r
         .collect();
     assert!(sandboxes.len() >= 2, "{sandboxes:?}");
     let left_of = |kind: &str| -> Vec<String> {
-        native_leftovers(state.path(), "doomed-native")
+        native_leftovers(state.path(), &worker)
             .into_iter()
             .filter(|left| left.starts_with(kind) && sandboxes.iter().any(|id| left.contains(id)))
             .collect()
@@ -831,7 +833,7 @@ async fn a_native_worker_killed_mid_run_leaves_nothing_running_and_its_restart_r
         "the running sandboxes have processes"
     );
 
-    cluster.processes.kill("doomed-native").await;
+    cluster.processes.kill(&worker).await;
     // Nothing of its sandboxes runs on unwatched: the runtime processes die with the worker,
     // and each sandbox's init with its runtime process.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -849,7 +851,7 @@ async fn a_native_worker_killed_mid_run_leaves_nothing_running_and_its_restart_r
     );
 
     // Back under the same id, the worker removes what it left and runs the executions again.
-    cluster.start_worker("doomed-native", "2");
+    cluster.start_worker(&worker, "2");
     let (finished, lost) = settle(&client, &token, &accepted, Duration::from_secs(90)).await;
     assert_eq!(lost, 0, "{}", cluster.processes.logs());
     for execution in &finished {
@@ -860,5 +862,17 @@ async fn a_native_worker_killed_mid_run_leaves_nothing_running_and_its_restart_r
     assert!(
         left.is_empty(),
         "the restarted worker left its old sandboxes: {left:#?}"
+    );
+    // Stopped as it should be, it leaves nothing at all.
+    assert!(
+        cluster
+            .processes
+            .terminate(&worker, Duration::from_secs(30))
+            .await
+    );
+    let left = native_leftovers(state.path(), &worker);
+    assert!(
+        left.is_empty(),
+        "the stopped worker left sandboxes: {left:#?}"
     );
 }

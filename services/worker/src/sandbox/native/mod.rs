@@ -431,6 +431,7 @@ impl NativeSandbox {
             if let Err(error) = deleted {
                 tracing::warn!(sandbox = id, error = %error, "deleting the sandbox failed");
             }
+            self.remove_cgroups(id).await;
         }
         let bundle = bundles_dir(&self.inner.settings).join(id);
         match tokio::fs::remove_dir_all(&bundle).await {
@@ -442,6 +443,32 @@ impl NativeSandbox {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => {
                 tracing::warn!(sandbox = id, error = %error, "removing the sandbox's bundle failed")
+            }
+        }
+    }
+
+    /// Removes a dead sandbox's cgroups the runtime left (crun 1.8 may leave one of a cgroup v1
+    /// hierarchy behind when it deletes a sandbox whose runtime process was killed). Only empty
+    /// cgroups can go: a process still in one keeps it, and says so.
+    async fn remove_cgroups(&self, id: &str) {
+        let relative = Path::new(&self.inner.settings.native.cgroup_parent).join(id);
+        let root = Path::new("/sys/fs/cgroup");
+        let mut candidates = vec![root.join(&relative)];
+        if let Ok(mut hierarchies) = tokio::fs::read_dir(root).await {
+            while let Ok(Some(hierarchy)) = hierarchies.next_entry().await {
+                candidates.push(hierarchy.path().join(&relative));
+            }
+        }
+        for cgroup in candidates {
+            match tokio::fs::remove_dir(&cgroup).await {
+                Ok(()) => {
+                    tracing::debug!(cgroup = %cgroup.display(), "removed a cgroup the runtime left")
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) if error.raw_os_error() == Some(libc::ENOTDIR) => {}
+                Err(error) => {
+                    tracing::warn!(cgroup = %cgroup.display(), error = %error, "cannot remove a sandbox's cgroup")
+                }
             }
         }
     }
