@@ -601,11 +601,23 @@ async fn sandbox_paths(samples: usize, quick: bool) -> anyhow::Result<()> {
 
         let executions = throughput_executions(backend);
         let mut rates = Vec::new();
+        // One installation for the sweep: its workers come one after the other.
+        let prefix = voidrunner_testkit::unique_prefix();
         for parallelism in PARALLELISMS {
             eprintln!(
                 "{backend}, throughput: {executions} executions at parallelism {parallelism}"
             );
-            let worker = BenchWorker::start(nats.url(), backend, parallelism, parallelism).await?;
+            let worker = BenchWorker::start_for(
+                nats.url(),
+                &prefix,
+                backend,
+                python(),
+                (PROGRAM.to_owned(), "hello\n".to_owned()),
+                parallelism,
+                parallelism,
+                "127.0.0.1:0",
+            )
+            .await?;
             worker.wait_for_pool(parallelism as u64).await?;
             let started = Instant::now();
             worker.run(executions).await?;
@@ -622,13 +634,14 @@ async fn sandbox_paths(samples: usize, quick: bool) -> anyhow::Result<()> {
     for backend in ["docker", "native"] {
         let executions = throughput_executions(backend);
         let mut rates = Vec::new();
+        let prefix = voidrunner_testkit::unique_prefix();
         for parallelism in PARALLELISMS {
             eprintln!(
                 "{backend}, bash throughput: {executions} executions at parallelism {parallelism}"
             );
             let worker = BenchWorker::start_for(
                 nats.url(),
-                &voidrunner_testkit::unique_prefix(),
+                &prefix,
                 backend,
                 bash,
                 ("echo hello".to_owned(), "hello\n".to_owned()),

@@ -1,6 +1,6 @@
 //! Every language of the catalog, through the real sandbox: its hello-world, a program that
 //! reads stdin, a non-zero exit, and for compiled languages a compile error. Adding a language to
-//! `languages/catalog.toml` adds it here.
+//! `languages/catalog.toml` adds it here. On the Docker backend and on the native one.
 
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
@@ -80,7 +80,25 @@ fn problem(case: &Case, result: &Value) -> Option<String> {
 
 #[tokio::test]
 async fn every_catalog_language_says_hello_reads_stdin_exits_and_reports_compile_errors() {
-    let app = spawn_app_with(Backend::Sqlite, &[("VOIDRUNNER_WORKER_SLOTS", "3")]).await;
+    every_language_passes_its_checks(&[]).await;
+}
+
+#[tokio::test]
+async fn every_catalog_language_passes_its_checks_in_native_sandboxes_too() {
+    let state = tempfile::TempDir::new().expect("state dir");
+    let state_dir = state.path().display().to_string();
+    every_language_passes_its_checks(&[
+        ("VOIDRUNNER_SANDBOX_BACKEND", "native"),
+        ("VOIDRUNNER_SANDBOX_STATE_DIR", &state_dir),
+    ])
+    .await;
+}
+
+/// Every check of every language, three at a time, through a worker with `settings`.
+async fn every_language_passes_its_checks(settings: &[(&str, &str)]) {
+    let mut settings = settings.to_vec();
+    settings.push(("VOIDRUNNER_WORKER_SLOTS", "3"));
+    let app = spawn_app_with(Backend::Sqlite, &settings).await;
     let token = app.login_new_user().await;
 
     // Every language is served by the worker (its images are built) and listed with it.
