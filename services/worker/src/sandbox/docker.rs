@@ -21,7 +21,7 @@ use voidrunner_shared::Language;
 
 use super::collect::{collect, End};
 use super::container;
-use super::metrics::{Removal, SandboxMetrics};
+use super::metrics::{record_start, Removal, SandboxMetrics};
 use super::pool::{Pools, Started};
 use super::settings::SandboxSettings;
 use super::{ContainerLimits, Exit, Interruptions, OutputChunk, Program, RunLimits, RunReport};
@@ -157,12 +157,7 @@ impl DockerSandbox {
             Some(started) => started,
             None => self.start(language, container, Some(execution_id)).await?,
         };
-        metrics::histogram!(
-            names::SANDBOX_START_SECONDS,
-            "language" => language.as_str(),
-            "path" => if was_warm { "warm" } else { "cold" }
-        )
-        .record(getting_ready.elapsed().as_secs_f64());
+        record_start(language, was_warm, getting_ready);
         let (id, collected) = collect(started, payload, &nonce, run, output, interruptions).await;
         let exit = match &collected.end {
             End::Early(reason) => {
@@ -170,10 +165,7 @@ impl DockerSandbox {
                 Ok(reason.clone())
             }
             // The program ended and all its output is here; the container goes in the background.
-            End::Reported(ending) => Ok(Exit::Exited {
-                code: ending.exit_code,
-                oom_killed: ending.oom_kills.is_some_and(|kills| kills > 0),
-            }),
+            End::Reported(ending) => Ok(ending.exit()),
             End::Closed => self.exit_status(&id).await,
         };
         self.dispose(id, Removal::Used);

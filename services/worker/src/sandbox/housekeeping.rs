@@ -8,12 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::docker::{docker_error, DockerSandbox, DOCKER_CALL_TIMEOUT};
 use super::metrics::{Removal, SandboxMetrics};
-use super::settings::{INSTALLATION_LABEL, WORKER_LABEL};
+use super::settings::{INSTALLATION_LABEL, ORPHAN_MIN_AGE, WORKER_LABEL};
 use super::SandboxError;
-
-/// Containers younger than this are never taken for orphans: their owner may not have
-/// recorded them yet.
-const ORPHAN_MIN_AGE_SECONDS: i64 = 60;
 
 impl DockerSandbox {
     /// Keeps every pool full until `shutdown`, then removes what waits in them.
@@ -69,7 +65,7 @@ impl DockerSandbox {
             ) else {
                 continue;
             };
-            let young = now - container.created.unwrap_or(now) < ORPHAN_MIN_AGE_SECONDS;
+            let young = now - container.created.unwrap_or(now) < ORPHAN_MIN_AGE.as_secs() as i64;
             let orphaned = if &owner == own {
                 !self.live().contains(&id) && (start_up || !young)
             } else {

@@ -34,6 +34,17 @@ impl SandboxMetrics {
     }
 }
 
+/// Records how long getting a sandbox ready for a run took, from `since`, by whether a warm one
+/// was taken.
+pub fn record_start(language: voidrunner_shared::Language, warm: bool, since: std::time::Instant) {
+    metrics::histogram!(
+        voidrunner_shared::metrics::SANDBOX_START_SECONDS,
+        "language" => language.as_str(),
+        "path" => if warm { "warm" } else { "cold" }
+    )
+    .record(since.elapsed().as_secs_f64());
+}
+
 /// Why a sandbox container was removed: the `reason` of `voidrunner_containers_removed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {

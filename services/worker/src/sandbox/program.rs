@@ -116,6 +116,16 @@ fn stdout_marker(nonce: &str) -> Vec<u8> {
     format!("{MARKER_PREFIX}{nonce}\n").into_bytes()
 }
 
+impl Ending {
+    /// How the run exited, as the bootstrap reported it.
+    pub fn exit(&self) -> super::Exit {
+        super::Exit::Exited {
+            code: self.exit_code,
+            oom_killed: self.oom_kills.is_some_and(|kills| kills > 0),
+        }
+    }
+}
+
 /// The ending reported on stderr, with where its marker starts, if stderr ends with one.
 fn stderr_ending(stderr: &[u8], nonce: &str) -> Option<(usize, Ending)> {
     let marker = format!("{MARKER_PREFIX}{nonce} exit=").into_bytes();

@@ -15,6 +15,9 @@ pub const EXECUTION_LABEL: &str = "io.voidrunner.execution";
 pub const INSTALLATION_LABEL: &str = "io.voidrunner.installation";
 /// Label with the language of a warm-pool container.
 pub const POOL_LABEL: &str = "io.voidrunner.pool";
+/// Sandboxes younger than this are never taken for orphans: their owner may not have recorded
+/// them yet.
+pub(super) const ORPHAN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Programs run as `nobody`, never as root.
 pub(super) const SANDBOX_UID: u32 = 65534;
 /// Files a sandboxed process may hold open.

@@ -10,6 +10,7 @@
 //! worker left from these alone.
 
 mod bundle;
+mod housekeeping;
 mod seccomp;
 
 use std::collections::{HashMap, HashSet};
@@ -27,11 +28,10 @@ use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use voidrunner_shared::events::{SandboxBackendKind, StreamName};
-use voidrunner_shared::metrics as names;
 use voidrunner_shared::Language;
 
 use super::collect::{collect, End};
-use super::metrics::{Removal, SandboxMetrics};
+use super::metrics::{record_start, Removal, SandboxMetrics};
 use super::pool::{Pools, Started};
 use super::settings::SandboxSettings;
 use super::{
@@ -43,8 +43,6 @@ pub use seccomp::DEFAULT_PROFILE as DEFAULT_SECCOMP_PROFILE;
 
 /// How long a sandbox may take to go once it was told to.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Sandboxes younger than this are never taken for orphans: their owner may be creating them.
-const ORPHAN_MIN_AGE: Duration = Duration::from_secs(60);
 
 /// A started sandbox: its id, the runtime process that runs it, and its bundle.
 pub(super) struct Handle {
@@ -303,12 +301,7 @@ impl NativeSandbox {
             Some(started) => started,
             None => self.start(language, container).await?,
         };
-        metrics::histogram!(
-            names::SANDBOX_START_SECONDS,
-            "language" => language.as_str(),
-            "path" => if was_warm { "warm" } else { "cold" }
-        )
-        .record(getting_ready.elapsed().as_secs_f64());
+        record_start(language, was_warm, getting_ready);
         let (mut handle, collected) =
             collect(started, payload, &nonce, run, output, interruptions).await;
         let exit = match &collected.end {
@@ -317,10 +310,7 @@ impl NativeSandbox {
                 Ok(reason.clone())
             }
             // The program ended and all its output is here; the sandbox goes in the background.
-            End::Reported(ending) => Ok(Exit::Exited {
-                code: ending.exit_code,
-                oom_killed: ending.oom_kills.is_some_and(|kills| kills > 0),
-            }),
+            End::Reported(ending) => Ok(ending.exit()),
             End::Closed => self.exit_status(&mut handle).await,
         };
         self.dispose(handle, Removal::Used);
@@ -416,119 +406,11 @@ impl NativeSandbox {
         });
     }
 
-    /// Deletes a sandbox's bundle and, with `runtime`, what the runtime keeps of it (its state,
-    /// cgroup and any process left).
-    async fn remove(&self, id: &str, reason: Removal, runtime: bool) {
-        if runtime {
-            let deleted = self
-                .crun()
-                .args(["delete", "--force", id])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .await;
-            if let Err(error) = deleted {
-                tracing::warn!(sandbox = id, error = %error, "deleting the sandbox failed");
-            }
-            self.remove_cgroups(id).await;
-        }
-        let bundle = bundles_dir(&self.inner.settings).join(id);
-        match tokio::fs::remove_dir_all(&bundle).await {
-            Ok(()) => {
-                SandboxMetrics::add(&self.inner.metrics.containers_removed, 1);
-                metrics::counter!(names::CONTAINERS_REMOVED, "reason" => reason.as_str())
-                    .increment(1);
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                tracing::warn!(sandbox = id, error = %error, "removing the sandbox's bundle failed")
-            }
-        }
-    }
-
-    /// Removes a dead sandbox's cgroups the runtime left (crun 1.8 may leave one of a cgroup v1
-    /// hierarchy behind when it deletes a sandbox whose runtime process was killed). Only empty
-    /// cgroups can go: a process still in one keeps it, and says so.
-    async fn remove_cgroups(&self, id: &str) {
-        let relative = Path::new(&self.inner.settings.native.cgroup_parent).join(id);
-        let root = Path::new("/sys/fs/cgroup");
-        let mut candidates = vec![root.join(&relative)];
-        if let Ok(mut hierarchies) = tokio::fs::read_dir(root).await {
-            while let Ok(Some(hierarchy)) = hierarchies.next_entry().await {
-                candidates.push(hierarchy.path().join(&relative));
-            }
-        }
-        for cgroup in candidates {
-            match tokio::fs::remove_dir(&cgroup).await {
-                Ok(()) => {
-                    tracing::debug!(cgroup = %cgroup.display(), "removed a cgroup the runtime left")
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) if error.raw_os_error() == Some(libc::ENOTDIR) => {}
-                Err(error) => {
-                    tracing::warn!(cgroup = %cgroup.display(), error = %error, "cannot remove a sandbox's cgroup")
-                }
-            }
-        }
-    }
-
     fn live(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.inner
             .live
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Removes this installation's sandboxes that no live execution owns: this worker's that it
-    /// does not know, and, when the fleet is known, those of workers not in `live_workers`.
-    /// Young ones are spared, except this worker's own at `start_up`.
-    async fn remove_orphans(
-        &self,
-        live_workers: Option<&HashSet<String>>,
-        start_up: bool,
-    ) -> Result<usize, SandboxError> {
-        let settings = &self.inner.settings;
-        // Every sandbox has a bundle from before its runtime state until after it: the bundles
-        // are the list.
-        let mut entries = match tokio::fs::read_dir(bundles_dir(settings)).await {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(error) => return Err(error.into()),
-        };
-        let mut orphans = Vec::new();
-        while let Some(entry) = entries.next_entry().await? {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            let mut parts = id.splitn(3, '.');
-            let (Some(installation), Some(owner), Some(_)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            if installation != settings.installation {
-                continue;
-            }
-            let young = entry
-                .metadata()
-                .await
-                .ok()
-                .and_then(|meta| meta.modified().ok())
-                .and_then(|modified| modified.elapsed().ok())
-                .is_none_or(|age| age < ORPHAN_MIN_AGE);
-            let orphaned = if owner == settings.worker_id {
-                !self.live().contains(&id) && (start_up || !young)
-            } else {
-                live_workers.is_some_and(|live| !live.contains(owner)) && !young
-            };
-            if orphaned {
-                orphans.push(id);
-            }
-        }
-        for id in &orphans {
-            self.remove(id, Removal::Orphan, true).await;
-        }
-        SandboxMetrics::add(&self.inner.metrics.orphans_removed, orphans.len() as u64);
-        Ok(orphans.len())
     }
 }
 
@@ -536,7 +418,7 @@ fn crun_root(settings: &SandboxSettings) -> PathBuf {
     settings.native.state_dir.join("crun")
 }
 
-fn bundles_dir(settings: &SandboxSettings) -> PathBuf {
+pub(super) fn bundles_dir(settings: &SandboxSettings) -> PathBuf {
     settings.native.state_dir.join("bundles")
 }
 
