@@ -599,32 +599,9 @@ async fn sandbox_paths(samples: usize, quick: bool) -> anyhow::Result<()> {
             samples: cold_samples,
         });
 
+        let program = (PROGRAM.to_owned(), "hello\n".to_owned());
         let executions = throughput_executions(backend);
-        let mut rates = Vec::new();
-        // One installation for the sweep: its workers come one after the other.
-        let prefix = voidrunner_testkit::unique_prefix();
-        for parallelism in PARALLELISMS {
-            eprintln!(
-                "{backend}, throughput: {executions} executions at parallelism {parallelism}"
-            );
-            let worker = BenchWorker::start_for(
-                nats.url(),
-                &prefix,
-                backend,
-                python(),
-                (PROGRAM.to_owned(), "hello\n".to_owned()),
-                parallelism,
-                parallelism,
-                "127.0.0.1:0",
-            )
-            .await?;
-            worker.wait_for_pool(parallelism as u64).await?;
-            let started = Instant::now();
-            worker.run(executions).await?;
-            let elapsed = started.elapsed();
-            worker.stop().await;
-            rates.push(executions as f64 / elapsed.as_secs_f64());
-        }
+        let rates = sweep(nats.url(), backend, python(), program, executions).await?;
         throughput.push((backend, rates));
     }
     // The same sweep with a trivial Bash program: what each backend carries when the language
@@ -632,31 +609,9 @@ async fn sandbox_paths(samples: usize, quick: bool) -> anyhow::Result<()> {
     let mut bash_throughput: Vec<Vec<f64>> = Vec::new();
     let bash: Language = "bash".parse().expect("bash is in the catalog");
     for backend in ["docker", "native"] {
+        let program = ("echo hello".to_owned(), "hello\n".to_owned());
         let executions = throughput_executions(backend);
-        let mut rates = Vec::new();
-        let prefix = voidrunner_testkit::unique_prefix();
-        for parallelism in PARALLELISMS {
-            eprintln!(
-                "{backend}, bash throughput: {executions} executions at parallelism {parallelism}"
-            );
-            let worker = BenchWorker::start_for(
-                nats.url(),
-                &prefix,
-                backend,
-                bash,
-                ("echo hello".to_owned(), "hello\n".to_owned()),
-                parallelism,
-                parallelism,
-                "127.0.0.1:0",
-            )
-            .await?;
-            worker.wait_for_pool(parallelism as u64).await?;
-            let started = Instant::now();
-            worker.run(executions).await?;
-            let elapsed = started.elapsed();
-            worker.stop().await;
-            rates.push(executions as f64 / elapsed.as_secs_f64());
-        }
+        let rates = sweep(nats.url(), backend, bash, program, executions).await?;
         bash_throughput.push(rates);
     }
 
@@ -707,6 +662,41 @@ async fn sandbox_paths(samples: usize, quick: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Executions per second through one worker on `backend` at each parallelism (slots = pool size),
+/// `executions` of `program` published at once; one installation for the sweep, its workers one
+/// after the other.
+async fn sweep(
+    nats_url: &str,
+    backend: &str,
+    language: Language,
+    program: (String, String),
+    executions: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let prefix = voidrunner_testkit::unique_prefix();
+    let mut rates = Vec::new();
+    for parallelism in PARALLELISMS {
+        eprintln!("{backend}, {language} throughput: {executions} executions at parallelism {parallelism}");
+        let worker = BenchWorker::start_for(
+            nats_url,
+            &prefix,
+            backend,
+            language,
+            program.clone(),
+            parallelism,
+            parallelism,
+            "127.0.0.1:0",
+        )
+        .await?;
+        worker.wait_for_pool(parallelism as u64).await?;
+        let started = Instant::now();
+        worker.run(executions).await?;
+        let elapsed = started.elapsed();
+        worker.stop().await;
+        rates.push(executions as f64 / elapsed.as_secs_f64());
+    }
+    Ok(rates)
 }
 
 /// Every language of the catalog: its hello-world through a worker that serves it alone, warm
