@@ -17,7 +17,7 @@ use voidrunner_shared::publish::{publish_json, PublishError};
 use voidrunner_shared::subjects::EventKind;
 use voidrunner_shared::{report, Language, Namespace, Status};
 
-use async_nats::jetstream::stream::DirectGetErrorKind;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 
 use crate::ack::Outcome;
 use crate::cancellations::Cancellations;
@@ -117,9 +117,12 @@ impl Runner {
     ) -> Outcome {
         let execution_id = dispatch.execution_id;
         let result_subject = self.namespace.result_subject(execution_id);
+        // From the stream's leader, not a direct get: any replica answers those, and one that
+        // is still catching up after a restart says "not found" for a result it has not got yet
+        // (the cluster test caught an execution run twice that way).
         match self
             .results
-            .direct_get_last_for_subject(&result_subject)
+            .get_last_raw_message_by_subject(&result_subject)
             .await
         {
             Ok(stored) => {
@@ -129,7 +132,7 @@ impl Runner {
                 }
                 tracing::warn!(%execution_id, security_event = "foreign_result", "the reply subject holds a result without this dispatch's token; running the execution anyway");
             }
-            Err(error) if error.kind() == DirectGetErrorKind::NotFound => {}
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {}
             Err(error) => {
                 // Not knowing whether it already ran (e.g. RESULTS is electing a leader), it
                 // waits rather than risk running it twice.
