@@ -172,7 +172,7 @@ print(sorted(name for _, name in socket.if_nameindex()))
         },
     },
     Attack {
-        name: "setuid, mount, chroot and raw sockets",
+        name: "setuid, mount, chroot, raw sockets, namespaces and keyrings",
         language: "python",
         code: r#"import ctypes, os, socket
 libc = ctypes.CDLL(None, use_errno=True)
@@ -186,12 +186,17 @@ attempt("setuid", lambda: os.setuid(0) or True)
 attempt("mount", lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) == 0)
 attempt("raw socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) and True)
 attempt("chroot", lambda: os.chroot("/tmp") or True)
+# A user namespace of its own would give it every capability inside, and the kernel's
+# namespace and mount code to attack.
+attempt("unshare", lambda: os.unshare(os.CLONE_NEWUSER | os.CLONE_NEWNS) or True)
+attempt("clone", lambda: libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0) >= 0)
+attempt("keyctl", lambda: libc.syscall(250, 0, -3, 0, 0, 0) >= 0)
 "#,
         stdin: None,
         timeout_seconds: 10,
         check: |r| {
             status_is(r, "completed");
-            stdout_is(r, "setuid denied\nmount denied\nraw socket denied\nchroot denied\n");
+            stdout_is(r, "setuid denied\nmount denied\nraw socket denied\nchroot denied\nunshare denied\nclone denied\nkeyctl denied\n");
         },
     },
     Attack {

@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Stdio;
 
 use voidrunner_shared::metrics as names;
 
@@ -17,18 +16,18 @@ impl NativeSandbox {
     /// cgroup and any process left).
     pub(super) async fn remove(&self, id: &str, reason: Removal, runtime: bool) {
         if runtime {
-            let deleted = self
-                .crun()
-                .args(["delete", "--force", id])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .await;
-            if let Err(error) = deleted {
-                tracing::warn!(sandbox = id, error = %error, "deleting the sandbox failed");
-            }
+            // Fails harmlessly for a sandbox the runtime already deleted.
+            self.runtime_call(&["delete", "--force", id]).await;
             self.remove_cgroups(id).await;
+            // While the runtime still knows it, the bundle stays: the next sweep tries again.
+            let state = super::crun_root(&self.inner.settings).join(id);
+            if tokio::fs::try_exists(&state).await.unwrap_or(false) {
+                tracing::warn!(
+                    sandbox = id,
+                    "the runtime could not delete the sandbox; trying again later"
+                );
+                return;
+            }
         }
         let bundle = bundles_dir(&self.inner.settings).join(id);
         match tokio::fs::remove_dir_all(&bundle).await {

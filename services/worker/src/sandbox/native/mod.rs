@@ -43,6 +43,11 @@ pub use seccomp::DEFAULT_PROFILE as DEFAULT_SECCOMP_PROFILE;
 
 /// How long a sandbox may take to go once it was told to.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a sandbox whose program reported its end may take to exit before it is killed (its
+/// init exits with the bootstrap, in milliseconds; a program that forged the end would not).
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// The longest a call of the runtime (kill, delete) may take.
+pub(super) const RUNTIME_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A started sandbox: its id, the runtime process that runs it, and its bundle.
 pub(super) struct Handle {
@@ -182,6 +187,29 @@ impl NativeSandbox {
             .map(str::to_owned)
             .collect();
         Ok((rootfs, env))
+    }
+
+    /// Runs the runtime with `args` (kill, delete) for at most `RUNTIME_CALL_TIMEOUT`; true if
+    /// it succeeded.
+    async fn runtime_call(&self, args: &[&str]) -> bool {
+        let mut command = self.crun();
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        match tokio::time::timeout(RUNTIME_CALL_TIMEOUT, command.status()).await {
+            Ok(Ok(status)) => status.success(),
+            Ok(Err(error)) => {
+                tracing::warn!(?args, error = %error, "the sandbox runtime could not be run");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(?args, "the sandbox runtime did not answer in time");
+                false
+            }
+        }
     }
 
     fn crun(&self) -> Command {
@@ -338,14 +366,7 @@ impl NativeSandbox {
             (None, Some(signal)) => 128 + i64::from(signal),
             (None, None) => -1,
         };
-        // The runtime logs only its own errors (and warnings) there, never the program's.
-        let log = tokio::fs::read_to_string(handle.bundle.join("runtime.log"))
-            .await
-            .unwrap_or_default();
-        let errors: Vec<&str> = log
-            .lines()
-            .filter(|line| !line.trim().is_empty() && !line.to_ascii_lowercase().contains("warn"))
-            .collect();
+        let errors = runtime_errors(&handle.bundle).await;
         if code != 0 && !errors.is_empty() {
             return Err(SandboxError::Runtime {
                 operation: "run",
@@ -363,14 +384,9 @@ impl NativeSandbox {
     /// Kills every process of a sandbox and waits for its runtime process to clean up.
     async fn kill(&self, handle: &mut Handle) {
         let killed = self
-            .crun()
-            .args(["kill", "--all", &handle.id, "KILL"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .runtime_call(&["kill", "--all", &handle.id, "KILL"])
             .await;
-        if !killed.is_ok_and(|status| status.success()) {
+        if !killed {
             // Not created yet, or already gone: the runtime process goes, and its init with it.
             let _ = handle.process.start_kill();
         }
@@ -391,16 +407,17 @@ impl NativeSandbox {
             // Closing its stdin lets a sandbox that waits for a program (a drained warm one)
             // end on its own.
             drop(handle.process.stdin.take());
-            let stopped = match tokio::time::timeout(STOP_TIMEOUT, handle.process.wait()).await {
+            let stopped = match tokio::time::timeout(EXIT_GRACE, handle.process.wait()).await {
                 Ok(Ok(status)) => Some(status),
                 _ => {
                     sandbox.kill(&mut handle).await;
                     handle.process.try_wait().ok().flatten()
                 }
             };
-            // A runtime process that exited by itself deleted the sandbox (its state, cgroup
-            // and processes); one that was killed left that to us.
-            let cleaned = stopped.is_some_and(|status| status.code().is_some());
+            // A runtime process that exited by itself, without an error, deleted the sandbox
+            // (its state, cgroup and processes); one that was killed or failed left that to us.
+            let cleaned = stopped.is_some_and(|status| status.code().is_some())
+                && runtime_errors(&handle.bundle).await.is_empty();
             sandbox.remove(&handle.id, reason, !cleaned).await;
             sandbox.live().remove(&handle.id);
         });
@@ -416,6 +433,18 @@ impl NativeSandbox {
 
 fn crun_root(settings: &SandboxSettings) -> PathBuf {
     settings.native.state_dir.join("crun")
+}
+
+/// The errors the runtime logged for a sandbox (it logs only its own there, never the
+/// program's).
+async fn runtime_errors(bundle: &Path) -> Vec<String> {
+    tokio::fs::read_to_string(bundle.join("runtime.log"))
+        .await
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.to_ascii_lowercase().contains("warn"))
+        .map(str::to_owned)
+        .collect()
 }
 
 pub(super) fn bundles_dir(settings: &SandboxSettings) -> PathBuf {

@@ -12,8 +12,75 @@ use libseccomp::{
 };
 use serde::Deserialize;
 
-/// Where Debian's and Fedora's containers-common put Docker's default profile.
+/// Where Debian's and Fedora's containers-common put their copy of Docker's default profile.
 pub const DEFAULT_PROFILE: &str = "/usr/share/containers/seccomp.json";
+
+/// System calls a sandbox never makes, whatever the profile allows: those Docker's default
+/// profile allows only to a process with a capability (a sandbox has none), and the key
+/// management calls it refuses to all. containers-common's copy of the profile allows several
+/// of them to every process (it lets containers nest); a sandbox would then create user
+/// namespaces of its own, and the capabilities that come with them. They fail with EPERM, as
+/// under Docker.
+const REFUSED: &[&str] = &[
+    // namespaces and mounts (CAP_SYS_ADMIN)
+    "unshare",
+    "setns",
+    "mount",
+    "mount_setattr",
+    "umount",
+    "umount2",
+    "pivot_root",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "chroot",
+    // the kernel's keyrings (refused to all by Docker)
+    "keyctl",
+    "add_key",
+    "request_key",
+    // kernel facilities behind other capabilities
+    "syslog",
+    "reboot",
+    "bpf",
+    "perf_event_open",
+    "fanotify_init",
+    "lookup_dcookie",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "quotactl",
+    "quotactl_fd",
+    "setdomainname",
+    "sethostname",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "acct",
+    "swapon",
+    "swapoff",
+    "iopl",
+    "ioperm",
+    "settimeofday",
+    "stime",
+    "clock_settime",
+    "vhangup",
+    "kcmp",
+    "pidfd_getfd",
+    "process_madvise",
+    "mbind",
+    "set_mempolicy",
+    "get_mempolicy",
+    "set_mempolicy_home_node",
+    "userfaultfd",
+    "nfsservctl",
+];
+/// The flags of `clone` that create namespaces (Docker's mask): without CAP_SYS_ADMIN, `clone`
+/// may not use them.
+const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
@@ -155,6 +222,43 @@ fn compare(arg: &Arg) -> Result<ScmpArgCompare, SeccompError> {
     Ok(ScmpArgCompare::new(arg.index, op, datum))
 }
 
+/// Whether the sandbox's own rules, not the profile's, decide about `name`.
+fn is_restricted(name: &str) -> bool {
+    REFUSED.contains(&name) || name == "clone" || name == "clone3"
+}
+
+/// The rules no profile overrides: the `REFUSED` calls fail with EPERM, `clone` may not create
+/// namespaces, and `clone3` (whose flags a filter cannot read) says it does not exist, so that
+/// the C library falls back to `clone`.
+fn refuse_what_needs_a_capability(
+    filter: &mut ScmpFilterContext,
+    default: ScmpAction,
+) -> Result<(), SeccompError> {
+    // libseccomp takes no rule that does what the default does.
+    let mut refuse = |action: ScmpAction, syscall: ScmpSyscall| match action == default {
+        true => Ok(()),
+        false => filter.add_rule(action, syscall).map(|_| ()),
+    };
+    for name in REFUSED {
+        if let Ok(syscall) = ScmpSyscall::from_name(name) {
+            refuse(ScmpAction::Errno(libc::EPERM), syscall)?;
+        }
+    }
+    if let Ok(clone3) = ScmpSyscall::from_name("clone3") {
+        refuse(ScmpAction::Errno(libc::ENOSYS), clone3)?;
+    }
+    filter.add_rule_conditional(
+        ScmpAction::Allow,
+        ScmpSyscall::from_name("clone")?,
+        &[ScmpArgCompare::new(
+            0,
+            ScmpCompareOp::MaskedEqual(CLONE_NAMESPACE_FLAGS),
+            0,
+        )],
+    )?;
+    Ok(())
+}
+
 /// Compiles `profile` (JSON in Docker's format) into the BPF program a sandbox loads, with the
 /// number of syscalls it names that this libseccomp does not know (skipped, as Docker does).
 pub fn compile(profile: &str) -> Result<(Vec<u8>, usize), SeccompError> {
@@ -202,7 +306,7 @@ pub fn compile(profile: &str) -> Result<(Vec<u8>, usize), SeccompError> {
             .flatten()
             .map(compare)
             .collect::<Result<Vec<_>, _>>()?;
-        for name in &rule.names {
+        for name in rule.names.iter().filter(|name| !is_restricted(name)) {
             let Ok(syscall) = ScmpSyscall::from_name(name) else {
                 unknown += 1;
                 continue;
@@ -214,6 +318,7 @@ pub fn compile(profile: &str) -> Result<(Vec<u8>, usize), SeccompError> {
             }
         }
     }
+    refuse_what_needs_a_capability(&mut filter, default)?;
     let mut exported = tempfile::tempfile()?;
     filter.export_bpf(&exported)?;
     exported.rewind()?;
@@ -264,6 +369,25 @@ mod tests {
             .map(|rule| rule.names[0].as_str())
             .collect();
         assert_eq!(applies, ["read", "personality", "clone"]);
+    }
+
+    #[test]
+    fn no_profile_gives_a_sandbox_namespaces_or_mounts() {
+        let permissive = r#"{
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": 38,
+            "syscalls": [
+                {"names": ["read", "unshare", "setns", "mount", "clone", "clone3", "keyctl"],
+                 "action": "SCMP_ACT_ALLOW"}
+            ]
+        }"#;
+        assert!(compile(permissive).is_ok());
+        for name in [
+            "unshare", "setns", "mount", "clone", "clone3", "keyctl", "chroot",
+        ] {
+            assert!(is_restricted(name), "{name}");
+        }
+        assert!(!is_restricted("read"));
     }
 
     #[test]
