@@ -6,10 +6,11 @@
 //! the lanes ahead of everybody else, and needs no per-user bookkeeping on the workers.
 //!
 //! The user's row counts both (`active_executions`, `held_executions`), kept by the same
-//! transactions that admit, hold and end executions: admitting costs one guarded row update,
-//! never a count over the user's executions. The update is a row lock (the write lock on
-//! SQLite) that serialises admission per user, so callers make it their last write before
-//! committing, to hold it as briefly as possible. `admit_held` recounts from the executions
+//! transactions that admit, hold and end executions: admitting costs two updates of that row,
+//! never a count over the user's executions. The first takes the row (the write lock on
+//! SQLite), which serialises admission per user: an admission waits for a release in flight
+//! and sees the place it frees. Callers make it their last write before committing, to hold
+//! the row as briefly as possible. `admit_held` recounts from the executions
 //! themselves, so a count that drifted (a row edited by hand) heals within a sweep.
 //!
 //! With the limit `unlimited` nothing is counted and no user row is touched: every execution
@@ -36,32 +37,7 @@ pub(super) async fn admit_new<C: ConnectionTrait>(
     user_id: Uuid,
     limit: ActiveLimit,
 ) -> Result<bool, DbErr> {
-    let ActiveLimit::PerUser(limit) = limit else {
-        return Ok(true);
-    };
-    let admitted = user::Entity::update_many()
-        .col_expr(
-            user::Column::ActiveExecutions,
-            Expr::col(user::Column::ActiveExecutions).add(1),
-        )
-        .filter(user::Column::Id.eq(user_id))
-        .filter(user::Column::HeldExecutions.eq(0))
-        .filter(user::Column::ActiveExecutions.lt(i64::from(limit)))
-        .exec(txn)
-        .await?
-        .rows_affected
-        > 0;
-    if !admitted {
-        user::Entity::update_many()
-            .col_expr(
-                user::Column::HeldExecutions,
-                Expr::col(user::Column::HeldExecutions).add(1),
-            )
-            .filter(user::Column::Id.eq(user_id))
-            .exec(txn)
-            .await?;
-    }
-    Ok(admitted)
+    Ok(admit_many(txn, user_id, 1, limit).await? == 1)
 }
 
 /// Takes places under the user's limit for `count` new executions at once: how many of them
@@ -75,7 +51,10 @@ pub(super) async fn admit_many<C: ConnectionTrait>(
     let ActiveLimit::PerUser(limit) = limit else {
         return Ok(count);
     };
-    // Takes the user's row, to read the counts it then sets.
+    // Takes the user's row first, then reads the counts from it. Not one update guarded by the
+    // counts: on PostgreSQL such an update reads them as of its snapshot, and skips the row
+    // without waiting when a release in flight holds it. The execution would then be held
+    // with a place free and nobody left to admit it until the next sweep.
     let counts = user::Entity::update_many()
         .col_expr(
             user::Column::HeldExecutions,
@@ -325,10 +304,58 @@ async fn users_with_held(db: &DatabaseConnection) -> Result<Vec<Uuid>, DbErr> {
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
+    use sea_orm::{ActiveModelTrait, IntoActiveModel, Set, TransactionTrait};
 
-    use super::super::transitions::tests::{database, execution_in};
+    use super::super::transitions::tests::{database, execution_in, with_user_and_task};
     use super::*;
+
+    /// A fresh PostgreSQL database on the test cluster, with one user and one task.
+    async fn postgres() -> (DatabaseConnection, Uuid, crate::entity::task::Model) {
+        let admin_url = std::env::var("VOIDRUNNER_TEST_DATABASE_URL").expect(
+            "VOIDRUNNER_TEST_DATABASE_URL is not set: this test needs PostgreSQL \
+             (scripts/test.sh starts one and sets it)",
+        );
+        let admin = crate::db::connect(&admin_url)
+            .await
+            .expect("reach PostgreSQL");
+        let name = format!("vr_test_{}", Uuid::new_v4().simple());
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create a database");
+        admin.close().await.expect("close");
+        let (base, _) = admin_url.rsplit_once('/').expect("a database in the URL");
+        let db = crate::db::connect(&format!("{base}/{name}"))
+            .await
+            .expect("connect");
+        with_user_and_task(db).await
+    }
+
+    /// Waits until a statement on `db`'s database waits for a row lock.
+    async fn until_one_waits_for_a_lock(db: &DatabaseConnection) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let waiting = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    db.get_database_backend(),
+                    "SELECT count(*) AS n FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                ))
+                .await
+                .expect("pg_stat_activity")
+                .expect("a row")
+                .try_get::<i64>("", "n")
+                .expect("a count");
+            if waiting > 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing waited for the user's row"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 
     async fn counts(db: &DatabaseConnection, user_id: Uuid) -> (i64, i64) {
         let user = user::Entity::find_by_id(user_id)
@@ -429,6 +456,63 @@ mod tests {
             .expect("release")
             .is_empty());
         assert_eq!(counts(&db, user_id).await, (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_submission_racing_a_release_on_postgres_is_admitted_whichever_commits_first() {
+        let limit = ActiveLimit::PerUser(1);
+        for release_first in [true, false] {
+            let (db, user_id, task) = postgres().await;
+            let running = execution_in(&db, user_id, &task, Status::Running).await;
+            let mut row = running.into_active_model();
+            row.admitted = Set(true);
+            row.update(&db).await.expect("admitted");
+            recount(&db, user_id).await.expect("recount");
+            assert_eq!(counts(&db, user_id).await, (1, 0));
+
+            // The running execution ends in one transaction while a new one is submitted in
+            // another; the first to take the user's row commits only once the other waits.
+            let ending = db.begin().await.expect("begin");
+            let submitting = db.begin().await.expect("begin");
+            let new = execution_in(&submitting, user_id, &task, Status::Queued).await;
+            let (admitted_at_submit, admitted_at_release) = if release_first {
+                let freed = release(&ending, user_id, true, limit)
+                    .await
+                    .expect("release");
+                let submit = tokio::spawn(async move {
+                    let admitted = admit_new(&submitting, user_id, limit).await.expect("admit");
+                    submitting.commit().await.expect("commit");
+                    admitted
+                });
+                until_one_waits_for_a_lock(&db).await;
+                ending.commit().await.expect("commit");
+                (submit.await.expect("submit"), freed)
+            } else {
+                let admitted = admit_new(&submitting, user_id, limit).await.expect("admit");
+                let end = tokio::spawn(async move {
+                    let freed = release(&ending, user_id, true, limit)
+                        .await
+                        .expect("release");
+                    ending.commit().await.expect("commit");
+                    freed
+                });
+                until_one_waits_for_a_lock(&db).await;
+                submitting.commit().await.expect("commit");
+                (admitted, end.await.expect("release"))
+            };
+            let order = if release_first {
+                "release first"
+            } else {
+                "submission first"
+            };
+            // Admitted by the submission itself, or (marked so) by the release.
+            assert!(
+                admitted_at_submit
+                    || (admitted_at_release == vec![new.id] && admitted(&db, new.id).await),
+                "{order}: the new execution was held with a place free"
+            );
+            assert_eq!(counts(&db, user_id).await, (1, 0), "{order}");
+        }
     }
 
     #[test]

@@ -124,6 +124,13 @@ pub(super) mod tests {
         let db = sea_orm::Database::connect("sqlite::memory:")
             .await
             .expect("in-memory sqlite");
+        with_user_and_task(db).await
+    }
+
+    /// Migrates `db` and gives it one user and one task.
+    pub(in crate::executions) async fn with_user_and_task(
+        db: DatabaseConnection,
+    ) -> (DatabaseConnection, Uuid, task::Model) {
         crate::db::migrate(&db).await.expect("migrations apply");
         let now = Utc::now();
         let user = user::ActiveModel {
@@ -160,7 +167,7 @@ pub(super) mod tests {
     }
 
     pub(in crate::executions) async fn execution_in(
-        db: &DatabaseConnection,
+        db: &impl sea_orm::ConnectionTrait,
         user_id: Uuid,
         task: &task::Model,
         status: Status,
