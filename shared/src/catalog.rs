@@ -51,6 +51,10 @@ pub struct Definition {
     #[serde(default)]
     pub compile: Option<String>,
     pub run: String,
+    /// Starts the language's runtime with the sandbox, before its program arrives, and then
+    /// runs the program as `run` would (see `languages/catalog.toml`).
+    #[serde(default)]
+    pub prestart: Option<String>,
     #[serde(default)]
     pub memory_mb: Option<u32>,
     #[serde(default)]
@@ -136,6 +140,12 @@ impl Catalog {
                     language.id
                 ));
             }
+            if language.compile.is_some() && language.prestart.is_some() {
+                return wrong(format!(
+                    "{}: prestart is for languages that run their source (no compile step)",
+                    language.id
+                ));
+            }
             language.image_tag = format!("voidrunner/{}:{}", language.image, image.version);
         }
         if catalog.languages.is_empty() {
@@ -211,5 +221,15 @@ mod tests {
         let document = BUILT_IN.replacen("id = \"ruby\"", "id = \"Ruby.3\"", 1);
         let error = Catalog::parse(&document).expect_err("refused");
         assert!(error.to_string().contains("subject token"), "{error}");
+        let document = BUILT_IN.replacen(
+            "run = \"node /tmp/.voidrunner-out/main.js\"",
+            "run = \"node /tmp/.voidrunner-out/main.js\"\nprestart = \"node\"",
+            1,
+        );
+        let error = Catalog::parse(&document).expect_err("refused");
+        assert!(
+            error.to_string().contains("typescript: prestart is for"),
+            "{error}"
+        );
     }
 }

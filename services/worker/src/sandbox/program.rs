@@ -26,6 +26,8 @@ const MARKER_PREFIX: &str = "\x1evoidrunner-end ";
 pub const MARKER_ROOM: usize = 128;
 /// The directory of the program's files inside the sandbox.
 const WORK_DIR: &str = "work";
+/// The FIFO that tells a prestarted runtime its program is there (in /tmp, beside `WORK_DIR`).
+const START_FIFO: &str = ".voidrunner-start";
 
 /// A program to run, in the language of the image it will run in.
 #[derive(Debug, Clone)]
@@ -81,12 +83,31 @@ pub fn bootstrap_command(language: Language) -> Vec<String> {
     // `head -c` reads no further than it must, leaving the rest of stdin to the program. The
     // program runs as a child (not exec'd) so that the markers can follow it; only builtins
     // run after it, so that the end is reported without another process start.
-    let script = format!(
+    let receive = format!(
         "IFS=' ' read -r size nonce || exit {BOOTSTRAP_FAILED_EXIT}\n\
-         cd /tmp || exit {BOOTSTRAP_FAILED_EXIT}\n\
          head -c \"$size\" | tar -xf - || exit {BOOTSTRAP_FAILED_EXIT}\n\
-         cd /tmp/{WORK_DIR} || exit {BOOTSTRAP_FAILED_EXIT}\n\
-         {run}\n\
+         cd /tmp/{WORK_DIR} || exit {BOOTSTRAP_FAILED_EXIT}\n"
+    );
+    let run = match &definition.prestart {
+        // The runtime starts before the program arrives, on the program's stdin (an
+        // asynchronous command's stdin is /dev/null unless given) and on a FIFO that both ends
+        // open read-write, so neither open waits for the other: the line written once the files
+        // are there stays in the FIFO until the runtime reads it.
+        Some(prestart) => format!(
+            "cd /tmp || exit {BOOTSTRAP_FAILED_EXIT}\n\
+             mkfifo {START_FIFO} || exit {BOOTSTRAP_FAILED_EXIT}\n\
+             exec 4<&0\n\
+             {prestart} 3<>{START_FIFO} <&4 4<&- &\n\
+             started=$!\n\
+             exec 3<>{START_FIFO} 4<&-\n\
+             {receive}\
+             echo /tmp/{WORK_DIR} >&3\n\
+             wait $started\n"
+        ),
+        None => format!("cd /tmp || exit {BOOTSTRAP_FAILED_EXIT}\n{receive}{run}\n"),
+    };
+    let script = format!(
+        "{run}\
          code=$?\n\
          peak=\n\
          read -r peak 2>/dev/null < /sys/fs/cgroup/memory/memory.max_usage_in_bytes || read -r peak 2>/dev/null < /sys/fs/cgroup/memory.peak\n\
