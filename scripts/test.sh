@@ -23,7 +23,7 @@ vr_ensure_postgres
 vr_ensure_images all compose-base
 vr__log "python packages for the wire-contract, API and manifest checks (nats-py, jsonschema, schemathesis, kubernetes-validate, openapi-python-client)"
 python3 -m pip install --quiet --disable-pip-version-check 'nats-py==2.16.0' 'jsonschema==4.26.0' \
-    'schemathesis==4.6.4' 'hypothesis==6.135.0' 'kubernetes-validate==1.37.0' \
+    'schemathesis==4.32.5' 'hypothesis==6.135.0' 'kubernetes-validate==1.37.0' \
     'openapi-python-client==0.29.1'
 
 vr__log "prometheus and promtool, for the metrics tests"

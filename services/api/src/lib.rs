@@ -26,6 +26,7 @@ pub mod rules;
 pub mod state;
 pub mod tasks;
 pub mod webhooks;
+pub mod whole_number;
 
 use std::future::IntoFuture;
 use std::sync::Arc;

@@ -39,15 +39,15 @@ pub struct RunRequest {
     files: Option<Vec<SourceFile>>,
     #[serde(default)]
     stdin: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_number::optional")]
     priority: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_number::optional")]
     timeout_seconds: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_number::optional")]
     memory_mb: Option<i64>,
     #[serde(default)]
     cpus: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_number::optional")]
     output_limit_bytes: Option<u64>,
     #[serde(default)]
     network: Option<bool>,

@@ -30,16 +30,22 @@ pub struct TaskDraft {
     pub description: Option<String>,
     /// Any JSON object of the user's, at most 16 KiB.
     pub metadata: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "crate::whole_number::optional")]
     pub priority: Option<i64>,
+    #[serde(default, deserialize_with = "crate::whole_number::optional")]
     pub timeout_seconds: Option<i64>,
     pub files: Option<Vec<SourceFile>>,
+    #[serde(default, deserialize_with = "crate::whole_number::optional")]
     pub memory_mb: Option<i64>,
     pub cpus: Option<f64>,
+    #[serde(default, deserialize_with = "crate::whole_number::optional")]
     pub output_limit_bytes: Option<u64>,
     pub network: Option<bool>,
     /// Runs after the first when the program fails or times out.
+    #[serde(default, deserialize_with = "crate::whole_number::optional")]
     pub max_retries: Option<i64>,
     /// Delay before the first retry, doubling for each further one.
+    #[serde(default, deserialize_with = "crate::whole_number::optional")]
     pub retry_backoff_seconds: Option<i64>,
 }
 
