@@ -355,6 +355,35 @@ impl TestApp {
         async_nats::jetstream::new(client)
     }
 
+    /// Waits until the app's worker has a warm sandbox of `language` waiting in its pool, as its
+    /// status endpoint says.
+    pub async fn until_warm(&self, language: &str) {
+        let client = async_nats::connect(self.nats.url())
+            .await
+            .expect("connect to the test nats-server");
+        let subject = self.namespace().worker_status_subject(&self.worker_id);
+        let deadline = tokio::time::Instant::now() + FINAL_STATE_TIMEOUT;
+        loop {
+            // Nothing answers until the worker has registered its status endpoint.
+            let status = match client.request(subject.clone(), "".into()).await {
+                Ok(reply) => serde_json::from_slice::<Value>(&reply.payload).ok(),
+                Err(_) => None,
+            };
+            let warm = status
+                .as_ref()
+                .and_then(|status| status["warm_pool"][language].as_u64());
+            if warm.is_some_and(|warm| warm > 0) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no warm {language} sandbox in the pool of worker {}: {status:?}",
+                self.worker_id
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Messages stored now in one of the installation's streams.
     pub async fn messages_in(&self, stream: &str) -> u64 {
         self.jetstream()

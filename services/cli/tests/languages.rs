@@ -218,10 +218,12 @@ async fn workers_pull_only_the_languages_they_serve_and_an_unserved_one_waits_fo
 }
 
 /// A program of a prestarted language: what it sees of itself, and how its uncaught error is
-/// reported, are what its `run` command would give it.
+/// reported, are what its `run` command would give it. Its output's second line says whether
+/// its runtime was prestarted.
 struct Prestarted {
     language: &'static str,
     files: Value,
+    /// The first line of its output.
     stdout: &'static str,
     /// The uncaught error's report: its first line and its last.
     stderr: (&'static str, &'static str),
@@ -232,10 +234,10 @@ fn prestarted() -> [Prestarted; 2] {
         Prestarted {
             language: "python",
             files: json!([
-                { "path": "main.py", "content": "import os, sys\nimport helper\nprint(__name__, __file__, sys.argv, sys.path[0], os.getcwd(), helper.NAME, input())\nprint(any('prestart' in a for a in sys.orig_argv))\ndef fail():\n    raise ValueError('boom')\nfail()\n" },
+                { "path": "main.py", "content": "import os, sys\nimport helper\nprint(__name__, __file__, sys.argv, sys.path[0], os.getcwd(), helper.NAME, input())\nprint(str(any('prestart' in a for a in sys.orig_argv)).lower())\ndef fail():\n    raise ValueError('boom')\nfail()\n" },
                 { "path": "helper.py", "content": "NAME = 'helper'\n" },
             ]),
-            stdout: "__main__ /tmp/work/main.py ['main.py'] /tmp/work /tmp/work helper voidrunner\nTrue\n",
+            stdout: "__main__ /tmp/work/main.py ['main.py'] /tmp/work /tmp/work helper voidrunner\n",
             stderr: (
                 "Traceback (most recent call last):\n  File \"/tmp/work/main.py\", line 7, in <module>\n",
                 "ValueError: boom\n",
@@ -247,7 +249,7 @@ fn prestarted() -> [Prestarted; 2] {
                 { "path": "main.js", "content": "const helper = require('./helper');\nconst input = require('fs').readFileSync(0, 'utf8').trim();\nconsole.log(require.main === module, __filename, process.argv[1], process.cwd(), helper.name, input);\nconsole.log(process.execArgv.length === 0 && require.cache[require.resolve('/usr/local/lib/voidrunner/prestart.js')] !== undefined);\nnull.x;\n" },
                 { "path": "helper.js", "content": "module.exports = { name: 'helper' };\n" },
             ]),
-            stdout: "true /tmp/work/main.js /tmp/work/main.js /tmp/work helper voidrunner\ntrue\n",
+            stdout: "true /tmp/work/main.js /tmp/work/main.js /tmp/work helper voidrunner\n",
             stderr: ("/tmp/work/main.js:5\n", "\nNode.js v20"),
         },
     ]
@@ -257,12 +259,26 @@ fn prestarted() -> [Prestarted; 2] {
 async fn a_prestarted_runtime_runs_the_program_as_its_run_command_would_on_both_backends() {
     let state = tempfile::TempDir::new().expect("state dir");
     let state_dir = state.path().display().to_string();
-    for backend in ["docker", "native"] {
+    // From the warm pool, the runtime was started before the program came; in a sandbox made
+    // for the program (no pool), it is started by the run command. The program sees no
+    // difference but the flag.
+    for (backend, pooled) in [
+        ("docker", true),
+        ("docker", false),
+        ("native", true),
+        ("native", false),
+    ] {
+        let pools = if pooled {
+            "python=1,javascript=1"
+        } else {
+            "python=0,javascript=0"
+        };
         let app = spawn_app_with(
             Backend::Sqlite,
             &[
                 ("VOIDRUNNER_SANDBOX_BACKEND", backend),
                 ("VOIDRUNNER_SANDBOX_STATE_DIR", &state_dir),
+                ("VOIDRUNNER_POOL_SIZES", pools),
             ],
         )
         .await;
@@ -274,6 +290,9 @@ async fn a_prestarted_runtime_runs_the_program_as_its_run_command_would_on_both_
                 "{}: no prestart in the catalog",
                 case.language
             );
+            if pooled {
+                app.until_warm(case.language).await;
+            }
             let (status, result) = app
                 .post_run(
                     &token,
@@ -281,21 +300,24 @@ async fn a_prestarted_runtime_runs_the_program_as_its_run_command_would_on_both_
                     json!({ "language": case.language, "files": case.files, "stdin": "voidrunner\n" }),
                 )
                 .await;
-            assert_eq!(status, 200, "{backend} {}: {result}", case.language);
-            assert_eq!(result["status"], "failed", "{backend}: {result}");
-            assert_eq!(result["exit_code"], 1, "{backend}: {result}");
-            assert_eq!(result["stdout"], case.stdout, "{backend}: {result}");
+            let what = format!("{backend}, pooled {pooled}, {}", case.language);
+            assert_eq!(status, 200, "{what}: {result}");
+            assert_eq!(result["status"], "failed", "{what}: {result}");
+            assert_eq!(result["exit_code"], 1, "{what}: {result}");
+            assert_eq!(
+                result["stdout"],
+                format!("{}{pooled}\n", case.stdout),
+                "{what}: {result}"
+            );
             let stderr = result["stderr"].as_str().expect("stderr");
             let (first, last) = case.stderr;
             assert!(
                 stderr.starts_with(first) && stderr.trim_end().contains(last.trim_end()),
-                "{backend} {}: the error is reported as the runtime reports it:\n{stderr}",
-                case.language
+                "{what}: the error is reported as the runtime reports it:\n{stderr}"
             );
             assert!(
                 !stderr.contains("prestart"),
-                "{backend} {}: the prestart shows in the report:\n{stderr}",
-                case.language
+                "{what}: the prestart shows in the report:\n{stderr}"
             );
         }
         app.stop().await;

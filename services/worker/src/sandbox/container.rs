@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
 use voidrunner_shared::Language;
 
-use super::program::bootstrap_command;
+use super::program::{bootstrap_command, StartedFor};
 use super::settings::{
     SandboxSettings, EXECUTION_LABEL, INSTALLATION_LABEL, MAX_OPEN_FILES, POOL_LABEL, SANDBOX_ENV,
     SANDBOX_UID, WORKER_LABEL,
@@ -62,13 +62,19 @@ pub(super) fn config(
         (WORKER_LABEL.to_owned(), settings.worker_id.clone()),
         (INSTALLATION_LABEL.to_owned(), settings.installation.clone()),
     ]);
-    match execution_id {
-        Some(execution_id) => labels.insert(EXECUTION_LABEL.to_owned(), execution_id.to_owned()),
-        None => labels.insert(POOL_LABEL.to_owned(), language.to_string()),
+    let started_for = match execution_id {
+        Some(execution_id) => {
+            labels.insert(EXECUTION_LABEL.to_owned(), execution_id.to_owned());
+            StartedFor::Program
+        }
+        None => {
+            labels.insert(POOL_LABEL.to_owned(), language.to_string());
+            StartedFor::Pool
+        }
     };
     ContainerCreateBody {
         image: Some(image.to_owned()),
-        cmd: Some(bootstrap_command(language)),
+        cmd: Some(bootstrap_command(language, started_for)),
         user: Some(format!("{SANDBOX_UID}:{SANDBOX_UID}")),
         working_dir: Some("/tmp".into()),
         env: Some(SANDBOX_ENV.iter().map(|var| (*var).to_owned()).collect()),

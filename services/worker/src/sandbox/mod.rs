@@ -20,7 +20,7 @@ pub use instant::{InstantSandbox, NO_CODE_RAN};
 pub use metrics::{MetricsSnapshot, SandboxMetrics};
 pub use native::{NativeSandbox, DEFAULT_SECCOMP_PROFILE};
 pub use program::{
-    bootstrap_command, ending, strip_markers, Ending, Program, BOOTSTRAP_FAILED_EXIT,
+    bootstrap_command, ending, strip_markers, Ending, Program, StartedFor, BOOTSTRAP_FAILED_EXIT,
     COMPILE_FAILED_EXIT,
 };
 pub use settings::{

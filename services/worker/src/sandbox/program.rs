@@ -69,8 +69,19 @@ impl Program {
     }
 }
 
+/// What a sandbox is started for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartedFor {
+    /// The warm pool: it waits for a program it does not know yet. A language with a prestart
+    /// starts its runtime while it waits, so that the program does not wait for it.
+    Pool,
+    /// A program at hand, written to it at once. Starting the runtime before the program's
+    /// files are unpacked would gain next to nothing and cost the prestart's own work.
+    Program,
+}
+
 /// The command a sandbox of `language` starts with.
-pub fn bootstrap_command(language: Language) -> Vec<String> {
+pub fn bootstrap_command(language: Language, started_for: StartedFor) -> Vec<String> {
     let definition = language.definition();
     let run = match &definition.compile {
         // What a compiler prints is its report, whichever stream it picked: stderr.
@@ -88,7 +99,11 @@ pub fn bootstrap_command(language: Language) -> Vec<String> {
          head -c \"$size\" | tar -xf - || exit {BOOTSTRAP_FAILED_EXIT}\n\
          cd /tmp/{WORK_DIR} || exit {BOOTSTRAP_FAILED_EXIT}\n"
     );
-    let run = match &definition.prestart {
+    let prestart = definition
+        .prestart
+        .as_ref()
+        .filter(|_| started_for == StartedFor::Pool);
+    let run = match prestart {
         // The runtime starts before the program arrives, on the program's stdin (an
         // asynchronous command's stdin is /dev/null unless given) and on a FIFO that both ends
         // open read-write, so neither open waits for the other: the line written once the files

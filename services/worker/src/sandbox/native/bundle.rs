@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 use voidrunner_shared::Language;
 
-use super::super::program::bootstrap_command;
+use super::super::program::{bootstrap_command, StartedFor};
 use super::super::settings::{SandboxSettings, MAX_OPEN_FILES, SANDBOX_ENV, SANDBOX_UID};
 use super::super::ContainerLimits;
 
@@ -21,6 +21,7 @@ const CPU_PERIOD_MICROS: u64 = 100_000;
 /// What one sandbox is made of besides the shared settings.
 pub struct Sandbox<'a> {
     pub language: Language,
+    pub started_for: StartedFor,
     pub limits: ContainerLimits,
     /// The unpacked image's root filesystem.
     pub rootfs: &'a Path,
@@ -48,7 +49,7 @@ fn environment(image_env: &[String]) -> Vec<String> {
 pub fn config(settings: &SandboxSettings, sandbox: &Sandbox<'_>) -> Value {
     let tmpfs_bytes = settings.tmpfs_bytes;
     let mut args = vec![INIT.to_owned(), "-p".into(), "SIGKILL".into(), "--".into()];
-    args.extend(bootstrap_command(sandbox.language));
+    args.extend(bootstrap_command(sandbox.language, sandbox.started_for));
     let quota =
         u64::try_from(sandbox.limits.nano_cpus).unwrap_or(0) * CPU_PERIOD_MICROS / 1_000_000_000;
     let id_map = json!([{ "containerID": 0, "hostID": HOST_ID_BASE, "size": 65536 }]);
@@ -140,6 +141,7 @@ mod tests {
             &settings,
             &Sandbox {
                 language: "python".parse().expect("in the catalog"),
+                started_for: StartedFor::Pool,
                 limits: ContainerLimits {
                     memory_bytes: 256 << 20,
                     nano_cpus: 500_000_000,

@@ -36,7 +36,7 @@ use super::pool::{Pools, Started};
 use super::settings::SandboxSettings;
 use super::{
     ContainerLimits, Exit, Interruptions, OutputChunk, Program, RunLimits, RunReport,
-    SandboxBackend, SandboxError,
+    SandboxBackend, SandboxError, StartedFor,
 };
 
 pub use seccomp::DEFAULT_PROFILE as DEFAULT_SECCOMP_PROFILE;
@@ -223,6 +223,7 @@ impl NativeSandbox {
         &self,
         language: Language,
         limits: ContainerLimits,
+        started_for: StartedFor,
     ) -> Result<Started<Handle>, SandboxError> {
         let settings = &self.inner.settings;
         let (rootfs, image_env) = self.unpacked(language)?;
@@ -238,6 +239,7 @@ impl NativeSandbox {
             settings,
             &bundle::Sandbox {
                 language,
+                started_for,
                 limits,
                 rootfs: &rootfs,
                 image_env: &image_env,
@@ -327,7 +329,7 @@ impl NativeSandbox {
         let was_warm = warm.is_some();
         let started = match warm {
             Some(started) => started,
-            None => self.start(language, container).await?,
+            None => self.start(language, container, StartedFor::Program).await?,
         };
         record_start(language, was_warm, getting_ready);
         let (mut handle, collected) =
@@ -486,7 +488,7 @@ impl SandboxBackend for NativeSandbox {
             .pools
             .keep_full(
                 shutdown,
-                |language, limits| self.start(language, limits),
+                |language, limits| self.start(language, limits, StartedFor::Pool),
                 |started| self.dispose(started.handle, Removal::PoolDrained),
             )
             .boxed()
