@@ -48,6 +48,9 @@ pub enum SandboxError {
     /// The host cannot run this backend's sandboxes as configured.
     #[error("{0}")]
     Setup(String),
+    /// A sandbox started for the warm pool did not report itself ready.
+    #[error("the warm sandbox did not become ready: {0}")]
+    NotReady(String),
     /// The OCI runtime of the native backend failed.
     #[error("the sandbox runtime failed to {operation}: {message}")]
     Runtime {

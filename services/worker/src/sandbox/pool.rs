@@ -17,9 +17,12 @@ use voidrunner_shared::metrics as names;
 use voidrunner_shared::Language;
 
 use super::metrics::SandboxMetrics;
+use super::program::READY_MARKER;
 use super::{ContainerLimits, SandboxError};
 
 const REFILL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a new pooled sandbox may take to report itself ready (its runtime started).
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a sandbox writes, stream by stream, as it arrives.
 pub(super) type OutputStream =
@@ -143,22 +146,40 @@ impl<T: Send + 'static> Pools<T> {
         }
         None
     }
+}
 
+impl<H: Send + 'static> Pools<Started<H>> {
     /// Keeps every pool full with what `start` makes until `shutdown`, then hands what waits
-    /// in them to `discard`.
-    pub async fn keep_full<S, F>(&self, shutdown: CancellationToken, start: S, discard: impl Fn(T))
-    where
+    /// in them to `discard`. A sandbox joins its pool once it reports itself ready; one that
+    /// does not is discarded.
+    pub async fn keep_full<S, F>(
+        &self,
+        shutdown: CancellationToken,
+        start: S,
+        discard: impl Fn(Started<H>),
+    ) where
         S: Fn(Language, ContainerLimits) -> F,
-        F: Future<Output = Result<T, SandboxError>>,
+        F: Future<Output = Result<Started<H>, SandboxError>>,
     {
         let refills = self.pools.iter().filter_map(|(&language, pool)| {
             let limits = *self.limits.get(&language)?;
             let start = &start;
+            let discard = &discard;
             let shutdown = &shutdown;
             Some(async move {
                 loop {
                     while pool.len() < pool.target && !shutdown.is_cancelled() {
-                        match start(language, limits).await {
+                        let ready = match start(language, limits).await {
+                            Ok(mut sandbox) => match until_ready(&mut sandbox).await {
+                                Ok(()) => Ok(sandbox),
+                                Err(error) => {
+                                    discard(sandbox);
+                                    Err(error)
+                                }
+                            },
+                            Err(error) => Err(error),
+                        };
+                        match ready {
                             Ok(sandbox) => pool.put(sandbox),
                             Err(error) => {
                                 tracing::warn!(%language, error = %error, "cannot fill the warm pool; retrying");
@@ -183,5 +204,44 @@ impl<T: Send + 'static> Pools<T> {
                 discard(sandbox);
             }
         }
+    }
+}
+
+/// Waits until a sandbox started for the pool reports itself ready on stdout (its bootstrap
+/// waits for a program and, with a prestart, its runtime has started), and takes the report
+/// off its output. Anything it wrote to stderr before is not a program's, and is logged.
+async fn until_ready<H>(started: &mut Started<H>) -> Result<(), SandboxError> {
+    use futures::StreamExt;
+    let marker = READY_MARKER.as_bytes();
+    let mut stdout = Vec::new();
+    let report = async {
+        while let Some(item) = started.output.next().await {
+            match item {
+                Ok((StreamName::Stdout, bytes)) => {
+                    stdout.extend_from_slice(&bytes);
+                    if stdout == marker {
+                        return Ok(());
+                    }
+                    if !marker.starts_with(&stdout) {
+                        return Err(format!(
+                            "it wrote {:?} where its ready report belongs",
+                            String::from_utf8_lossy(&stdout)
+                        ));
+                    }
+                }
+                Ok((StreamName::Stderr, bytes)) => {
+                    tracing::debug!(stderr = %String::from_utf8_lossy(&bytes), "a warm sandbox wrote to stderr before it was ready");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err("its output ended before it was ready".to_owned())
+    };
+    match tokio::time::timeout(READY_TIMEOUT, report).await {
+        Ok(result) => result.map_err(SandboxError::NotReady),
+        Err(_) => Err(SandboxError::NotReady(format!(
+            "not ready within {} s",
+            READY_TIMEOUT.as_secs()
+        ))),
     }
 }

@@ -26,6 +26,10 @@ const MARKER_PREFIX: &str = "\x1evoidrunner-end ";
 pub const MARKER_ROOM: usize = 128;
 /// The directory of the program's files inside the sandbox.
 const WORK_DIR: &str = "work";
+/// What a sandbox started for the warm pool writes on stdout once it can take a program at
+/// once: its bootstrap waits for one and, with a prestart, its runtime has started (the
+/// prestart scripts of the catalog write it). The pool takes it off before any program runs.
+pub const READY_MARKER: &str = "\x1evoidrunner-ready\n";
 /// The FIFO that tells a prestarted runtime its program is there (in /tmp, beside `WORK_DIR`).
 const START_FIFO: &str = ".voidrunner-start";
 
@@ -119,7 +123,14 @@ pub fn bootstrap_command(language: Language, started_for: StartedFor) -> Vec<Str
              echo /tmp/{WORK_DIR} >&3\n\
              wait $started\n"
         ),
-        None => format!("cd /tmp || exit {BOOTSTRAP_FAILED_EXIT}\n{receive}{run}\n"),
+        None => {
+            let ready = if started_for == StartedFor::Pool {
+                "printf '\\036voidrunner-ready\\n'\n"
+            } else {
+                ""
+            };
+            format!("cd /tmp || exit {BOOTSTRAP_FAILED_EXIT}\n{ready}{receive}{run}\n")
+        }
     };
     let script = format!(
         "{run}\
@@ -213,6 +224,30 @@ pub fn strip_markers(stdout: &mut Vec<u8>, stderr: &mut Vec<u8>, nonce: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_pooled_sandbox_reports_ready_and_prestarts_its_runtime() {
+        let script = |language: &str, started_for| {
+            let language: Language = language.parse().expect("in the catalog");
+            bootstrap_command(language, started_for).join(" ")
+        };
+        let ready = "printf '\\036voidrunner-ready\\n'";
+        // Without a prestart, the bootstrap reports it before it waits for the program.
+        assert!(script("bash", StartedFor::Pool).contains(ready));
+        assert!(!script("bash", StartedFor::Program).contains(ready));
+        // With one, the prestarted runtime reports it, once started.
+        let pooled = script("python", StartedFor::Pool);
+        assert!(pooled.contains("prestart.py") && !pooled.contains(ready));
+        let fresh = script("python", StartedFor::Program);
+        assert!(!fresh.contains("prestart") && !fresh.contains(ready));
+        assert!(fresh.contains(
+            &"python"
+                .parse::<Language>()
+                .expect("in the catalog")
+                .definition()
+                .run
+        ));
+    }
 
     #[test]
     fn the_payload_is_a_length_line_an_archive_and_then_stdin() {
