@@ -176,7 +176,7 @@ fn describe() {
     );
     describe_gauge!(
         WARM_POOL_SIZE,
-        "Started sandboxes waiting for a program, by language"
+        "Sandboxes ready and waiting for a program, by language"
     );
     describe_counter!(
         WARM_POOL_MISSES,

@@ -1,5 +1,6 @@
 //! The warm pools: per language, started single-use sandboxes blocked in their bootstrap,
-//! waiting for a program. Taking one skips creating and starting a sandbox on the critical path;
+//! waiting for a program, each counted once it has reported itself ready (with a prestart, its
+//! runtime started too). Taking one skips creating and starting a sandbox on the critical path;
 //! each is used once and removed like any other, and the pool refills in the background. Every
 //! backend that prepares sandboxes ahead keeps them here, whatever a sandbox is to it.
 
