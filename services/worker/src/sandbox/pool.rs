@@ -170,17 +170,15 @@ impl<H: Send + 'static> Pools<Started<H>> {
             Some(async move {
                 loop {
                     while pool.len() < pool.target && !shutdown.is_cancelled() {
-                        let ready = match start(language, limits).await {
-                            Ok(mut sandbox) => match until_ready(&mut sandbox).await {
-                                Ok(()) => Ok(sandbox),
-                                Err(error) => {
-                                    discard(sandbox);
-                                    Err(error)
-                                }
-                            },
-                            Err(error) => Err(error),
+                        let ready = async {
+                            let mut sandbox = start(language, limits).await?;
+                            if let Err(error) = until_ready(&mut sandbox).await {
+                                discard(sandbox);
+                                return Err(error);
+                            }
+                            Ok(sandbox)
                         };
-                        match ready {
+                        match ready.await {
                             Ok(sandbox) => pool.put(sandbox),
                             Err(error) => {
                                 tracing::warn!(%language, error = %error, "cannot fill the warm pool; retrying");

@@ -107,7 +107,7 @@ pub fn bootstrap_command(language: Language, started_for: StartedFor) -> Vec<Str
         .prestart
         .as_ref()
         .filter(|_| started_for == StartedFor::Pool);
-    let run = match prestart {
+    let body = match prestart {
         // The runtime starts before the program arrives, on the program's stdin (an
         // asynchronous command's stdin is /dev/null unless given) and on a FIFO that both ends
         // open read-write, so neither open waits for the other: the line written once the files
@@ -133,7 +133,7 @@ pub fn bootstrap_command(language: Language, started_for: StartedFor) -> Vec<Str
         }
     };
     let script = format!(
-        "{run}\
+        "{body}\
          code=$?\n\
          peak=\n\
          read -r peak 2>/dev/null < /sys/fs/cgroup/memory/memory.max_usage_in_bytes || read -r peak 2>/dev/null < /sys/fs/cgroup/memory.peak\n\
